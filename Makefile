@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each bootstraps what it needs (virtualenv, the package in editable mode, the
+# FerretDB binary, Prometheus and Chromium), idempotently.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help setup ferretdb system-deps demo test lint format bench bench-quick clean
+
+help:
+	@echo "make demo    run the main job (embedded MongoDB-compatible server + LocalCluster)"
+	@echo "make test    run the whole test suite"
+	@echo "make lint    ruff check + format check"
+	@echo "make bench   run every benchmark (benchmarks/*.py)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Builds FerretDB with Go into ~/.cache/lepton-dask/bin (kept across clones).
+ferretdb: $(STAMP)
+	@$(BIN)/lepton-dask mongo install >/dev/null
+
+# Debian packages used by the tests: a real Prometheus and a headless Chromium.
+system-deps:
+	@./.ci/system-deps
+
+setup: $(STAMP) ferretdb system-deps
+
+demo: setup
+	$(BIN)/lepton-dask demo
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check lepton_dask tests benchmarks
+	$(BIN)/ruff format --check lepton_dask tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format lepton_dask tests benchmarks
+	$(BIN)/ruff check --fix lepton_dask tests benchmarks
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+bench-quick: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache *.egg-info

@@ -1,0 +1,248 @@
+"""``lepton-dask`` command line.
+
+>>> main(["--help"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+import dask.config
+
+logger = logging.getLogger("lepton_dask")
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--uri",
+        default=None,
+        help="MongoDB URI (default: LEPTON_MONGO_URI, lepton.store.uri, or the "
+        "embedded server)",
+    )
+    p.add_argument("--database", default=None, help="database (default: lepton)")
+
+
+# -- mongo -----------------------------------------------------------------------------
+def cmd_mongo(args: argparse.Namespace) -> int:
+    from lepton_dask.store._install import install_ferretdb
+    from lepton_dask.store.server import (
+        EmbeddedServer,
+        default_data_dir,
+        read_state,
+        stop_server,
+    )
+
+    data_dir = args.data_dir or default_data_dir()
+    if args.action == "install":
+        print(install_ferretdb(force=args.force))
+        return 0
+    if args.action == "status":
+        state = read_state(data_dir)
+        if state is None:
+            print(f"no server running on {data_dir}")
+            return 3
+        print(json.dumps(state, indent=2) if args.json else (
+            f"{state['kind']} (pid {state['pid']}) at {state['uri']}, "
+            f"data in {state['data_dir']}"
+        ))  # fmt: skip
+        return 0
+    if args.action == "stop":
+        if stop_server(data_dir):
+            print(f"stopped the server on {data_dir}")
+            return 0
+        print(f"no server running on {data_dir}")
+        return 3
+    # start
+    state = read_state(data_dir)
+    if state is not None:
+        print(f"already running: {state['uri']} (pid {state['pid']})")
+        return 0
+    server = EmbeddedServer(data_dir, port=args.port, detach=True).start()
+    print(f"started {server.kind} (pid {server.proc.pid}) at {server.uri}")
+    print(f"data in {server.data_dir}; stop it with `lepton-dask mongo stop`")
+    return 0
+
+
+# -- store -----------------------------------------------------------------------------
+def cmd_store(args: argparse.Namespace) -> int:
+    from lepton_dask.store import FeatureStore
+
+    store = FeatureStore(args.uri, args.database)
+    if args.action == "list":
+        for name in store.list():
+            info = store.info(name)
+            print(
+                f"{name:<30} v{info['version']:<4} {str(info['shape']):<18} "
+                f"{info['dtype']!s:<8} {info['nbytes'] / 2**20:10.1f} MiB"
+            )
+        return 0
+    if args.action == "info":
+        info = store.info(args.name)
+        info["chunks"] = [list(c) if len(c) <= 8 else f"{len(c)} chunks" for c in info["chunks"]]
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    if args.action == "delete":
+        store.delete(args.name)
+        print(f"deleted {args.name}")
+        return 0
+    removed = store.gc(args.name, grace=args.grace)
+    print(json.dumps(removed, default=str))
+    return 0
+
+
+# -- up --------------------------------------------------------------------------------
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from distributed import LocalCluster
+
+    from lepton_dask.store import FeatureStore
+    from lepton_dask.store._uri import redact_uri
+
+    if not _is_loopback(args.host) and not args.allow_remote:
+        print(
+            f"refusing to listen on {args.host}: the scheduler would accept "
+            "connections from other machines. Pass --allow-remote (and configure "
+            "distributed.comm.tls, see README) if that is what you want.",
+            file=sys.stderr,
+        )
+        return 2
+    store = FeatureStore(args.uri, args.database)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    dashboard = f"{args.host}:{args.dashboard_port}" if args.dashboard_port >= 0 else None
+    with LocalCluster(
+        n_workers=args.workers,
+        threads_per_worker=args.threads,
+        processes=True,
+        host=args.host,
+        scheduler_port=args.port,
+        dashboard_address=dashboard,
+    ) as cluster:
+        print(f"lepton-dask is up (stop with Ctrl-C)", flush=True)
+        print(f"  scheduler : {cluster.scheduler_address}", flush=True)
+        print(f"  dashboard : {cluster.dashboard_link if dashboard else 'off'}", flush=True)
+        print(f"  mongodb   : {redact_uri(store.uri)} (database {store.database})", flush=True)
+        print(f"  workers   : {args.workers} x {args.threads} thread(s)", flush=True)
+        print(
+            f"connect from a notebook: Client({cluster.scheduler_address!r})", flush=True
+        )
+        print(f"LEPTON_SCHEDULER={cluster.scheduler_address}", flush=True)
+        print(f"LEPTON_MONGO_URI_REDACTED={redact_uri(store.uri)}", flush=True)
+        while not stop.wait(0.5):
+            pass
+        print("shutting down", flush=True)
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from distributed import Client, LocalCluster
+
+    from lepton_dask.demo import run_demo
+    from lepton_dask.store import FeatureStore
+
+    store = FeatureStore(args.uri, args.database)
+    rows = args.rows or (200_000 if args.quick else 2_000_000)
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            host="127.0.0.1",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        print(f"cluster: {cluster.scheduler_address}, dashboard {cluster.dashboard_link}")
+        report = run_demo(
+            client, store, rows=rows, cols=args.cols,
+            chunk_rows=max(1, rows // 8), progress=True,
+        )  # fmt: skip
+    print(report.summary())
+    return 0 if all(report.checks.values()) else 1
+
+
+# -- parser ----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lepton-dask`` argument parser (every command has ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="lepton-dask",
+        description="Dask-native, cost-optimizing compute over features in MongoDB.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("mongo", help="manage the embedded MongoDB-compatible server")
+    p.add_argument("action", choices=["install", "start", "stop", "status"])
+    p.add_argument("--data-dir", default=None, help="data directory (lepton.store.data-dir)")
+    p.add_argument("--port", type=int, default=0, help="port for start (0: free port)")
+    p.add_argument("--force", action="store_true", help="install: rebuild")
+    p.add_argument("--json", action="store_true", help="status: print JSON")
+    p.set_defaults(func=cmd_mongo)
+
+    p = sub.add_parser("store", help="list, inspect, delete and garbage-collect arrays")
+    p.add_argument("action", choices=["list", "info", "delete", "gc"])
+    p.add_argument("name", nargs="?", help="array name (info, delete; optional for gc)")
+    p.add_argument("--grace", type=float, default=None, help="gc: grace period in seconds")
+    _add_store_args(p)
+    p.set_defaults(func=cmd_store)
+
+    p = sub.add_parser("up", help="run the service (MongoDB, scheduler, workers, dashboard)")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--port", type=int, default=8786, help="scheduler port (0: free)")
+    p.add_argument("--dashboard-port", type=int, default=8787, help="-1 disables")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow listening on a non-loopback interface",
+    )
+    _add_store_args(p)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("demo", help="run the main job end to end")
+    p.add_argument("--rows", type=int, default=None, help="rows of the feature matrix")
+    p.add_argument("--cols", type=int, default=16, help="columns")
+    p.add_argument("--workers", type=int, default=2, help="local worker processes")
+    p.add_argument("--quick", action="store_true", help="small sizes")
+    _add_store_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lepton-dask`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from lepton_dask.store.errors import StoreError
+
+    try:
+        return int(args.func(args) or 0)
+    except (StoreError, KeyError, ValueError, TypeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"lepton-dask: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

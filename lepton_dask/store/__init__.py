@@ -1,0 +1,26 @@
+"""MongoDB feature store: versioned chunked arrays and row collections."""
+
+from lepton_dask.store._uri import redact_uri
+from lepton_dask.store.errors import (
+    CollectionChangedError,
+    CorruptBlockError,
+    ServerStartError,
+    StoreError,
+    StoreUnavailableError,
+    VersionGoneError,
+)
+from lepton_dask.store.features import FeatureStore
+from lepton_dask.store.server import EmbeddedServer, resolve_uri
+
+__all__ = [
+    "CollectionChangedError",
+    "CorruptBlockError",
+    "EmbeddedServer",
+    "FeatureStore",
+    "ServerStartError",
+    "StoreError",
+    "StoreUnavailableError",
+    "VersionGoneError",
+    "redact_uri",
+    "resolve_uri",
+]

@@ -1,0 +1,111 @@
+"""Task functions that write and read one block (they run on the workers)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pymongo.errors
+
+from lepton_dask.store._spec import StoreSpec
+from lepton_dask.store.errors import CorruptBlockError, VersionGoneError
+from lepton_dask.store.layout import (
+    VERSIONS,
+    BlockCheckError,
+    decode_block,
+    encode_block,
+    part_id,
+    split_parts,
+    version_id,
+)
+
+# pymongo refuses replies above the server's maxMessageSizeBytes (48 MB), and
+# FerretDB does not cap a reply batch by size: bound the batch by part size.
+_REPLY_BUDGET = 40 * 2**20
+
+
+def write_block(
+    block: np.ndarray,
+    spec: StoreSpec,
+    collection: str,
+    name: str,
+    version: int,
+    index: Sequence[int],
+    part_bytes: int,
+) -> int:
+    """Write one block's part documents; return the block's size in bytes.
+
+    Idempotent: parts have deterministic ``_id`` values, so a retried task
+    replaces what an earlier attempt wrote instead of adding to it.
+    """
+    block = np.asarray(block)
+    docs = encode_block(
+        block, name=name, version=version, index=index, part_bytes=part_bytes
+    )
+    coll = spec.db()[collection]
+
+    def insert() -> None:
+        try:
+            coll.insert_many(docs, ordered=False)
+        except pymongo.errors.BulkWriteError as e:
+            errors = e.details.get("writeErrors", [])
+            if not errors or any(err.get("code") != 11000 for err in errors):
+                raise
+            # An earlier attempt of this task wrote these parts: overwrite them.
+            for err in errors:
+                doc = docs[err["index"]]
+                coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    spec.retry(insert, f"writing block {tuple(index)} of {name!r}")
+    return int(block.nbytes)
+
+
+def read_block(
+    spec: StoreSpec,
+    collection: str,
+    name: str,
+    version: int,
+    index: Sequence[int],
+    shape: Sequence[int],
+    dtype: str,
+    part_bytes: int,
+) -> np.ndarray:
+    """Read and verify one block.
+
+    Raises :class:`CorruptBlockError` naming array, version and block when the
+    stored parts fail verification, and :class:`VersionGoneError` when the
+    version was garbage-collected while it was being read.
+    """
+    dt = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    ids = [part_id(index, p) for p in range(len(split_parts(nbytes, part_bytes)))]
+    query = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
+    batch = max(1, _REPLY_BUDGET // max(part_bytes, 1))
+    db = spec.db()
+
+    def fetch() -> list[dict]:
+        return list(db[collection].find(query, batch_size=batch))
+
+    docs = spec.retry(fetch, f"reading block {tuple(index)} of {name!r}")
+    if not docs:
+        state = spec.retry(
+            lambda: db[VERSIONS].find_one({"_id": version_id(name, version)}, {"state": 1}),
+            f"checking version {version} of {name!r}",
+        )
+        if state is None or state.get("state") != "complete":
+            raise VersionGoneError(
+                f"version {version} of array {name!r} in database {spec.database!r} "
+                "was garbage-collected while it was being read; read it again"
+            )
+    try:
+        return decode_block(
+            docs, name=name, version=version, index=index, shape=shape, dtype=dt
+        )
+    except BlockCheckError as e:
+        raise CorruptBlockError(
+            f"array {name!r} version {version} block {tuple(index)} in database "
+            f"{spec.database!r} is corrupt: {e}",
+            name=name,
+            version=version,
+            block=tuple(index),
+        ) from None

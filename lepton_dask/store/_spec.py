@@ -1,0 +1,66 @@
+"""What a task needs to reach the store, and the retry loop around it."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pymongo.database
+
+from lepton_dask.store._uri import CONNECTION_ERRORS, get_client, redact_uri, unavailable
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Connection settings shipped inside tasks (small, picklable).
+
+    Its ``repr`` redacts the URI, so a task that fails on a worker never shows a
+    password in a traceback or on the dashboard.
+
+    >>> StoreSpec("mongodb://u:pw@h/", "lepton", 5.0)
+    StoreSpec(uri='mongodb://u:***@h/', database='lepton', timeout=5.0)
+    """
+
+    uri: str
+    database: str
+    timeout: float
+
+    def __repr__(self) -> str:
+        return (
+            f"StoreSpec(uri={redact_uri(self.uri)!r}, database={self.database!r}, "
+            f"timeout={self.timeout!r})"
+        )
+
+    def db(self) -> pymongo.database.Database:
+        """This process's database handle (shared connection pool)."""
+        return get_client(self.uri, self.timeout)[self.database]
+
+    def retry(self, fn: Callable[[], T], what: str) -> T:
+        """Run ``fn``, retrying connection errors with backoff for ``timeout`` s.
+
+        A server that restarts within the timeout is invisible to the caller;
+        one that stays away raises :class:`StoreUnavailableError` naming the
+        redacted URI. ``fn`` must be idempotent (all store operations are).
+        """
+        deadline = time.monotonic() + self.timeout
+        delay = 0.05
+        while True:
+            try:
+                return fn()
+            except CONNECTION_ERRORS as exc:
+                if time.monotonic() + delay > deadline:
+                    raise unavailable(self.uri, exc, self.timeout) from None
+                logger.info(
+                    "%s: server at %s unavailable (%s), retrying in %.2f s",
+                    what, redact_uri(self.uri), type(exc).__name__, delay,
+                )  # fmt: skip
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)

@@ -1,0 +1,734 @@
+"""The feature store: versioned chunked arrays in MongoDB, read as Dask arrays."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import pymongo
+import pymongo.errors
+from dask.array.core import normalize_chunks, slices_from_chunks
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from lepton_dask._progress import bar, want_progress
+from lepton_dask.config import get_bytes, get_timedelta
+from lepton_dask.store import _caps
+from lepton_dask.store._blocks import read_block, write_block
+from lepton_dask.store._spec import StoreSpec
+from lepton_dask.store._uri import redact_uri
+from lepton_dask.store.errors import VersionGoneError
+from lepton_dask.store.layout import (
+    BLOCKS_PREFIX,
+    VERSIONS,
+    block_group,
+    blocks_collection,
+    check_dtype,
+    decode_chunks,
+    encode_chunks,
+    parse_blocks_collection,
+    validate_name,
+    version_id,
+)
+from lepton_dask.store.server import resolve_uri
+
+logger = logging.getLogger(__name__)
+
+
+def _now() -> datetime.datetime:
+    # MongoDB stores milliseconds; truncate so what we write is what we read.
+    t = datetime.datetime.now(datetime.timezone.utc)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000, tzinfo=None)
+
+
+def _current_client():
+    """The active ``distributed.Client``, or None (then dask's local scheduler)."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+class FeatureStore:
+    """Versioned numeric arrays in MongoDB, read back as chunked Dask arrays.
+
+    Parameters
+    ----------
+    uri : str, optional
+        MongoDB connection string. Default: ``LEPTON_MONGO_URI``, then
+        ``lepton.store.uri``, then a local server (see
+        :func:`lepton_dask.store.server.resolve_uri`).
+    database : str, optional
+        Database name; default ``lepton.store.database``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> store = FeatureStore()  # doctest: +SKIP
+    >>> store.put_array("x", np.arange(12.0).reshape(4, 3), chunks=(2, 3))  # doctest: +SKIP
+    1
+    >>> store.get_array("x")[1:3].compute()  # doctest: +SKIP
+    array([[3., 4., 5.],
+           [6., 7., 8.]])
+    """
+
+    def __init__(self, uri: str | None = None, database: str | None = None):
+        self.uri = resolve_uri(uri)
+        self.database = database or dask.config.get("lepton.store.database")
+        self.spec = StoreSpec(
+            self.uri, self.database, get_timedelta("lepton.store.timeout")
+        )
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({redact_uri(self.uri)!r}, database={self.database!r})"
+
+    # -- plumbing ----------------------------------------------------------------
+    @property
+    def db(self):
+        """The :class:`pymongo.database.Database` (shared client)."""
+        return self.spec.db()
+
+    def _setup(self) -> None:
+        if self._ready:
+            return
+
+        def create() -> None:
+            self.db[VERSIONS].create_index(
+                [("name", pymongo.ASCENDING), ("version", pymongo.DESCENDING)],
+                name="name_version",
+            )
+
+        self.spec.retry(create, "preparing the store")
+        self._ready = True
+
+    def _retry(self, fn, what: str):
+        return self.spec.retry(fn, what)
+
+    def blocks_per_collection(self) -> int:
+        """How many blocks share a collection for new writes (0: all of them).
+
+        ``lepton.store.blocks-per-collection: auto`` asks the server whether an
+        ``_id`` lookup is an index seek: if so all blocks of a version share one
+        collection, else each block gets its own (so a lookup scans one block).
+        """
+        value = dask.config.get("lepton.store.blocks-per-collection")
+        if value != "auto":
+            n = int(value)
+            if n < 0:
+                raise ValueError(f"lepton.store.blocks-per-collection must be >= 0, got {n}")
+            return n
+        self._setup()
+        seek = self._retry(
+            lambda: _caps.indexed(self.db, VERSIONS, "eq", self.uri),
+            "probing the server",
+        )
+        return 0 if seek else 1
+
+    # -- manifests ---------------------------------------------------------------
+    def _versions(self, name: str, **filt: Any) -> list[dict]:
+        self._setup()
+        query = {"name": name, **filt}
+        return self._retry(
+            lambda: list(self.db[VERSIONS].find(query).sort("version", pymongo.DESCENDING)),
+            f"listing versions of {name!r}",
+        )
+
+    def _manifest(self, name: str, version: int | None = None) -> dict:
+        name = validate_name(name)
+        if version is None:
+            docs = self._versions(name, state="complete")
+            doc = docs[0] if docs else None
+            if doc is not None and doc.get("tombstone"):
+                doc = None
+        else:
+            self._setup()
+            vid = version_id(name, int(version))
+            doc = self._retry(
+                lambda: self.db[VERSIONS].find_one({"_id": vid}), f"reading {name!r}"
+            )
+            if doc is not None and (doc.get("state") != "complete" or doc.get("tombstone")):
+                doc = None
+        if doc is None:
+            which = "" if version is None else f" version {version}"
+            raise KeyError(
+                f"no array {name!r}{which} in database {self.database!r} "
+                f"at {redact_uri(self.uri)}"
+            )
+        return doc
+
+    def _allocate(self, name: str, fields: dict[str, Any]) -> int:
+        """Insert a manifest with the next free version number; return it.
+
+        Portable compare-and-insert: the unique ``_id`` decides between
+        concurrent writers (no transactions needed).
+        """
+        self._setup()
+        coll = self.db[VERSIONS]
+        for _ in range(1000):
+            last = self._retry(
+                lambda: coll.find_one(
+                    {"name": name}, {"version": 1}, sort=[("version", pymongo.DESCENDING)]
+                ),
+                f"allocating a version of {name!r}",
+            )
+            version = (last["version"] if last else 0) + 1
+            doc = {
+                "_id": version_id(name, version),
+                "name": name,
+                "version": version,
+                "created": _now(),
+                "writer": {"host": socket.gethostname(), "pid": os.getpid()},
+                **fields,
+            }
+            try:
+                self._retry(lambda d=doc: coll.insert_one(d), f"allocating {name!r}")
+                return version
+            except pymongo.errors.DuplicateKeyError:
+                continue
+        raise RuntimeError(f"could not allocate a version of {name!r}")  # pragma: no cover
+
+    # -- writing -------------------------------------------------------------------
+    def put_array(
+        self,
+        name: str,
+        x: Any,
+        *,
+        chunks: Any = None,
+        attrs: dict[str, Any] | None = None,
+        progress: bool | None = None,
+    ) -> int:
+        """Store ``x`` as a new version of array ``name``; return the version.
+
+        The new version becomes visible only after every block is written. A
+        write that fails or is interrupted leaves the previous version readable
+        and intact; its partial blocks are removed (now, or by :meth:`gc`).
+
+        Parameters
+        ----------
+        name : str
+            Array name (letters, digits, ``_``, ``-``, ``.``).
+        x : numpy.ndarray or dask.array.Array or array-like
+            Numeric (bool, integer, float, complex) data. A Dask array is
+            written by its own tasks, one per block, in parallel on the
+            cluster; a numpy array is written from this process by a few
+            threads.
+        chunks : optional
+            Block shape (any form :func:`dask.array.core.normalize_chunks`
+            accepts). Default: the Dask array's chunks, or ``"auto"``.
+        attrs : dict, optional
+            Small JSON-like metadata kept with the version.
+        progress : bool, optional
+            Show a progress bar (default: when stderr is a terminal).
+
+        Returns
+        -------
+        int
+            The version number written.
+
+        Examples
+        --------
+        >>> store.put_array("prices", np.random.rand(1000, 8))  # doctest: +SKIP
+        1
+        """
+        name = validate_name(name)
+        is_dask = isinstance(x, da.Array)
+        if not is_dask:
+            if getattr(x, "dtype", None) is not None:
+                check_dtype(x.dtype)  # before np.asarray can copy anything
+            x = np.asarray(x)
+        dtype = check_dtype(x.dtype)
+        if is_dask:
+            if chunks is not None:
+                x = x.rechunk(chunks)
+            if any(np.isnan(c) for dim in x.chunks for c in dim):
+                raise ValueError(
+                    f"array {name!r} has unknown chunk sizes; call "
+                    "x.compute_chunk_sizes() before put_array"
+                )
+            chunk_spec = x.chunks
+        else:
+            chunk_spec = normalize_chunks(
+                "auto" if chunks is None else chunks, x.shape, dtype=dtype
+            )
+        part_bytes = get_bytes("lepton.store.part-bytes")
+        if not 0 < part_bytes <= 15 * 2**20:
+            raise ValueError(
+                f"lepton.store.part-bytes must be in (0, 15 MiB], got {part_bytes}"
+            )
+        per_coll = self.blocks_per_collection()
+        fields = {
+            "state": "writing",
+            "shape": [int(s) for s in x.shape],
+            "dtype": dtype.str,
+            "chunks": encode_chunks(chunk_spec),
+            "nbytes": int(x.nbytes),
+            "part_bytes": part_bytes,
+            "blocks_per_collection": per_coll,
+            "attrs": dict(attrs or {}),
+        }
+        version = self._allocate(name, fields)
+        show = want_progress(progress)
+        try:
+            if is_dask:
+                self._write_dask(name, version, x, per_coll, part_bytes, show)
+            else:
+                self._write_numpy(name, version, x, chunk_spec, per_coll, part_bytes, show)
+            self._publish(name, version)
+        except BaseException:
+            self._abandon(name, version)
+            raise
+        try:
+            self.gc(name)
+        except Exception as e:  # GC is opportunistic; the write succeeded
+            logger.warning("garbage collection of %r after a write failed: %s", name, e)
+        return version
+
+    def _block_collections(
+        self, name: str, version: int, numblocks: Sequence[int], per_coll: int
+    ) -> list[str]:
+        count = int(np.prod(numblocks, dtype=np.int64))
+        return [
+            blocks_collection(name, version, block_group(flat, per_coll))
+            for flat in range(count)
+        ]
+
+    def _write_numpy(self, name, version, x, chunks, per_coll, part_bytes, show):
+        numblocks = tuple(len(c) for c in chunks)
+        colls = self._block_collections(name, version, numblocks, per_coll)
+        slices = slices_from_chunks(chunks)
+        indices = list(np.ndindex(*numblocks))
+        workers = max(1, min(4, len(indices)))
+        with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+            futures = [
+                ex.submit(
+                    write_block, x[s], self.spec, c, name, version, idx, part_bytes
+                )
+                for s, c, idx in zip(slices, colls, indices)
+            ]
+            try:
+                for fut in bar(
+                    concurrent.futures.as_completed(futures),
+                    total=len(futures),
+                    desc=f"put {name}",
+                    unit="block",
+                    enabled=show,
+                ):
+                    fut.result()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def _write_dask(self, name, version, x, per_coll, part_bytes, show):
+        colls = self._block_collections(name, version, x.numblocks, per_coll)
+        token = tokenize(self.database, name, version)
+        blocks = x.to_delayed().ravel()
+        tasks = [
+            dask.delayed(write_block, pure=True)(
+                blk,
+                self.spec,
+                coll,
+                name,
+                version,
+                idx,
+                part_bytes,
+                dask_key_name=f"lepton-put-{token}-{flat}",
+            )
+            for flat, (blk, coll, idx) in enumerate(
+                zip(blocks, colls, np.ndindex(*x.numblocks))
+            )
+        ]
+        client = _current_client()
+        if client is None:
+            if show:
+                from dask.diagnostics import ProgressBar
+
+                with ProgressBar():
+                    dask.compute(*tasks)
+            else:
+                dask.compute(*tasks)
+            return
+        from distributed import as_completed
+
+        futures = client.compute(tasks)
+        try:
+            for fut in bar(
+                as_completed(futures),
+                total=len(futures),
+                desc=f"put {name}",
+                unit="block",
+                enabled=show,
+            ):
+                fut.result()
+        except BaseException:
+            client.cancel(futures)
+            raise
+
+    def _publish(self, name: str, version: int) -> None:
+        vid = version_id(name, version)
+        res = self._retry(
+            lambda: self.db[VERSIONS].update_one(
+                {"_id": vid, "state": "writing"},
+                {"$set": {"state": "complete", "completed": _now()}},
+            ),
+            f"publishing {name!r}",
+        )
+        if res.matched_count != 1:
+            raise VersionGoneError(
+                f"version {version} of {name!r} was abandoned before it was published "
+                "(the write took longer than lepton.store.stale-write-after?)"
+            )
+
+    def _abandon(self, name: str, version: int) -> None:
+        """Mark a failed write and remove its blocks (best effort; gc finishes)."""
+        try:
+            self.db[VERSIONS].update_one(
+                {"_id": version_id(name, version), "state": "writing"},
+                {"$set": {"state": "failed", "failed": _now()}},
+            )
+            self._remove_version(name, version)
+        except Exception as e:
+            logger.warning(
+                "could not clean up the failed write of %r version %d (%s); "
+                "`FeatureStore.gc()` will", name, version, e,
+            )  # fmt: skip
+
+    def _remove_version(self, name: str, version: int) -> None:
+        prefix = blocks_collection(name, version, None)
+        for coll in self._retry(self.db.list_collection_names, "listing collections"):
+            if coll == prefix or coll.startswith(prefix + ":"):
+                self._retry(lambda c=coll: self.db.drop_collection(c), f"dropping {coll}")
+        # Version numbers are never reused (a zombie writer of a collected version
+        # must not write into a later one): the newest manifest stays, as a
+        # small "collected" record, until a newer version exists.
+        vid = version_id(name, version)
+        coll = self.db[VERSIONS]
+
+        def forget() -> None:
+            newer = coll.find_one({"name": name, "version": {"$gt": version}}, {"_id": 1})
+            if newer is not None:
+                coll.delete_one({"_id": vid})
+            else:
+                coll.update_one(
+                    {"_id": vid},
+                    {"$set": {"state": "collected", "collected": _now()},
+                     "$unset": {"chunks": "", "attrs": ""}},
+                )  # fmt: skip
+
+        self._retry(forget, f"removing version {version} of {name!r}")
+
+    # -- reading -------------------------------------------------------------------
+    def get_array(self, name: str, version: int | None = None) -> da.Array:
+        """Array ``name`` (its newest version, or ``version``) as a Dask array.
+
+        One task per stored block, read lazily on the workers and verified
+        against its checksums; slicing reads only the blocks it needs.
+
+        Raises
+        ------
+        KeyError
+            No such array (or version) in this database.
+
+        Examples
+        --------
+        >>> x = store.get_array("prices")  # doctest: +SKIP
+        >>> x[:10].mean(axis=0).compute()  # doctest: +SKIP
+        """
+        m = self._manifest(name, version)
+        chunks = decode_chunks(m["chunks"])
+        numblocks = tuple(len(c) for c in chunks)
+        colls = self._block_collections(
+            m["name"], m["version"], numblocks, m["blocks_per_collection"]
+        )
+        key = f"lepton-read-{m['name']}-{tokenize(self.uri, self.database, m['_id'])}"
+        dsk = {}
+        for idx, coll, s in zip(np.ndindex(*numblocks), colls, slices_from_chunks(chunks)):
+            shape = tuple(sl.stop - sl.start for sl in s)
+            dsk[(key, *idx)] = (
+                read_block,
+                self.spec,
+                coll,
+                m["name"],
+                m["version"],
+                idx,
+                shape,
+                m["dtype"],
+                m["part_bytes"],
+            )
+        graph = HighLevelGraph.from_collections(key, dsk, dependencies=())
+        return da.Array(graph, key, chunks, dtype=np.dtype(m["dtype"]))
+
+    def list(self) -> list[str]:
+        """Names of the arrays that currently have a readable version.
+
+        >>> store.list()  # doctest: +SKIP
+        ['prices', 'x']
+        """
+        self._setup()
+        docs = self._retry(
+            lambda: list(
+                self.db[VERSIONS].find(
+                    {"state": "complete"}, {"name": 1, "version": 1, "tombstone": 1}
+                )
+            ),
+            "listing arrays",
+        )
+        head: dict[str, dict] = {}
+        for d in docs:
+            if d["name"] not in head or d["version"] > head[d["name"]]["version"]:
+                head[d["name"]] = d
+        return sorted(n for n, d in head.items() if not d.get("tombstone"))
+
+    def info(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Shape, dtype, chunks, size, times and versions of an array.
+
+        >>> store.info("prices")["shape"]  # doctest: +SKIP
+        (1000, 8)
+        """
+        m = self._manifest(name, version)
+        versions = [
+            d["version"]
+            for d in self._versions(m["name"], state="complete")
+            if not d.get("tombstone")
+        ]
+        return {
+            "name": m["name"],
+            "version": m["version"],
+            "shape": tuple(m["shape"]),
+            "dtype": np.dtype(m["dtype"]),
+            "chunks": decode_chunks(m["chunks"]),
+            "nbytes": m["nbytes"],
+            "created": m["created"],
+            "completed": m.get("completed"),
+            "attrs": m.get("attrs", {}),
+            "versions": sorted(versions),
+            "database": self.database,
+            "layout": {
+                "part_bytes": m["part_bytes"],
+                "blocks_per_collection": m["blocks_per_collection"],
+            },
+        }
+
+    def delete(self, name: str) -> None:
+        """Delete array ``name``: it disappears at once; space is freed by gc.
+
+        Writes a *tombstone* version (one atomic insert), so readers see the
+        array either whole or gone. Readers already holding a version keep it
+        for ``lepton.store.gc-grace``.
+        """
+        self._manifest(name)  # KeyError if absent
+        version = self._allocate(
+            name, {"state": "complete", "tombstone": True, "completed": _now()}
+        )
+        logger.info("deleted %r (tombstone version %d)", name, version)
+        self.gc(name)
+
+    # -- row collections -------------------------------------------------------------
+    def read_collection(
+        self,
+        collection: str,
+        fields: Sequence[str],
+        query: dict | None = None,
+        *,
+        rows_per_chunk: int | None = None,
+        dtype: Any = "float64",
+        missing: str = "raise",
+        strategy: str | None = None,
+        database: str | None = None,
+    ) -> da.Array:
+        """Read numeric ``fields`` of a one-document-per-row collection.
+
+        Returns a ``(rows, len(fields))`` Dask array in ``_id`` order, chunked
+        by ``_id`` ranges of ``rows_per_chunk`` rows planned on the server now
+        (chunk sizes are known). Documents inserted or deleted inside a planned
+        range before it is read make that chunk raise
+        :class:`~lepton_dask.store.errors.CollectionChangedError`; see
+        :mod:`lepton_dask.store.rows` for exactly what a read sees.
+
+        Parameters
+        ----------
+        collection : str
+            Collection name (in ``database``, default the store's).
+        fields : list of str
+            Top-level numeric fields, one column each.
+        query : dict, optional
+            A MongoDB filter selecting the rows.
+        rows_per_chunk : int, optional
+            Default ``lepton.store.rows-per-chunk``.
+        dtype : dtype
+            Result dtype (default float64).
+        missing : {"raise", "nan"}
+            A missing or null field raises ``ValueError`` naming field and
+            ``_id``, or (``"nan"``) reads as NaN. Non-numeric values always
+            raise ``TypeError``.
+        strategy : {"auto", "ranges", "scan"}, optional
+            Default ``lepton.store.row-read``.
+
+        Examples
+        --------
+        >>> X = store.read_collection("events", ["price", "qty"])  # doctest: +SKIP
+        >>> X.chunks  # doctest: +SKIP
+        ((100000, 100000, 3512), (2,))
+        """
+        spec = self.spec if database is None else StoreSpec(
+            self.uri, database, self.spec.timeout
+        )
+        from lepton_dask.store.rows import read_collection
+
+        return read_collection(
+            spec, collection, fields, query, rows_per_chunk=rows_per_chunk,
+            dtype=dtype, missing=missing, strategy=strategy,
+        )  # fmt: skip
+
+    def write_collection(
+        self,
+        collection: str,
+        x: Any,
+        fields: Sequence[str] | None = None,
+        *,
+        database: str | None = None,
+    ) -> int:
+        """Write the rows of a 2-D array as documents (``_id`` = row number).
+
+        Replaces ``collection``: rows go to a temporary collection that is
+        renamed over the old one at the end, so a failed write changes nothing.
+        Returns the number of rows written.
+
+        >>> store.write_collection("events", np.ones((3, 2)), ["a", "b"])  # doctest: +SKIP
+        3
+        """
+        spec = self.spec if database is None else StoreSpec(
+            self.uri, database, self.spec.timeout
+        )
+        from lepton_dask.store.rows import write_collection
+
+        return write_collection(spec, collection, x, fields)
+
+    # -- garbage collection ----------------------------------------------------------
+    def gc(
+        self,
+        name: str | None = None,
+        *,
+        grace: float | None = None,
+        stale_after: float | None = None,
+    ) -> dict[str, list]:
+        """Remove blocks nobody can or should read any more.
+
+        Removes failed writes, writes older than ``stale_after`` that never
+        finished (their writer died), superseded versions beyond
+        ``lepton.store.retain-versions`` once ``grace`` seconds have passed since
+        they were superseded, and block collections with no manifest at all.
+
+        Returns
+        -------
+        dict
+            ``{"versions": [(name, version), ...], "collections": [...]}`` removed.
+        """
+        grace = get_timedelta("lepton.store.gc-grace") if grace is None else grace
+        stale_after = (
+            get_timedelta("lepton.store.stale-write-after")
+            if stale_after is None
+            else stale_after
+        )
+        retain = int(dask.config.get("lepton.store.retain-versions"))
+        now = _now()
+        self._setup()
+        query = {} if name is None else {"name": validate_name(name)}
+        docs = self._retry(
+            lambda: list(
+                self.db[VERSIONS].find(
+                    query,
+                    {"name": 1, "version": 1, "state": 1, "tombstone": 1,
+                     "created": 1, "completed": 1},
+                )
+            ),
+            "listing versions",
+        )  # fmt: skip
+        by_name: dict[str, list[dict]] = {}
+        for d in docs:
+            by_name.setdefault(d["name"], []).append(d)
+        removed: dict[str, list] = {"versions": [], "collections": []}
+        for n, vs in by_name.items():
+            for d in _collectable(vs, now, grace, stale_after, retain):
+                self._remove_version(n, d["version"])
+                if d["state"] != "collected":
+                    removed["versions"].append((n, d["version"]))
+        known = {
+            (d["name"], d["version"]) for d in docs if d["state"] != "collected"
+        } - set(removed["versions"])
+        for coll in self._retry(self.db.list_collection_names, "listing collections"):
+            parsed = parse_blocks_collection(coll)
+            if parsed is None or (name is not None and parsed[0] != name):
+                continue
+            if parsed not in known:
+                self._retry(lambda c=coll: self.db.drop_collection(c), f"dropping {coll}")
+                removed["collections"].append(coll)
+        if removed["versions"] or removed["collections"]:
+            logger.info("gc removed %s", removed)
+        return removed
+
+
+def _age(now: datetime.datetime, t: datetime.datetime | None) -> float:
+    if t is None:
+        return float("inf")
+    return (now - t.replace(tzinfo=None)).total_seconds()
+
+
+def _collectable(
+    versions: list[dict],
+    now: datetime.datetime,
+    grace: float,
+    stale_after: float,
+    retain: int,
+) -> list[dict]:
+    """Which version documents of one array :meth:`FeatureStore.gc` removes.
+
+    >>> t = datetime.datetime(2026, 1, 1)
+    >>> vs = [{"version": 1, "state": "complete", "completed": t},
+    ...       {"version": 2, "state": "complete", "completed": t},
+    ...       {"version": 3, "state": "failed"},
+    ...       {"version": 4, "state": "writing", "created": t}]
+    >>> later = t + datetime.timedelta(hours=2)
+    >>> [d["version"] for d in _collectable(vs, later, 60, 3600, 0)]
+    [1, 3, 4]
+    """
+    complete = sorted(
+        (d for d in versions if d["state"] == "complete"),
+        key=lambda d: d["version"],
+        reverse=True,
+    )
+    out = []
+    # Versions a reader may still resolve: the head and `retain` before it.
+    keep = {d["version"] for d in complete[: 1 + retain] if not d.get("tombstone")}
+    if complete and complete[0].get("tombstone"):
+        keep = set()  # deleted: older versions go once their grace is over
+    superseded_at: dict[int, datetime.datetime | None] = {}
+    for newer, older in zip(complete, complete[1:]):
+        superseded_at[older["version"]] = newer.get("completed")
+    newest = max((d["version"] for d in versions), default=None)
+    for d in versions:
+        v = d["version"]
+        if d["state"] == "collected":
+            if v != newest:  # its record is no longer needed to block reuse
+                out.append(d)
+        elif d["state"] == "failed":
+            out.append(d)
+        elif d["state"] == "writing":
+            if _age(now, d.get("created")) > stale_after:
+                out.append(d)
+        elif d.get("tombstone"):
+            continue  # tombstones are tiny and keep version numbers increasing
+        elif v not in keep and _age(now, superseded_at.get(v)) > grace:
+            out.append(d)
+    return sorted(out, key=lambda d: d["version"])

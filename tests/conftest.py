@@ -1,0 +1,70 @@
+"""Shared fixtures: one real MongoDB-compatible server per session, real clusters.
+
+The server is the embedded one (FerretDB/SQLite here, mongod where installed)
+on a free loopback port with a temporary data directory; tests talk to it
+over a real connection. Each test gets its own database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import dask
+import pytest
+
+import lepton_dask  # noqa: F401  (config defaults)
+from lepton_dask.store import EmbeddedServer, FeatureStore
+from lepton_dask.store._uri import close_clients
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory) -> Iterator[EmbeddedServer]:
+    server = EmbeddedServer(data_dir=str(tmp_path_factory.mktemp("mongo"))).start()
+    yield server
+    close_clients()
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_config(tmp_path_factory) -> Iterator[None]:
+    """Never touch the user's data directory: default data-dir is a temp dir."""
+    data = str(tmp_path_factory.mktemp("lepton-data"))
+    os.environ.pop("LEPTON_MONGO_URI", None)
+    with dask.config.set({"lepton.store.data-dir": data}):
+        yield
+
+
+@pytest.fixture
+def mongo_uri(mongo_server) -> Iterator[str]:
+    with dask.config.set({"lepton.store.uri": mongo_server.uri}):
+        yield mongo_server.uri
+
+
+@pytest.fixture
+def store(mongo_uri) -> FeatureStore:
+    return FeatureStore(mongo_uri, database=f"t_{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A real LocalCluster: 2 worker processes x 1 thread, shared by the session."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        host="127.0.0.1",
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster):
+    from distributed import Client
+
+    with Client(cluster) as c:
+        yield c
