@@ -1,6 +1,7 @@
-"""``lepton-dask`` command line.
+""""``lepton-dask`` command line.
 
->>> main(["--help"])  # doctest: +SKIP
+>>> build_parser().prog
+'lepton-dask'
 """
 
 from __future__ import annotations

@@ -79,9 +79,12 @@ def run_demo(
 
     Examples
     --------
-    >>> from distributed import Client, LocalCluster  # doctest: +SKIP
-    >>> with LocalCluster(n_workers=2) as c, Client(c) as client:  # doctest: +SKIP
-    ...     print(run_demo(client, FeatureStore(), rows=100_000).summary())
+    >>> from distributed import Client, LocalCluster
+    >>> with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as c:
+    ...     with Client(c) as client:
+    ...         report = run_demo(client, store, rows=10_000, progress=False)
+    >>> all(report.checks.values())
+    True
     """
     rng = da.random.default_rng(seed)
     X = rng.standard_normal((rows, cols), chunks=(chunk_rows, cols)) * (

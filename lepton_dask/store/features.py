@@ -74,10 +74,9 @@ class FeatureStore:
     Examples
     --------
     >>> import numpy as np
-    >>> store = FeatureStore()  # doctest: +SKIP
-    >>> store.put_array("x", np.arange(12.0).reshape(4, 3), chunks=(2, 3))  # doctest: +SKIP
-    1
-    >>> store.get_array("x")[1:3].compute()  # doctest: +SKIP
+    >>> store = FeatureStore(database="example")
+    >>> v = store.put_array("x", np.arange(12.0).reshape(4, 3), chunks=(2, 3))
+    >>> store.get_array("x")[1:3].compute()
     array([[3., 4., 5.],
            [6., 7., 8.]])
     """
@@ -238,8 +237,10 @@ class FeatureStore:
 
         Examples
         --------
-        >>> store.put_array("prices", np.random.rand(1000, 8))  # doctest: +SKIP
+        >>> store.put_array("prices", np.random.rand(1000, 8))
         1
+        >>> store.put_array("prices", np.random.rand(2000, 8))
+        2
         """
         name = validate_name(name)
         is_dask = isinstance(x, da.Array)
@@ -442,8 +443,13 @@ class FeatureStore:
 
         Examples
         --------
-        >>> x = store.get_array("prices")  # doctest: +SKIP
-        >>> x[:10].mean(axis=0).compute()  # doctest: +SKIP
+        >>> store.put_array("prices", np.ones((1000, 8)), chunks=(100, 8))
+        1
+        >>> x = store.get_array("prices")
+        >>> x.numblocks
+        (10, 1)
+        >>> x[:10].mean(axis=0).compute()  # reads one block
+        array([1., 1., 1., 1., 1., 1., 1., 1.])
         """
         m = self._manifest(name, version)
         chunks = decode_chunks(m["chunks"])
@@ -472,7 +478,8 @@ class FeatureStore:
     def list(self) -> list[str]:
         """Names of the arrays that currently have a readable version.
 
-        >>> store.list()  # doctest: +SKIP
+        >>> _ = store.put_array("prices", np.ones(3)), store.put_array("x", np.ones(3))
+        >>> store.list()
         ['prices', 'x']
         """
         self._setup()
@@ -493,7 +500,8 @@ class FeatureStore:
     def info(self, name: str, version: int | None = None) -> dict[str, Any]:
         """Shape, dtype, chunks, size, times and versions of an array.
 
-        >>> store.info("prices")["shape"]  # doctest: +SKIP
+        >>> _ = store.put_array("prices", np.ones((1000, 8)))
+        >>> store.info("prices")["shape"]
         (1000, 8)
         """
         m = self._manifest(name, version)
@@ -577,9 +585,11 @@ class FeatureStore:
 
         Examples
         --------
-        >>> X = store.read_collection("events", ["price", "qty"])  # doctest: +SKIP
-        >>> X.chunks  # doctest: +SKIP
-        ((100000, 100000, 3512), (2,))
+        >>> store.write_collection("events", np.ones((250, 2)), ["price", "qty"])
+        250
+        >>> X = store.read_collection("events", ["price", "qty"], rows_per_chunk=100)
+        >>> X.chunks
+        ((100, 100, 50), (2,))
         """
         spec = self.spec if database is None else StoreSpec(
             self.uri, database, self.spec.timeout
@@ -605,7 +615,7 @@ class FeatureStore:
         renamed over the old one at the end, so a failed write changes nothing.
         Returns the number of rows written.
 
-        >>> store.write_collection("events", np.ones((3, 2)), ["a", "b"])  # doctest: +SKIP
+        >>> store.write_collection("events", np.ones((3, 2)), ["a", "b"])
         3
         """
         spec = self.spec if database is None else StoreSpec(

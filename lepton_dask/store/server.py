@@ -80,7 +80,7 @@ def find_server_binary(kind: str | None = None) -> tuple[str, str]:
     ``mongod`` on PATH is preferred, then ``ferretdb`` on PATH, then the
     FerretDB that ``lepton-dask mongo install`` (or ``make``) built.
 
-    >>> find_server_binary()[0] in ("mongod", "ferretdb")  # doctest: +SKIP
+    >>> find_server_binary()[0] in ("mongod", "ferretdb")
     True
     """
     kind = kind or dask.config.get("lepton.store.server")
@@ -188,7 +188,8 @@ class EmbeddedServer:
 
     Examples
     --------
-    >>> with EmbeddedServer(data_dir="/tmp/lepton-doctest") as server:  # doctest: +SKIP
+    >>> import tempfile
+    >>> with EmbeddedServer(data_dir=tempfile.mkdtemp()) as server:
     ...     ping(server.uri)
     True
     """

@@ -1,4 +1,5 @@
-"""Shared fixtures: one real MongoDB-compatible server per session, real clusters.
+"""Shared fixtures (tests and doctests): one real MongoDB-compatible server per
+session, real clusters.
 
 The server is the embedded one (FerretDB/SQLite here, mongod where installed)
 on a free loopback port with a temporary data directory; tests talk to it
@@ -33,6 +34,25 @@ def _isolated_config(tmp_path_factory) -> Iterator[None]:
     data = str(tmp_path_factory.mktemp("lepton-data"))
     os.environ.pop("LEPTON_MONGO_URI", None)
     with dask.config.set({"lepton.store.data-dir": data}):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _doctest_namespace(request, doctest_namespace):
+    """Doctests run against the real server: ``store`` is a fresh database."""
+    from _pytest.doctest import DoctestItem
+
+    if not isinstance(request.node, DoctestItem):
+        yield
+        return
+    import numpy as np
+
+    server = request.getfixturevalue("mongo_server")
+    doctest_namespace["np"] = np
+    with dask.config.set({"lepton.store.uri": server.uri}):
+        doctest_namespace["store"] = FeatureStore(
+            server.uri, database=f"doc_{uuid.uuid4().hex[:10]}"
+        )
         yield
 
 
