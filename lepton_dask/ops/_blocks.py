@@ -19,7 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from lepton_dask.ops._backend import _gpu_annotations, is_gpu_array, to_numpy
+from lepton_dask.ops._backend import _gpu_annotations, aligned, is_gpu_array, to_numpy
 
 
 def current_client():
@@ -52,7 +52,12 @@ def _host(result: Any) -> Any:
 
 
 def _apply(fn: Callable, blocks: Sequence[Any], *args: Any) -> Any:
-    return fn(*blocks, *args)
+    return fn(*map(aligned, blocks), *args)
+
+
+def _run_group(fn: Callable, blocks: list, args: tuple, merge: Callable) -> Any:
+    """Apply ``fn`` to a worker's local blocks and merge on the worker."""
+    return _host(merge(*[fn(*map(aligned, b), *args) for b in blocks]))
 
 
 class RowBlocks:
@@ -89,15 +94,59 @@ class RowBlocks:
         self.client = current_client()
         self._annotations = _gpu_annotations() if self.gpu else {}
         if self.client is not None:
+            from distributed import wait
+
             futures = self.client.compute(
                 [b for p in parts for b in p], **self._annotations
             )
             n = len(parts[0])
             self.blocks = [tuple(futures[i + k * n] for k in range(len(parts))) for i in range(n)]
+            wait(futures)
+            self._group_by_worker()
         else:
             computed = dask.compute(*[b for p in parts for b in p])
             n = len(parts[0])
             self.blocks = [tuple(computed[i + k * n] for k in range(len(parts))) for i in range(n)]
+
+    def _group_by_worker(self) -> None:
+        """Pin each block (``X`` and ``y`` parts) to the worker holding its
+        ``X`` part, as aligned copies made there, and group blocks by worker:
+        one task per worker and pass, so the per-task overhead does not grow
+        with the number of blocks, and no pass transfers data."""
+        from distributed import wait
+
+        client = self.client
+        who = client.who_has([b[0] for b in self.blocks])
+        res = self._annotations.get("resources")
+        if self.gpu:  # cupy blocks are aligned: group them where they are
+            groups: dict[str, list[tuple]] = {}
+            for b in self.blocks:
+                w = sorted(who.get(b[0].key, ()))[:1]
+                groups.setdefault(w[0] if w else "", []).append(b)
+            self._groups = list(groups.items())
+            return
+        pinned, holders = [], []
+        for b in self.blocks:
+            w = sorted(who.get(b[0].key, ()))[:1]
+            holders.append(w[0] if w else "")
+            pinned.append(
+                tuple(
+                    client.submit(
+                        aligned, f, workers=w or None, allow_other_workers=True,
+                        pure=False, resources=res,
+                    )  # fmt: skip
+                    for f in b
+                )
+            )
+        wait([f for b in pinned for f in b])
+        old, self.blocks = self.blocks, pinned
+        for b in old:
+            for f in b:
+                f.release()
+        groups = {}
+        for w, b in zip(holders, self.blocks):
+            groups.setdefault(w, []).append(b)
+        self._groups = list(groups.items())
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -139,9 +188,24 @@ class RowBlocks:
 
         ``fn`` receives a block's arrays (``X_b`` or ``X_b, y_b``) and ``args``
         and returns an array, a scalar or a tuple of them; by default results
-        are summed elementwise, in a tree on the cluster.
+        are summed elementwise. On a cluster each worker merges the results of
+        the blocks it holds in one task; those partial results are merged on
+        the client when there are few, else in a tree on the cluster.
         """
-        return self.reduce(self.map(fn, *args), merge)
+        if self.client is None:
+            return self.reduce(self.map(fn, *args), merge)
+        res = self._annotations.get("resources")
+        parts = [
+            self.client.submit(
+                _run_group, fn, blocks, args, merge,
+                workers=[w] if w else None, allow_other_workers=True,
+                pure=False, resources=res,
+            )  # fmt: skip
+            for w, blocks in self._groups
+        ]
+        if len(parts) <= 4 * self.split_every:
+            return _host(merge(*self.client.gather(parts)))
+        return self.reduce(parts, merge)
 
     def map_blocks(self, fn: Callable, *args: Any, dtype: Any, ncols: int | None) -> da.Array:
         """A Dask array of ``fn(*block, *args)`` per block (rows kept)."""
@@ -153,7 +217,13 @@ class RowBlocks:
             _apply, [fn] * len(self.blocks), self.blocks, *[[a] * len(self.blocks) for a in args],
             pure=False, resources=res,
         )  # fmt: skip
-        meta = np.empty((0,) * (1 if ncols is None else 2), dtype=dtype)
+        shape0 = (0,) * (1 if ncols is None else 2)
+        if self.gpu:
+            import cupy
+
+            meta = cupy.empty(shape0, dtype=dtype)
+        else:
+            meta = np.empty(shape0, dtype=dtype)
         arrays = [
             da.from_delayed(f, shape=(n,) if ncols is None else (n, ncols), dtype=dtype, meta=meta)
             for f, n in zip(futs, self.row_chunks)

@@ -16,7 +16,12 @@ import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
 
-from lepton_dask.ops._backend import array_module, to_numpy
+from lepton_dask.ops._backend import (
+    aligned,
+    array_module,
+    sub_block_rows,
+    to_numpy,
+)
 from lepton_dask.ops._validation import as_dask_2d
 
 SPLIT_EVERY = 8
@@ -50,29 +55,73 @@ class ColumnMoments:
 
 
 def _block_moments(b: Any) -> tuple:
+    b = aligned(b)
     xp = array_module(b)
-    n = b.shape[0]
+    n, d = b.shape
     if n == 0:
-        z = np.zeros(b.shape[1])
-        inf = np.full(b.shape[1], np.inf)
+        z = np.zeros(d)
+        inf = np.full(d, np.inf)
         return (0, z, z, inf, -inf, z.astype(np.int64), z.astype(np.int64))
-    mean = b.mean(axis=0)
-    d = b - mean
-    m2 = (d * d).sum(axis=0)
-    nan = xp.isnan(b).sum(axis=0)
-    inf = xp.isinf(b).sum(axis=0)
+    if xp is not np:
+        return _whole_block_moments(b, xp)
+    # One pass over memory: every statistic of a cache-sized sub-block, merged
+    # into the block's with Chan's formula.
+    # (A reused buffer, not fresh temporaries: dask workers run with
+    # MALLOC_TRIM_THRESHOLD_=65536, so each freed MiB-sized temporary would be
+    # returned to the OS and page-faulted back in, doubling the kernel's time.)
+    step = sub_block_rows(b)
+    buf = np.empty((min(step, n), d), dtype=b.dtype)
+    parts = []
+    finite = True
+    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN are counted
+        for s in range(0, n, step):
+            xs = b[s : s + step]
+            mean = xs.mean(axis=0)
+            c = np.subtract(xs, mean, out=buf[: xs.shape[0]])
+            finite = finite and bool(np.isfinite(mean).all())
+            parts.append(
+                (xs.shape[0], mean, np.einsum("ij,ij->j", c, c), xs.min(axis=0), xs.max(axis=0))
+            )
+        nb, mean, m2, lo, hi = parts[0]
+        for nb2, mean2, m22, lo2, hi2 in parts[1:]:
+            tot = nb + nb2
+            delta = mean2 - mean
+            mean = mean + delta * (nb2 / tot)
+            m2 = m2 + m22 + delta * delta * (nb * nb2 / tot)
+            lo, hi, nb = np.minimum(lo, lo2), np.maximum(hi, hi2), tot
+    if finite:  # a NaN or inf anywhere makes its sub-block's mean non-finite
+        nan = inf = np.zeros(d, dtype=np.int64)
+    else:
+        nan, inf = np.isnan(b).sum(axis=0), np.isinf(b).sum(axis=0)
+    return n, mean, m2, lo, hi, nan, inf
+
+
+def _whole_block_moments(b: Any, xp) -> tuple:
+    # GPU: reduce along the contiguous axis. A column reduction (axis=0) of a
+    # tall C-ordered block has only n_features outputs and leaves most of the
+    # GPU idle (measured on an H100: 0.55 s for a 3.75M x 64 block).
+    bt = xp.ascontiguousarray(b.T)
+    mean = bt.mean(axis=1)
+    c = bt - mean[:, None]
+    m2 = (c * c).sum(axis=1)
+    nan, inf = xp.isnan(bt).sum(axis=1), xp.isinf(bt).sum(axis=1)
     return (
-        n,
+        b.shape[0],
         to_numpy(mean),
         to_numpy(m2),
-        to_numpy(b.min(axis=0)),
-        to_numpy(b.max(axis=0)),
+        to_numpy(bt.min(axis=1)),
+        to_numpy(bt.max(axis=1)),
         to_numpy(nan),
         to_numpy(inf),
     )
 
 
 def _merge_moments(*parts: tuple) -> tuple:
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _merge_moments_(*parts)
+
+
+def _merge_moments_(*parts: tuple) -> tuple:
     n, mean, m2, lo, hi, nan, inf = parts[0]
     for nb, meanb, m2b, lob, hib, nanb, infb in parts[1:]:
         if nb == 0:
@@ -124,6 +173,7 @@ def column_moments(X: Any) -> Delayed:
 
 
 def _scale(b: Any, mean: np.ndarray, scale: np.ndarray) -> Any:
+    b = aligned(b)
     xp = array_module(b)
     return (b - xp.asarray(mean)) / xp.asarray(scale)
 
@@ -154,6 +204,7 @@ def safe_scale(std: np.ndarray) -> np.ndarray:
 
 
 def _block_gram(b: Any) -> Any:
+    b = aligned(b)
     return to_numpy(b.T @ b)
 
 
@@ -179,13 +230,15 @@ def _sum(*parts):
 
 
 def _block_comoment(b: Any) -> tuple:
+    b = aligned(b)
     n = b.shape[0]
     if n == 0:
         d = b.shape[1]
         return 0, np.zeros(d), np.zeros((d, d))
-    mean = b.mean(axis=0)
-    c = b - mean
-    return n, to_numpy(mean), to_numpy(c.T @ c)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = b.mean(axis=0)
+        c = b - mean
+        return n, to_numpy(mean), to_numpy(c.T @ c)
 
 
 def _merge_comoment(*parts: tuple) -> tuple:

@@ -434,7 +434,9 @@ class FeatureStore:
         """Array ``name`` (its newest version, or ``version``) as a Dask array.
 
         One task per stored block, read lazily on the workers and verified
-        against its checksums; slicing reads only the blocks it needs.
+        against its checksums; slicing reads only the blocks it needs. To read
+        on particular workers (e.g. CPU workers of a mixed cluster), persist it
+        with :func:`lepton_dask.ops.persist_on`.
 
         Raises
         ------
