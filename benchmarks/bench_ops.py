@@ -285,10 +285,11 @@ def main(argv=None):
     gemm = gemm_gflops()
     with local_cluster(2, 1) as client:
         X, y = persisted(client, n)
-        blocks = client.compute([X, y], sync=True)
-        Xn = np.require(blocks[0], requirements=["A", "C"])
-        yn = np.asarray(blocks[1])
-        del blocks
+        # the same blocks, made here for the in-process peers (deterministic)
+        parts = [make_block(i, n // 8) for i in range(8)]
+        Xn = np.concatenate([p[0] for p in parts])
+        yn = np.concatenate([p[1] for p in parts])
+        del parts
         print(f"data: {n:,} x {D} float64 = {Xn.nbytes / 2**20:,.0f} MiB, 8 blocks", file=sys.stderr)
         ours, res = run_ours(client, X, y, repeat)
         peers, pres = run_peers(Xn, yn, repeat)
