@@ -24,19 +24,23 @@ import sys
 
 if os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("OPENBLAS_L2_SIZE"):
     if "--keep-openblas-env" not in sys.argv:
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+        }
         env["LEPTON_BENCH_UNSET_OPENBLAS"] = "1"
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
+import argparse
+import time
+import warnings
 
-import dask.array as da  # noqa: E402
-import numpy as np  # noqa: E402
-from _common import local_cluster, machine, result_line, table, timed  # noqa: E402
+import dask.array as da
+import numpy as np
+from _common import local_cluster, machine, result_line, table, timed
 
-import lepton_dask.ops as ops  # noqa: E402
+import lepton_dask.ops as ops
 
 D = 64
 K = 8
@@ -50,7 +54,7 @@ def make_block(i: int, rows: int, seed: int = 0):
     r = np.random.default_rng([seed, i + 1])
     lab = r.integers(K, size=rows)
     X = centers[lab] + r.normal(size=(rows, D))
-    y = ((X - centers.mean(axis=0)) @ w / np.sqrt(D) + 2.0 * r.normal(size=rows) > 0)
+    y = (X - centers.mean(axis=0)) @ w / np.sqrt(D) + 2.0 * r.normal(size=rows) > 0
     return X, y.astype(np.int64)
 
 
@@ -117,10 +121,16 @@ def run_peers(Xn, yn, repeat):
 
     t, res = {}, {}
     t["gram"], res["gram"] = timed(lambda: Xn.T @ Xn, repeat=repeat)
-    t["standardize"], _ = timed(lambda: (Xn - Xn.mean(axis=0)) / Xn.std(axis=0), repeat=repeat)
+    t["standardize"], _ = timed(
+        lambda: (Xn - Xn.mean(axis=0)) / Xn.std(axis=0), repeat=repeat
+    )
     t["pca"], res["pca"] = timed(lambda: PCA(8, svd_solver="full").fit(Xn))
-    t["logreg"], res["logreg"] = timed(lambda: LogisticRegression(solver="lbfgs").fit(Xn, yn))
-    t["kmeans"], res["kmeans"] = timed(lambda: KMeans(K, n_init=1, random_state=0).fit(Xn))
+    t["logreg"], res["logreg"] = timed(
+        lambda: LogisticRegression(solver="lbfgs").fit(Xn, yn)
+    )
+    t["kmeans"], res["kmeans"] = timed(
+        lambda: KMeans(K, n_init=1, random_state=0).fit(Xn)
+    )
     return t, res
 
 
@@ -146,8 +156,12 @@ def run_dask_ml(client, X, y):
     t["pca"], _ = timed(lambda: dask_ml.decomposition.PCA(8, svd_solver="tsqr").fit(X))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t["logreg"], _ = timed(lambda: dask_ml.linear_model.LogisticRegression(solver="lbfgs").fit(X, y))
-        t["kmeans"], _ = timed(lambda: dask_ml.cluster.KMeans(n_clusters=K, random_state=0).fit(X))
+        t["logreg"], _ = timed(
+            lambda: dask_ml.linear_model.LogisticRegression(solver="lbfgs").fit(X, y)
+        )
+        t["kmeans"], _ = timed(
+            lambda: dask_ml.cluster.KMeans(n_clusters=K, random_state=0).fit(X)
+        )
     return t
 
 
@@ -171,7 +185,9 @@ def _time_path(client, X, repeat=3):
         wait(Z)
 
     t["standardize"], _ = timed(standardize, repeat=1)
-    t["kmeans"], res["kmeans"] = timed(lambda: ops.KMeans(K, random_state=0).fit(X), repeat=2)
+    t["kmeans"], res["kmeans"] = timed(
+        lambda: ops.KMeans(K, random_state=0).fit(X), repeat=2
+    )
     _log(f"done: {t}")
     return t, res
 
@@ -209,20 +225,28 @@ def run_gpu(n):
     _log("GPU path")
     with (
         LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
             resources={"GPU": 1},
             # cupy blocks live in device memory: the worker's host-memory
             # manager must not count them (it would spill them to disk)
             memory_limit=0,
         ) as cluster,
         Client(cluster) as client,
-    ):  # fmt: skip
+    ):
         rows = n // 8
         meta = cupy.empty((0, D))
         with dask.annotate(resources={"GPU": 1}):
             Xg = da.concatenate(
                 [
-                    da.from_delayed(dask.delayed(make_block_gpu)(i, rows), (rows, D), dtype=float, meta=meta)
+                    da.from_delayed(
+                        dask.delayed(make_block_gpu)(i, rows),
+                        (rows, D),
+                        dtype=float,
+                        meta=meta,
+                    )
                     for i in range(8)
                 ]
             )
@@ -237,17 +261,36 @@ def run_gpu(n):
         "gpu_seconds": {k: round(v, 4) for k, v in gpu_t.items()},
         "speedup_vs_cpu_path": {k: round(cpu_t[k] / gpu_t[k], 1) for k in gpu_t},
         "kmeans_iterations": [cpu_res["kmeans"].n_iter_, gpu_res["kmeans"].n_iter_],
-        "kmeans_inertia_per_row": [cpu_res["kmeans"].inertia_ / n, gpu_res["kmeans"].inertia_ / n],
+        "kmeans_inertia_per_row": [
+            cpu_res["kmeans"].inertia_ / n,
+            gpu_res["kmeans"].inertia_ / n,
+        ],
     }
 
 
 def _print_gpu(gpu):
-    print(f"\nGPU path ({gpu['device']}) vs our CPU path (2 workers x 1 thread), {gpu['rows']:,} x {D}:")
-    print(table([[k, gpu["cpu_path_seconds"][k], gpu["gpu_seconds"][k], gpu["speedup_vs_cpu_path"][k]]
-                 for k in gpu["gpu_seconds"]], ["op", "CPU path s", "GPU s", "speedup"]))  # fmt: skip
+    print(
+        f"\nGPU path ({gpu['device']}) vs our CPU path (2 workers x 1 thread), {gpu['rows']:,} x {D}:"
+    )
+    print(
+        table(
+            [
+                [
+                    k,
+                    gpu["cpu_path_seconds"][k],
+                    gpu["gpu_seconds"][k],
+                    gpu["speedup_vs_cpu_path"][k],
+                ]
+                for k in gpu["gpu_seconds"]
+            ],
+            ["op", "CPU path s", "GPU s", "speedup"],
+        )
+    )
     for k in ("gram", "kmeans"):
         ok = gpu["speedup_vs_cpu_path"][k] >= 20
-        print(f"GPU {k} speedup {gpu['speedup_vs_cpu_path'][k]}x, goal >= 20x: {'met' if ok else 'MISSED'}")
+        print(
+            f"GPU {k} speedup {gpu['speedup_vs_cpu_path'][k]}x, goal >= 20x: {'met' if ok else 'MISSED'}"
+        )
 
 
 def _gpu_name(client):
@@ -265,15 +308,24 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--no-dask-ml", action="store_true")
     ap.add_argument("--gpu", choices=["auto", "no"], default="auto")
-    ap.add_argument("--gpu-rows", type=int, default=None, help="rows for the GPU comparison")
-    ap.add_argument("--gpu-only", action="store_true", help="only the GPU vs CPU-path comparison")
-    ap.add_argument("--keep-openblas-env", action="store_true", help="do not unset them")
+    ap.add_argument(
+        "--gpu-rows", type=int, default=None, help="rows for the GPU comparison"
+    )
+    ap.add_argument(
+        "--gpu-only", action="store_true", help="only the GPU vs CPU-path comparison"
+    )
+    ap.add_argument(
+        "--keep-openblas-env", action="store_true", help="do not unset them"
+    )
     args = ap.parse_args(argv)
     n = args.rows or (250_000 if args.quick else 2_000_000)
     repeat = 3
     print(f"BLAS: {blas_info()}", file=sys.stderr)
     if os.environ.get("LEPTON_BENCH_UNSET_OPENBLAS"):
-        print("(re-executed with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset)", file=sys.stderr)
+        print(
+            "(re-executed with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset)",
+            file=sys.stderr,
+        )
     if args.gpu_only:
         gpu = run_gpu(args.gpu_rows or n)
         if gpu is None:
@@ -290,30 +342,68 @@ def main(argv=None):
         Xn = np.concatenate([p[0] for p in parts])
         yn = np.concatenate([p[1] for p in parts])
         del parts
-        print(f"data: {n:,} x {D} float64 = {Xn.nbytes / 2**20:,.0f} MiB, 8 blocks", file=sys.stderr)
+        print(
+            f"data: {n:,} x {D} float64 = {Xn.nbytes / 2**20:,.0f} MiB, 8 blocks",
+            file=sys.stderr,
+        )
         ours, res = run_ours(client, X, y, repeat)
         peers, pres = run_peers(Xn, yn, repeat)
         dml = {} if args.no_dask_ml else run_dask_ml(client, X, y)
     acc_ours = float(np.mean(res["logreg"].predict(Xn) == yn))
     acc_sk = float(np.mean(pres["logreg"].predict(Xn) == yn))
-    gram_err = float(np.abs(res["gram"] - pres["gram"]).max() / np.abs(pres["gram"]).max())
+    gram_err = float(
+        np.abs(res["gram"] - pres["gram"]).max() / np.abs(pres["gram"]).max()
+    )
     comp_err = float(np.abs(res["pca"].components_ - pres["pca"].components_).max())
     gpu = run_gpu(args.gpu_rows or n) if args.gpu == "auto" else None
 
     rows = []
-    names = {"gram": "X^T X", "standardize": "standardize", "pca": "PCA (8 comps)",
-             "logreg": "LogisticRegression", "kmeans": "KMeans (8)"}  # fmt: skip
+    names = {
+        "gram": "X^T X",
+        "standardize": "standardize",
+        "pca": "PCA (8 comps)",
+        "logreg": "LogisticRegression",
+        "kmeans": "KMeans (8)",
+    }
     for k, label in names.items():
-        rows.append([label, peers[k], ours[k], ours[k] / peers[k], dml.get(k, float("nan")),
-                     dml[k] / ours[k] if k in dml else float("nan")])  # fmt: skip
-    print(table(rows, ["op", "numpy/sklearn s", "ours s", "ours/peer", "dask-ml s", "dask-ml/ours"]))
+        rows.append(
+            [
+                label,
+                peers[k],
+                ours[k],
+                ours[k] / peers[k],
+                dml.get(k, float("nan")),
+                dml[k] / ours[k] if k in dml else float("nan"),
+            ]
+        )
+    print(
+        table(
+            rows,
+            [
+                "op",
+                "numpy/sklearn s",
+                "ours s",
+                "ours/peer",
+                "dask-ml s",
+                "dask-ml/ours",
+            ],
+        )
+    )
     gram_gflops = 2 * n * D * D / ours["gram"] / 1e9
-    print(f"\nGram: {gram_gflops:.1f} GFLOP/s (2nd^2 flops) vs GEMM 2048^3 in this process: {gemm:.1f} GFLOP/s")
-    print(f"Gram max rel. difference vs numpy: {gram_err:.1e}; PCA components max diff: {comp_err:.1e}")
-    print(f"LogisticRegression accuracy: ours {acc_ours:.4f}, sklearn {acc_sk:.4f} "
-          f"(iterations {res['logreg'].n_iter_[0]} vs {pres['logreg'].n_iter_[0]})")  # fmt: skip
-    print(f"KMeans inertia: ours {res['kmeans'].inertia_:.6g} ({res['kmeans'].n_iter_} it), "
-          f"sklearn {pres['kmeans'].inertia_:.6g} ({pres['kmeans'].n_iter_} it)")  # fmt: skip
+    print(
+        f"\nGram: {gram_gflops:.1f} GFLOP/s (2nd^2 flops) vs GEMM 2048^3 in this process: {gemm:.1f} GFLOP/s"
+    )
+    print(
+        f"Gram max rel. difference vs numpy: {gram_err:.1e}; PCA components max diff: {comp_err:.1e}"
+    )
+    print(
+        f"LogisticRegression accuracy: ours {acc_ours:.4f}, sklearn {acc_sk:.4f} "
+        f"(iterations {res['logreg'].n_iter_[0]} vs {pres['logreg'].n_iter_[0]})"
+    )
+    print(
+        f"KMeans inertia: ours {res['kmeans'].inertia_:.6g} ({res['kmeans'].n_iter_} it), "
+        f"sklearn {pres['kmeans'].inertia_:.6g} ({pres['kmeans'].n_iter_} it)"
+    )
     if gpu:
         _print_gpu(gpu)
     result = {
@@ -334,7 +424,9 @@ def main(argv=None):
     }
     goals = [k for k in result if k.endswith(("_vs_numpy", "_vs_sklearn"))]
     for k in goals:
-        print(f"{k:>22} = {result[k]:<7} goal <= 1.3: {'met' if result[k] <= 1.3 else 'MISSED'}")
+        print(
+            f"{k:>22} = {result[k]:<7} goal <= 1.3: {'met' if result[k] <= 1.3 else 'MISSED'}"
+        )
     print(result_line(result))
     return result
 

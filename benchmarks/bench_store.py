@@ -34,7 +34,6 @@ import bson
 import dask
 import numpy as np
 import pymongo
-
 from _common import local_cluster, machine, mongo, result_line, table, timed
 
 from lepton_dask.store import FeatureStore
@@ -65,16 +64,23 @@ def raw_read(db, shape) -> np.ndarray:
 def write_rows(db, X: np.ndarray) -> None:
     names = [f"c{j}" for j in range(X.shape[1])]
     db["rows"].drop()
-    docs = [{"_id": i, **dict(zip(names, row))} for i, row in enumerate(X.tolist())]
+    docs = [
+        {"_id": i, **dict(zip(names, row, strict=False))}
+        for i, row in enumerate(X.tolist())
+    ]
     for s in range(0, len(docs), 5000):
         db["rows"].insert_many(docs[s : s + 5000])
 
 
 # -- the peer: the dask-mongo way -----------------------------------------------------
 def _peer_fetch(uri, database, lo, hi, include_last):
-    with pymongo.MongoClient(uri) as c:  # a new client per partition, as dask-mongo does
+    with pymongo.MongoClient(
+        uri
+    ) as c:  # a new client per partition, as dask-mongo does
         rng = {"$gte": lo, "$lte" if include_last else "$lt": hi}
-        return list(c[database]["rows"].aggregate([{"$match": {}}, {"$match": {"_id": rng}}]))
+        return list(
+            c[database]["rows"].aggregate([{"$match": {}}, {"$match": {"_id": rng}}])
+        )
 
 
 def _peer_to_numpy(docs, fields):
@@ -89,7 +95,10 @@ def peer_read(uri, database, fields, chunksize) -> tuple[np.ndarray, str]:
         try:
             buckets = list(
                 coll.aggregate(
-                    [{"$match": {}}, {"$bucketAuto": {"groupBy": "$_id", "buckets": nparts}}],
+                    [
+                        {"$match": {}},
+                        {"$bucketAuto": {"groupBy": "$_id", "buckets": nparts}},
+                    ],
                     allowDiskUse=True,
                 )
             )
@@ -114,7 +123,9 @@ def peer_read(uri, database, fields, chunksize) -> tuple[np.ndarray, str]:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="64 MiB instead of 512 MiB")
-    ap.add_argument("--uri", default=None, help="MongoDB URI (default: fresh embedded server)")
+    ap.add_argument(
+        "--uri", default=None, help="MongoDB URI (default: fresh embedded server)"
+    )
     args = ap.parse_args(argv)
     mib = 64 if args.quick else 512
     rows = mib * 2**20 // (8 * COLS)
@@ -125,9 +136,14 @@ def main(argv=None) -> dict:
     with mongo(args.uri) as uri, local_cluster(2, 1) as client:
         store = FeatureStore(uri, f"bench_store_{int(time.time())}")
         db = store.db
-        print(f"server {store!r}; matrix {rows:,} x {COLS} float64 = {mib} MiB", file=sys.stderr)
+        print(
+            f"server {store!r}; matrix {rows:,} x {COLS} float64 = {mib} MiB",
+            file=sys.stderr,
+        )
         t_raw_w, _ = timed(raw_write, db, X)
-        t_put, _ = timed(store.put_array, "bench", X, chunks=(rows // 8, COLS), progress=False)
+        t_put, _ = timed(
+            store.put_array, "bench", X, chunks=(rows // 8, COLS), progress=False
+        )
         t_raw_r, got = timed(raw_read, db, X.shape)
         assert np.array_equal(got, X)
         t_get, got = timed(lambda: client.compute(store.get_array("bench"), sync=True))
@@ -163,22 +179,59 @@ def main(argv=None) -> dict:
     print(
         table(
             [
-                ["(a) raw pymongo read, binary docs", f"{mib} MiB", t_raw_r, r["raw_read_mbps"]],
-                ["(b) get_array().compute()", f"{mib} MiB", t_get, r["chunked_read_mbps"]],
-                ["(c) read_collection (rows)", f"{rnbytes / 2**20:.0f} MiB", t_row, r["row_read_mbps"]],
-                ["(d) dask-mongo way (rows)", f"{rnbytes / 2**20:.0f} MiB", t_peer, r["peer_row_read_mbps"]],
-                ["raw insert_many, binary docs", f"{mib} MiB", t_raw_w, r["raw_write_mbps"]],
+                [
+                    "(a) raw pymongo read, binary docs",
+                    f"{mib} MiB",
+                    t_raw_r,
+                    r["raw_read_mbps"],
+                ],
+                [
+                    "(b) get_array().compute()",
+                    f"{mib} MiB",
+                    t_get,
+                    r["chunked_read_mbps"],
+                ],
+                [
+                    "(c) read_collection (rows)",
+                    f"{rnbytes / 2**20:.0f} MiB",
+                    t_row,
+                    r["row_read_mbps"],
+                ],
+                [
+                    "(d) dask-mongo way (rows)",
+                    f"{rnbytes / 2**20:.0f} MiB",
+                    t_peer,
+                    r["peer_row_read_mbps"],
+                ],
+                [
+                    "raw insert_many, binary docs",
+                    f"{mib} MiB",
+                    t_raw_w,
+                    r["raw_write_mbps"],
+                ],
                 ["put_array (numpy)", f"{mib} MiB", t_put, r["put_write_mbps"]],
-                ["(row copy written with insert_many)", f"{rnbytes / 2**20:.0f} MiB", t_rows_w, mbps(rnbytes, t_rows_w)],
+                [
+                    "(row copy written with insert_many)",
+                    f"{rnbytes / 2**20:.0f} MiB",
+                    t_rows_w,
+                    mbps(rnbytes, t_rows_w),
+                ],
             ],
             ["what", "data", "seconds", "MiB/s"],
         )
-    )  # fmt: skip
+    )
     print(f"\npeer planning: {planner}")
-    goals = {"chunked_vs_raw": 0.6, "chunked_vs_peer": 10, "row_vs_peer": 2, "write_vs_raw": 0.6}
+    goals = {
+        "chunked_vs_raw": 0.6,
+        "chunked_vs_peer": 10,
+        "row_vs_peer": 2,
+        "write_vs_raw": 0.6,
+    }
     for k, g in goals.items():
         print(f"{k:>16} = {r[k]:<8} goal >= {g}: {'met' if r[k] >= g else 'MISSED'}")
-    r.update(quick=args.quick, server=planner and store.uri.split("@")[-1], machine=machine())
+    r.update(
+        quick=args.quick, server=planner and store.uri.split("@")[-1], machine=machine()
+    )
     r["server"] = "embedded" if args.uri is None else "given"
     print(result_line(r))
     return r

@@ -1,4 +1,4 @@
-""""``lepton-dask`` command line.
+""" "``lepton-dask`` command line.
 
 >>> build_parser().prog
 'lepton-dask'
@@ -10,13 +10,10 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-
-import dask.config
 
 logger = logging.getLogger("lepton_dask")
 
@@ -50,10 +47,14 @@ def cmd_mongo(args: argparse.Namespace) -> int:
         if state is None:
             print(f"no server running on {data_dir}")
             return 3
-        print(json.dumps(state, indent=2) if args.json else (
-            f"{state['kind']} (pid {state['pid']}) at {state['uri']}, "
-            f"data in {state['data_dir']}"
-        ))  # fmt: skip
+        print(
+            json.dumps(state, indent=2)
+            if args.json
+            else (
+                f"{state['kind']} (pid {state['pid']}) at {state['uri']}, "
+                f"data in {state['data_dir']}"
+            )
+        )
         return 0
     if args.action == "stop":
         if stop_server(data_dir):
@@ -81,13 +82,15 @@ def cmd_store(args: argparse.Namespace) -> int:
         for name in store.list():
             info = store.info(name)
             print(
-                f"{name:<30} v{info['version']:<4} {str(info['shape']):<18} "
+                f"{name:<30} v{info['version']:<4} {info['shape']!s:<18} "
                 f"{info['dtype']!s:<8} {info['nbytes'] / 2**20:10.1f} MiB"
             )
         return 0
     if args.action == "info":
         info = store.info(args.name)
-        info["chunks"] = [list(c) if len(c) <= 8 else f"{len(c)} chunks" for c in info["chunks"]]
+        info["chunks"] = [
+            list(c) if len(c) <= 8 else f"{len(c)} chunks" for c in info["chunks"]
+        ]
         print(json.dumps(info, indent=2, default=str))
         return 0
     if args.action == "delete":
@@ -96,6 +99,75 @@ def cmd_store(args: argparse.Namespace) -> int:
         return 0
     removed = store.gc(args.name, grace=args.grace)
     print(json.dumps(removed, default=str))
+    return 0
+
+
+# -- cost ------------------------------------------------------------------------------
+def cmd_cost(args: argparse.Namespace) -> int:
+    from lepton_dask.cost import Ledger, load_catalog
+    from lepton_dask.cost.report import Table, report_table
+    from lepton_dask.store import FeatureStore
+
+    if args.action == "catalog":
+        cat = load_catalog(args.catalog)
+        rows = [
+            [
+                t.name,
+                t.vcpus,
+                t.memory_gib,
+                t.gpus,
+                t.on_demand_usd_per_hour,
+                t.spot_usd_per_hour,
+                t.date,
+            ]
+            for t in cat.values()
+        ]
+        print(
+            Table(
+                [
+                    "type",
+                    "vcpus",
+                    "memory_gib",
+                    "gpus",
+                    "on_demand_usd_h",
+                    "spot_usd_h",
+                    "date",
+                ],
+                rows,
+                title=f"price catalog {cat.path}",
+            )
+        )
+        return 0
+    store = FeatureStore(args.uri, args.database)
+    ledger = Ledger(store.spec)
+    runs = ledger.runs()
+    if args.action == "runs":
+        rows = []
+        for run in runs:
+            docs = ledger.entries(run)
+            rows.append(
+                [
+                    run,
+                    len(docs),
+                    sum(d["billed_usd"] for d in docs),
+                    min(d["start"] for d in docs),
+                ]
+            )
+        print(Table(["run", "lifetimes", "spend_usd", "first_start"], rows))
+        return 0
+    if not runs:
+        print("the cost ledger is empty")
+        return 0
+    run = args.run or max(
+        runs, key=lambda r: max(d["updated"] for d in ledger.entries(r))
+    )
+    if run not in runs:
+        print(
+            f"lepton-dask: error: no run {run!r} in the ledger; runs: {', '.join(runs)}",
+            file=sys.stderr,
+        )
+        return 1
+    print(report_table(ledger.entries(run), run))
     return 0
 
 
@@ -121,12 +193,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     store = FeatureStore(args.uri, args.database)
     stop = threading.Event()
 
-    def on_signal(signum, frame):  # noqa: ARG001
+    def on_signal(signum, frame):
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    dashboard = f"{args.host}:{args.dashboard_port}" if args.dashboard_port >= 0 else None
+    from lepton_dask.cost import CostMonitor
+    from lepton_dask.cost.ledger import Ledger
+
+    monitor = CostMonitor(ledger=Ledger(store.spec))
+    dashboard = (
+        f"{args.host}:{args.dashboard_port}" if args.dashboard_port >= 0 else None
+    )
     with LocalCluster(
         n_workers=args.workers,
         threads_per_worker=args.threads,
@@ -134,14 +212,28 @@ def cmd_up(args: argparse.Namespace) -> int:
         host=args.host,
         scheduler_port=args.port,
         dashboard_address=dashboard,
+        scheduler_kwargs={"plugins": [monitor]},
     ) as cluster:
-        print(f"lepton-dask is up (stop with Ctrl-C)", flush=True)
+        print("lepton-dask is up (stop with Ctrl-C)", flush=True)
         print(f"  scheduler : {cluster.scheduler_address}", flush=True)
-        print(f"  dashboard : {cluster.dashboard_link if dashboard else 'off'}", flush=True)
-        print(f"  mongodb   : {redact_uri(store.uri)} (database {store.database})", flush=True)
-        print(f"  workers   : {args.workers} x {args.threads} thread(s)", flush=True)
         print(
-            f"connect from a notebook: Client({cluster.scheduler_address!r})", flush=True
+            f"  dashboard : {cluster.dashboard_link if dashboard else 'off'}",
+            flush=True,
+        )
+        print(
+            f"  mongodb   : {redact_uri(store.uri)} (database {store.database})",
+            flush=True,
+        )
+        print(f"  workers   : {args.workers} x {args.threads} thread(s)", flush=True)
+        if dashboard:
+            print(
+                f"  metrics   : {cluster.dashboard_link.rsplit('/', 1)[0]}/metrics",
+                flush=True,
+            )
+        print(f"  cost run  : {monitor.run_id}", flush=True)
+        print(
+            f"connect from a notebook: Client({cluster.scheduler_address!r})",
+            flush=True,
         )
         print(f"LEPTON_SCHEDULER={cluster.scheduler_address}", flush=True)
         print(f"LEPTON_MONGO_URI_REDACTED={redact_uri(store.uri)}", flush=True)
@@ -155,26 +247,51 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from distributed import Client, LocalCluster
 
+    from lepton_dask.cost import CostMonitor
+    from lepton_dask.cost.ledger import Ledger
     from lepton_dask.demo import run_demo
     from lepton_dask.store import FeatureStore
 
     store = FeatureStore(args.uri, args.database)
+    store.list()  # fail fast (and clearly) when the server is unreachable
     rows = args.rows or (200_000 if args.quick else 2_000_000)
+    monitor = CostMonitor(ledger=Ledger(store.spec))
     with (
         LocalCluster(
             n_workers=args.workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=":0",
+            dashboard_address="127.0.0.1:0",
             host="127.0.0.1",
+            scheduler_kwargs={"plugins": [monitor]},
         ) as cluster,
         Client(cluster) as client,
     ):
-        print(f"cluster: {cluster.scheduler_address}, dashboard {cluster.dashboard_link}")
+        print(
+            f"cluster: {cluster.scheduler_address}, dashboard {cluster.dashboard_link}"
+        )
         report = run_demo(
-            client, store, rows=rows, cols=args.cols,
-            chunk_rows=max(1, rows // 8), progress=True,
-        )  # fmt: skip
+            client,
+            store,
+            rows=rows,
+            cols=args.cols,
+            chunk_rows=max(1, rows // 8),
+            progress=True,
+        )
+        base = cluster.dashboard_link.rsplit("/", 1)[0]
+        snap = monitor.snapshot()
+        report.extra["spend"] = (
+            f"${snap['spend_usd']:.6f} for run {snap['run_id']} "
+            f"({snap['workers']} workers at ${snap['spend_rate_usd_per_hour']:.3f}/hour)"
+        )
+        report.extra["per task"] = (
+            f"${snap['cost_per_task_usd']:.2e} over {snap['tasks']} tasks"
+        )
+        report.extra["utilization"] = (
+            f"{snap['utilization']:.1%} of paid thread-seconds busy"
+        )
+        report.extra["metrics"] = f"{base}/metrics (while the cluster runs)"
+        report.extra["dashboard"] = cluster.dashboard_link
     print(report.summary())
     return 0 if all(report.checks.values()) else 1
 
@@ -186,12 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lepton-dask",
         description="Dask-native, cost-optimizing compute over features in MongoDB.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("mongo", help="manage the embedded MongoDB-compatible server")
     p.add_argument("action", choices=["install", "start", "stop", "status"])
-    p.add_argument("--data-dir", default=None, help="data directory (lepton.store.data-dir)")
+    p.add_argument(
+        "--data-dir", default=None, help="data directory (lepton.store.data-dir)"
+    )
     p.add_argument("--port", type=int, default=0, help="port for start (0: free port)")
     p.add_argument("--force", action="store_true", help="install: rebuild")
     p.add_argument("--json", action="store_true", help="status: print JSON")
@@ -200,11 +321,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("store", help="list, inspect, delete and garbage-collect arrays")
     p.add_argument("action", choices=["list", "info", "delete", "gc"])
     p.add_argument("name", nargs="?", help="array name (info, delete; optional for gc)")
-    p.add_argument("--grace", type=float, default=None, help="gc: grace period in seconds")
+    p.add_argument(
+        "--grace", type=float, default=None, help="gc: grace period in seconds"
+    )
     _add_store_args(p)
     p.set_defaults(func=cmd_store)
 
-    p = sub.add_parser("up", help="run the service (MongoDB, scheduler, workers, dashboard)")
+    p = sub.add_parser(
+        "cost", help="spend reports from the ledger, and the price catalog"
+    )
+    p.add_argument("action", choices=["report", "runs", "catalog"])
+    p.add_argument("--run", default=None, help="report: run id (default: the latest)")
+    p.add_argument("--catalog", default=None, help="catalog: a catalog file to show")
+    _add_store_args(p)
+    p.set_defaults(func=cmd_cost)
+
+    p = sub.add_parser(
+        "up", help="run the service (MongoDB, scheduler, workers, dashboard)"
+    )
     p.add_argument("--workers", type=int, default=2, help="local worker processes")
     p.add_argument("--threads", type=int, default=1, help="threads per worker")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
@@ -233,7 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    for handler in logging.getLogger().handlers:  # distributed sets INFO on its loggers
+        handler.setLevel(level)
     from lepton_dask.store.errors import StoreError
 
     try:

@@ -57,8 +57,12 @@ class DemoReport:
         for s in self.steps:
             lines.append(f"{s.name:<11}: {s.seconds:7.2f} s  {s.detail}")
         ok = all(self.checks.values())
-        checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in self.checks.items())
-        lines.append(f"checks     : {checks} -> {'all match numpy' if ok else 'MISMATCH'}")
+        checks = ", ".join(
+            f"{k} {'ok' if v else 'FAILED'}" for k, v in self.checks.items()
+        )
+        lines.append(
+            f"checks     : {checks} -> {'all match numpy' if ok else 'MISMATCH'}"
+        )
         for k, v in self.extra.items():
             lines.append(f"{k:<11}: {v}")
         return "\n".join(lines)
@@ -86,12 +90,24 @@ def run_demo(
     >>> all(report.checks.values())
     True
     """
+
+    from lepton_dask import ops
+
     rng = da.random.default_rng(seed)
-    X = rng.standard_normal((rows, cols), chunks=(chunk_rows, cols)) * (
-        1.0 + np.arange(cols)
-    ) + np.arange(cols)
+    # correlated features: a few latent factors mixed into `cols` columns, plus
+    # noise, scaled and shifted per column (so PCA has something to find)
+    local = np.random.default_rng(seed)
+    factors = max(1, cols // 4)
+    mixing = local.normal(size=(factors, cols))
+    latent = rng.standard_normal((rows, factors), chunks=(chunk_rows, factors))
+    noise_x = rng.standard_normal((rows, cols), chunks=(chunk_rows, cols))
+    X = (latent @ mixing + 0.5 * noise_x) * (1.0 + np.arange(cols)) + np.arange(cols)
+    w = local.normal(size=cols) / (1.0 + np.arange(cols))
+    noise = rng.standard_normal(rows, chunks=chunk_rows)
+    y = ((X - np.arange(cols)) @ w + noise > 0).astype(np.int8)
     t0 = time.perf_counter()
     version = store.put_array(name, X, progress=progress)
+    store.put_array(name + ".label", y, progress=False)
     t_write = time.perf_counter() - t0
     nbytes = rows * cols * 8
     report = DemoReport(
@@ -107,27 +123,68 @@ def run_demo(
         Step("write", t_write, f"{nbytes / 2**20 / t_write:,.1f} MiB/s (put_array)")
     )
 
+    def step(label: str, fn, detail: str = ""):
+        t = time.perf_counter()
+        out = fn()
+        report.steps.append(Step(label, time.perf_counter() - t, detail))
+        return out
+
     Y = store.get_array(name)
-    t0 = time.perf_counter()
-    Y = client.persist(Y)
-    from distributed import wait
-
-    wait(Y)
-    t_read = time.perf_counter() - t0
-    report.steps.append(
-        Step("read", t_read, f"{nbytes / 2**20 / t_read:,.1f} MiB/s (get_array)")
+    labels = store.get_array(name + ".label")
+    Y, labels = step(
+        "read",
+        lambda: _persist(client, Y, labels),
+        "get_array, persisted on the workers",
     )
-
-    t0 = time.perf_counter()
-    mean, std, gram = client.compute([Y.mean(axis=0), Y.std(axis=0), Y.T @ Y], sync=True)
-    t_stats = time.perf_counter() - t0
-    report.steps.append(Step("compute", t_stats, "column mean, std and X^T X"))
+    report.steps[
+        -1
+    ].detail = f"{nbytes / 2**20 / report.steps[-1].seconds:,.1f} MiB/s (get_array)"
+    mean, std, gram = step(
+        "moments",
+        lambda: client.compute([Y.mean(axis=0), Y.std(axis=0), ops.gram(Y)], sync=True),
+        "column mean, std and X^T X",
+    )
+    Z = step(
+        "standardize",
+        lambda: _persist(client, ops.StandardScaler().fit_transform(Y))[0],
+        "StandardScaler",
+    )
+    pca = step("pca", lambda: ops.PCA(4).fit(Z), "PCA, 4 components (TSQR)")
+    clf = step(
+        "logreg",
+        lambda: ops.LogisticRegression().fit(Z, labels),
+        "LogisticRegression (L-BFGS)",
+    )
+    acc = step("predict", lambda: clf.score(Z, labels), "accuracy on the cluster")
 
     Xn = X.compute()
+    yn = y.compute()
     report.checks["mean"] = bool(np.allclose(mean, Xn.mean(axis=0)))
     report.checks["std"] = bool(np.allclose(std, Xn.std(axis=0)))
     report.checks["X^T X"] = bool(np.allclose(gram, Xn.T @ Xn, rtol=1e-9))
     report.checks["round trip"] = bool(
         np.array_equal(client.compute(Y[:1000], sync=True), Xn[:1000])
     )
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    Zn = StandardScaler().fit_transform(Xn)
+    t = time.perf_counter()
+    sk_acc = LogisticRegression().fit(Zn, yn).score(Zn, yn)
+    t_sk = time.perf_counter() - t
+    report.checks["accuracy vs sklearn"] = abs(acc - sk_acc) <= 0.005
+    report.extra["accuracy"] = (
+        f"ours {acc:.4f}, scikit-learn {sk_acc:.4f} (sklearn fit {t_sk:.2f} s in one process)"
+    )
+    report.extra["pca"] = "explained variance ratio " + ", ".join(
+        f"{v:.3f}" for v in pca.explained_variance_ratio_
+    )
     return report
+
+
+def _persist(client: Any, *arrays: da.Array) -> tuple:
+    from distributed import wait
+
+    out = client.persist(list(arrays))
+    wait(out)
+    return tuple(out)

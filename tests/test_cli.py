@@ -23,7 +23,9 @@ CLI = [sys.executable, "-m", "lepton_dask.cli"]
 
 def _subcommands():
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    sub = next(
+        a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"
+    )
     return sorted(sub.choices)
 
 
@@ -39,7 +41,11 @@ def test_mongo_start_status_stop(tmp_path):
     env = dict(os.environ)
     d = str(tmp_path / "srv")
     run = lambda *a: subprocess.run(  # noqa: E731
-        [*CLI, "mongo", *a, "--data-dir", d], capture_output=True, text=True, timeout=90, env=env
+        [*CLI, "mongo", *a, "--data-dir", d],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
     )
     assert run("status").returncode == 3
     started = run("start")
@@ -61,24 +67,47 @@ def test_store_commands(store):
     store.put_array("feat", np.ones((4, 2)))
     base = [*CLI, "store"]
     opts = ["--uri", store.uri, "--database", store.database]
-    out = subprocess.run([*base, "list", *opts], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*base, "list", *opts], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "feat" in out.stdout
-    out = subprocess.run([*base, "info", "feat", *opts], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*base, "info", "feat", *opts], capture_output=True, text=True, timeout=60
+    )
     assert '"shape"' in out.stdout
-    out = subprocess.run([*base, "info", "nope", *opts], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*base, "info", "nope", *opts], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 1 and "no array 'nope'" in out.stderr
-    out = subprocess.run([*base, "delete", "feat", *opts], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*base, "delete", "feat", *opts], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and store.list() == []
 
 
 def test_up_round_trip_and_clean_sigint(store):
     proc = subprocess.Popen(
-        [*CLI, "up", "--port", "0", "--dashboard-port", "0", "--uri", store.uri,
-         "--database", store.database, "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            *CLI,
+            "up",
+            "--port",
+            "0",
+            "--dashboard-port",
+            "0",
+            "--uri",
+            store.uri,
+            "--database",
+            store.database,
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     try:
+
         def scheduler_address():
             line = proc.stdout.readline()
             lines.append(line)
@@ -109,21 +138,40 @@ def test_up_round_trip_and_clean_sigint(store):
             proc.wait(30)
         proc.stdout.close()
     assert proc.returncode == 0
-    wait_for(lambda: not any(ch.is_running() and ch.status() != "zombie" for ch in children), 30)
+    wait_for(
+        lambda: not any(ch.is_running() and ch.status() != "zombie" for ch in children),
+        30,
+    )
 
 
 def test_up_refuses_non_loopback_without_flag():
-    out = subprocess.run([*CLI, "up", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*CLI, "up", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2 and "--allow-remote" in out.stderr
 
 
 def test_demo_end_to_end(store):
     out = subprocess.run(
-        [*CLI, "demo", "--rows", "40000", "--cols", "6", "--uri", store.uri,
-         "--database", store.database],
-        capture_output=True, text=True, timeout=200,
-    )  # fmt: skip
+        [
+            *CLI,
+            "demo",
+            "--rows",
+            "40000",
+            "--cols",
+            "6",
+            "--uri",
+            store.uri,
+            "--database",
+            store.database,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all match numpy" in out.stdout
     assert "40,000 x 6 float64" in out.stdout
-    assert store.list() == ["demo.features"]
+    assert store.list() == ["demo.features", "demo.features.label"]
+    for line in ("accuracy   : ours", "spend      : $", "utilization:", "/metrics", "logreg"):
+        assert line in out.stdout, line

@@ -24,9 +24,12 @@ def test_all_is_sorted_and_complete(modname):
     for name in mod.__all__:
         assert hasattr(mod, name), name
     public = {
-        n for n, v in vars(mod).items()
-        if not n.startswith("_") and not isinstance(v, type(os)) and n not in ("annotations",)
-    }  # fmt: skip
+        n
+        for n, v in vars(mod).items()
+        if not n.startswith("_")
+        and not isinstance(v, type(os))
+        and n not in ("annotations",)
+    }
     assert public <= set(mod.__all__) | {"config"}, public - set(mod.__all__)
 
 

@@ -100,13 +100,17 @@ class RowBlocks:
                 [b for p in parts for b in p], **self._annotations
             )
             n = len(parts[0])
-            self.blocks = [tuple(futures[i + k * n] for k in range(len(parts))) for i in range(n)]
+            self.blocks = [
+                tuple(futures[i + k * n] for k in range(len(parts))) for i in range(n)
+            ]
             wait(futures)
             self._group_by_worker()
         else:
             computed = dask.compute(*[b for p in parts for b in p])
             n = len(parts[0])
-            self.blocks = [tuple(computed[i + k * n] for k in range(len(parts))) for i in range(n)]
+            self.blocks = [
+                tuple(computed[i + k * n] for k in range(len(parts))) for i in range(n)
+            ]
 
     def _group_by_worker(self) -> None:
         """Pin each block (``X`` and ``y`` parts) to the worker holding its
@@ -132,9 +136,13 @@ class RowBlocks:
             pinned.append(
                 tuple(
                     client.submit(
-                        aligned, f, workers=w or None, allow_other_workers=True,
-                        pure=False, resources=res,
-                    )  # fmt: skip
+                        aligned,
+                        f,
+                        workers=w or None,
+                        allow_other_workers=True,
+                        pure=False,
+                        resources=res,
+                    )
                     for f in b
                 )
             )
@@ -144,7 +152,7 @@ class RowBlocks:
             for f in b:
                 f.release()
         groups = {}
-        for w, b in zip(holders, self.blocks):
+        for w, b in zip(holders, self.blocks, strict=False):
             groups.setdefault(w, []).append(b)
         self._groups = list(groups.items())
 
@@ -159,9 +167,13 @@ class RowBlocks:
                 return list(ex.map(lambda b: fn(*b, *args), self.blocks))
         n = len(self.blocks)
         return self.client.map(
-            _apply, [fn] * n, self.blocks, *[[a] * n for a in args],
-            pure=False, resources=self._annotations.get("resources"),
-        )  # fmt: skip
+            _apply,
+            [fn] * n,
+            self.blocks,
+            *[[a] * n for a in args],
+            pure=False,
+            resources=self._annotations.get("resources"),
+        )
 
     def reduce(self, parts: list[Any], merge: Callable = _add) -> Any:
         """Merge per-block results in a tree (on the cluster) and bring the
@@ -172,7 +184,9 @@ class RowBlocks:
         level = parts
         while len(level) > 1:
             level = [
-                self.client.submit(merge, *level[i : i + self.split_every], pure=False, resources=res)
+                self.client.submit(
+                    merge, *level[i : i + self.split_every], pure=False, resources=res
+                )
                 for i in range(0, len(level), self.split_every)
             ]
         return _host(level[0].result())
@@ -197,26 +211,38 @@ class RowBlocks:
         res = self._annotations.get("resources")
         parts = [
             self.client.submit(
-                _run_group, fn, blocks, args, merge,
-                workers=[w] if w else None, allow_other_workers=True,
-                pure=False, resources=res,
-            )  # fmt: skip
+                _run_group,
+                fn,
+                blocks,
+                args,
+                merge,
+                workers=[w] if w else None,
+                allow_other_workers=True,
+                pure=False,
+                resources=res,
+            )
             for w, blocks in self._groups
         ]
         if len(parts) <= 4 * self.split_every:
             return _host(merge(*self.client.gather(parts)))
         return self.reduce(parts, merge)
 
-    def map_blocks(self, fn: Callable, *args: Any, dtype: Any, ncols: int | None) -> da.Array:
+    def map_blocks(
+        self, fn: Callable, *args: Any, dtype: Any, ncols: int | None
+    ) -> da.Array:
         """A Dask array of ``fn(*block, *args)`` per block (rows kept)."""
         if self.client is None:
             out = [fn(*b, *args) for b in self.blocks]
             return da.concatenate([da.from_array(o, chunks=o.shape) for o in out])
         res = self._annotations.get("resources")
         futs = self.client.map(
-            _apply, [fn] * len(self.blocks), self.blocks, *[[a] * len(self.blocks) for a in args],
-            pure=False, resources=res,
-        )  # fmt: skip
+            _apply,
+            [fn] * len(self.blocks),
+            self.blocks,
+            *[[a] * len(self.blocks) for a in args],
+            pure=False,
+            resources=res,
+        )
         shape0 = (0,) * (1 if ncols is None else 2)
         if self.gpu:
             import cupy
@@ -225,8 +251,10 @@ class RowBlocks:
         else:
             meta = np.empty(shape0, dtype=dtype)
         arrays = [
-            da.from_delayed(f, shape=(n,) if ncols is None else (n, ncols), dtype=dtype, meta=meta)
-            for f, n in zip(futs, self.row_chunks)
+            da.from_delayed(
+                f, shape=(n,) if ncols is None else (n, ncols), dtype=dtype, meta=meta
+            )
+            for f, n in zip(futs, self.row_chunks, strict=False)
         ]
         return da.concatenate(arrays)
 

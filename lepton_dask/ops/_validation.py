@@ -44,7 +44,9 @@ def as_dask_2d(X: Any, name: str = "X") -> tuple[da.Array, bool]:
     elif X.numblocks[1] != 1:
         X = X.rechunk({1: -1})
     if any(np.isnan(c) for c in X.chunks[0]):
-        raise ValueError(f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes()")
+        raise ValueError(
+            f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes()"
+        )
     return X, was_dask
 
 
@@ -90,7 +92,9 @@ def check_n_features(n_expected: int, X: da.Array) -> None:
         )
 
 
-def check_finite(nonfinite: np.ndarray, feature_names: Sequence[str] | None = None, what="X"):
+def check_finite(
+    nonfinite: np.ndarray, feature_names: Sequence[str] | None = None, what="X"
+):
     """Raise ``ValueError`` naming the columns that hold NaN or infinity.
 
     >>> check_finite(np.array([0, 2, 0]))

@@ -113,7 +113,9 @@ def _oversample(b: Any, state: tuple, phi: float, ell: float, seed: int, first_i
     xp = array_module(b)
     d2, nearest, x2, _ = state
     u = _uniform(xp, seed, b.shape[0])
-    picked = xp.nonzero(u * phi < ell * d2)[0] if phi > 0 else xp.empty(0, dtype=np.int64)
+    picked = (
+        xp.nonzero(u * phi < ell * d2)[0] if phi > 0 else xp.empty(0, dtype=np.int64)
+    )
     if picked.shape[0] == 0:
         return state, np.empty((0, b.shape[1]))
     new = b[picked]
@@ -132,7 +134,9 @@ def _oversample(b: Any, state: tuple, phi: float, ell: float, seed: int, first_i
         dmin = xp.maximum(xp.take_along_axis(dist, j[:, None], axis=1)[:, 0], 0.0)
         better = dmin < d2[s : s + step]
         d2[s : s + step] = xp.where(better, dmin, d2[s : s + step])
-        nearest[s : s + step] = xp.where(better, j.astype(np.int32) + first_id, nearest[s : s + step])
+        nearest[s : s + step] = xp.where(
+            better, j.astype(np.int32) + first_id, nearest[s : s + step]
+        )
     return (d2, nearest, x2, float(d2.sum())), to_numpy(new)
 
 
@@ -141,7 +145,9 @@ def _candidate_weights(b: Any, state: tuple, n_candidates: int) -> np.ndarray:
     return to_numpy(xp.bincount(state[1], minlength=n_candidates)).astype(float)
 
 
-def _kmeans_pp(X: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def _kmeans_pp(
+    X: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
     """Weighted greedy k-means++ on the (small) candidate set."""
     n = X.shape[0]
     trials = 2 + int(np.log(k))
@@ -247,7 +253,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             sq_norms = float(m.count * (m.var + m.mean**2).sum())  # sum of ||x||^2
             centers = self._init_centers(rb, X, rng)
             n_iter = 0
-            for n_iter in range(1, self.max_iter + 1):
+            for it in range(1, self.max_iter + 1):
+                n_iter = it
                 sums, counts, _ = rb.map_reduce(_lloyd_block, centers)
                 new = centers.copy()
                 nz = counts > 0
@@ -306,7 +313,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         cands = np.vstack(candidates)
         weights = sum(rb.gather(_map_each(rb, _candidate_weights, state, n_cand)))
         if cands.shape[0] <= k:  # too few distinct candidates: pad with random rows
-            extra = [to_numpy(X[int(i)].compute()) for i in rng.integers(X.shape[0], size=k)]
+            extra = [
+                to_numpy(X[int(i)].compute()) for i in rng.integers(X.shape[0], size=k)
+            ]
             cands = np.vstack([cands, *extra])[: max(k, cands.shape[0])]
             weights = np.concatenate([weights, np.ones(cands.shape[0] - weights.size)])
         weights = np.maximum(weights, 1e-12)
@@ -316,21 +325,26 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def predict(self, X: Any) -> Any:
         """Index of the nearest center for each row."""
         X, was_dask = fitted_input(self, X)
-        out = map_rows(X, _labels_block, self.cluster_centers_, drop_axis=1, dtype=np.int32)
+        out = map_rows(
+            X, _labels_block, self.cluster_centers_, drop_axis=1, dtype=np.int32
+        )
         return finish(out, was_dask)
 
     def transform(self, X: Any) -> Any:
         """Distances to every center."""
         X, was_dask = fitted_input(self, X)
-        out = map_rows(X, 
-            _distances_block, self.cluster_centers_,
-            chunks=(X.chunks[0], (self.n_clusters,)), dtype=X.dtype,
-        )  # fmt: skip
+        out = map_rows(
+            X,
+            _distances_block,
+            self.cluster_centers_,
+            chunks=(X.chunks[0], (self.n_clusters,)),
+            dtype=X.dtype,
+        )
         return finish(out, was_dask)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Opposite of the inertia of ``X`` against the fitted centers."""
-        X, was_dask = fitted_input(self, X)
+        X, _was_dask = fitted_input(self, X)
         rb = RowBlocks(X)
         try:
             m = _finish_moments(rb.map_reduce(_block_moments, merge=_merge_moments))
@@ -343,17 +357,27 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 # -- helpers to thread per-block state through RowBlocks ----------------------------------
 def _map_each(rb: RowBlocks, fn, states: list, *args) -> list:
     """Like ``rb.map`` but with a per-block state and per-block seeds."""
-    per_block = [a if isinstance(a, np.ndarray) and a.shape == (len(rb),) else None for a in args]
+    per_block = [
+        a if isinstance(a, np.ndarray) and a.shape == (len(rb),) else None for a in args
+    ]
     out = []
-    for i, (blk, st) in enumerate(zip(rb.blocks, states)):
-        a = [pb[i] if pb is not None else arg for pb, arg in zip(per_block, args)]
+    for i, (blk, st) in enumerate(zip(rb.blocks, states, strict=False)):
+        a = [
+            pb[i] if pb is not None else arg
+            for pb, arg in zip(per_block, args, strict=False)
+        ]
         a = [int(v) if isinstance(v, np.integer) else v for v in a]
         if rb.client is None:
             out.append(fn(*blk, st, *a))
         else:
             out.append(
                 rb.client.submit(
-                    fn, *blk, st, *a, pure=False, resources=rb._annotations.get("resources")
+                    fn,
+                    *blk,
+                    st,
+                    *a,
+                    pure=False,
+                    resources=rb._annotations.get("resources"),
                 )
             )
     return out

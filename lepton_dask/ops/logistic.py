@@ -20,7 +20,9 @@ from lepton_dask.ops._validation import as_dask_2d, as_dask_y, check_finite
 def _nonfinite(b: Any, yb: Any) -> np.ndarray:
     b = aligned(b)
     xp = array_module(b)
-    return to_numpy((~xp.isfinite(b)).sum(axis=0)), int(to_numpy((~xp.isfinite(yb)).sum()))
+    return to_numpy((~xp.isfinite(b)).sum(axis=0)), int(
+        to_numpy((~xp.isfinite(yb)).sum())
+    )
 
 
 def _softplus(z, xp):
@@ -178,7 +180,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         y01 = (y == classes[1]).astype(X.dtype)
         rb = RowBlocks(X, y01)
         try:
-            bad_x, bad_y = rb.map_reduce(_nonfinite)
+            bad_x, _bad_y = rb.map_reduce(_nonfinite)
             check_finite(bad_x)
             n, d = X.shape
             reg = 1.0 / (self.C * n)
@@ -265,19 +267,27 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     def decision_function(self, X: Any) -> Any:
         """Signed distance to the decision boundary (lazy for Dask input)."""
         X, was_dask = fitted_input(self, X)
-        out = map_rows(X, 
-            _decision_block, self.coef_[0], float(self.intercept_[0]),
-            drop_axis=1, dtype=X.dtype,
-        )  # fmt: skip
+        out = map_rows(
+            X,
+            _decision_block,
+            self.coef_[0],
+            float(self.intercept_[0]),
+            drop_axis=1,
+            dtype=X.dtype,
+        )
         return finish(out, was_dask)
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, columns ordered as ``classes_``."""
         X, was_dask = fitted_input(self, X)
-        out = map_rows(X, 
-            _proba_block, self.coef_[0], float(self.intercept_[0]),
-            chunks=(X.chunks[0], (2,)), dtype=X.dtype,
-        )  # fmt: skip
+        out = map_rows(
+            X,
+            _proba_block,
+            self.coef_[0],
+            float(self.intercept_[0]),
+            chunks=(X.chunks[0], (2,)),
+            dtype=X.dtype,
+        )
         return finish(out, was_dask)
 
     def predict(self, X: Any) -> Any:

@@ -80,7 +80,13 @@ def _block_moments(b: Any) -> tuple:
             c = np.subtract(xs, mean, out=buf[: xs.shape[0]])
             finite = finite and bool(np.isfinite(mean).all())
             parts.append(
-                (xs.shape[0], mean, np.einsum("ij,ij->j", c, c), xs.min(axis=0), xs.max(axis=0))
+                (
+                    xs.shape[0],
+                    mean,
+                    np.einsum("ij,ij->j", c, c),
+                    xs.min(axis=0),
+                    xs.max(axis=0),
+                )
             )
         nb, mean, m2, lo, hi = parts[0]
         for nb2, mean2, m22, lo2, hi2 in parts[1:]:
@@ -271,8 +277,12 @@ def covariance(X: Any, ddof: int = 1) -> da.Array:
     """
     X, _ = as_dask_2d(X)
     d = X.shape[1]
-    parts = [dask.delayed(_block_comoment, pure=True)(b) for b in X.to_delayed().ravel()]
-    cov = dask.delayed(_finish_cov, pure=True)(tree_reduce(parts, _merge_comoment), ddof)
+    parts = [
+        dask.delayed(_block_comoment, pure=True)(b) for b in X.to_delayed().ravel()
+    ]
+    cov = dask.delayed(_finish_cov, pure=True)(
+        tree_reduce(parts, _merge_comoment), ddof
+    )
     return da.from_delayed(cov, shape=(d, d), dtype=np.float64)
 
 

@@ -82,7 +82,9 @@ class PCA(TransformerMixin, BaseEstimator):
     array([0.923, 0.076])
     """
 
-    def __init__(self, n_components: int | float | None = None, *, whiten: bool = False):
+    def __init__(
+        self, n_components: int | float | None = None, *, whiten: bool = False
+    ):
         self.n_components = n_components
         self.whiten = whiten
 
@@ -137,10 +139,15 @@ class PCA(TransformerMixin, BaseEstimator):
         """Project ``X`` on the components (lazy for Dask input)."""
         X, was_dask = fitted_input(self, X)
         scale = np.sqrt(self.explained_variance_) if self.whiten else None
-        out = map_rows(X, 
-            _transform_block, self.mean_, self.components_, scale,
-            chunks=(X.chunks[0], (self.n_components_,)), dtype=X.dtype,
-        )  # fmt: skip
+        out = map_rows(
+            X,
+            _transform_block,
+            self.mean_,
+            self.components_,
+            scale,
+            chunks=(X.chunks[0], (self.n_components_,)),
+            dtype=X.dtype,
+        )
         return finish(out, was_dask)
 
     def inverse_transform(self, Z: Any) -> Any:
@@ -152,8 +159,12 @@ class PCA(TransformerMixin, BaseEstimator):
         comps = self.components_
         if self.whiten:
             comps = comps * np.sqrt(self.explained_variance_)[:, None]
-        out = map_rows(Z, 
+        out = map_rows(
+            Z,
             lambda b, c, m: b @ array_module(b).asarray(c) + array_module(b).asarray(m),
-            comps, self.mean_, chunks=(Z.chunks[0], (self.n_features_in_,)), dtype=Z.dtype,
-        )  # fmt: skip
+            comps,
+            self.mean_,
+            chunks=(Z.chunks[0], (self.n_features_in_,)),
+            dtype=Z.dtype,
+        )
         return finish(out, was_dask)

@@ -89,7 +89,9 @@ def read_block(
     docs = spec.retry(fetch, f"reading block {tuple(index)} of {name!r}")
     if not docs:
         state = spec.retry(
-            lambda: db[VERSIONS].find_one({"_id": version_id(name, version)}, {"state": 1}),
+            lambda: db[VERSIONS].find_one(
+                {"_id": version_id(name, version)}, {"state": 1}
+            ),
             f"checking version {version} of {name!r}",
         )
         if state is None or state.get("state") != "complete":

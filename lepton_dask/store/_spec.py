@@ -11,7 +11,12 @@ from typing import TypeVar
 
 import pymongo.database
 
-from lepton_dask.store._uri import CONNECTION_ERRORS, get_client, redact_uri, unavailable
+from lepton_dask.store._uri import (
+    CONNECTION_ERRORS,
+    get_client,
+    redact_uri,
+    unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +65,10 @@ class StoreSpec:
                     raise unavailable(self.uri, exc, self.timeout) from None
                 logger.info(
                     "%s: server at %s unavailable (%s), retrying in %.2f s",
-                    what, redact_uri(self.uri), type(exc).__name__, delay,
-                )  # fmt: skip
+                    what,
+                    redact_uri(self.uri),
+                    type(exc).__name__,
+                    delay,
+                )
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 2.0)

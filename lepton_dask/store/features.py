@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import itertools
 import logging
 import os
 import socket
@@ -27,7 +28,6 @@ from lepton_dask.store._spec import StoreSpec
 from lepton_dask.store._uri import redact_uri
 from lepton_dask.store.errors import VersionGoneError
 from lepton_dask.store.layout import (
-    BLOCKS_PREFIX,
     VERSIONS,
     block_group,
     blocks_collection,
@@ -125,7 +125,9 @@ class FeatureStore:
         if value != "auto":
             n = int(value)
             if n < 0:
-                raise ValueError(f"lepton.store.blocks-per-collection must be >= 0, got {n}")
+                raise ValueError(
+                    f"lepton.store.blocks-per-collection must be >= 0, got {n}"
+                )
             return n
         self._setup()
         seek = self._retry(
@@ -139,7 +141,9 @@ class FeatureStore:
         self._setup()
         query = {"name": name, **filt}
         return self._retry(
-            lambda: list(self.db[VERSIONS].find(query).sort("version", pymongo.DESCENDING)),
+            lambda: list(
+                self.db[VERSIONS].find(query).sort("version", pymongo.DESCENDING)
+            ),
             f"listing versions of {name!r}",
         )
 
@@ -156,7 +160,9 @@ class FeatureStore:
             doc = self._retry(
                 lambda: self.db[VERSIONS].find_one({"_id": vid}), f"reading {name!r}"
             )
-            if doc is not None and (doc.get("state") != "complete" or doc.get("tombstone")):
+            if doc is not None and (
+                doc.get("state") != "complete" or doc.get("tombstone")
+            ):
                 doc = None
         if doc is None:
             which = "" if version is None else f" version {version}"
@@ -177,7 +183,9 @@ class FeatureStore:
         for _ in range(1000):
             last = self._retry(
                 lambda: coll.find_one(
-                    {"name": name}, {"version": 1}, sort=[("version", pymongo.DESCENDING)]
+                    {"name": name},
+                    {"version": 1},
+                    sort=[("version", pymongo.DESCENDING)],
                 ),
                 f"allocating a version of {name!r}",
             )
@@ -195,7 +203,9 @@ class FeatureStore:
                 return version
             except pymongo.errors.DuplicateKeyError:
                 continue
-        raise RuntimeError(f"could not allocate a version of {name!r}")  # pragma: no cover
+        raise RuntimeError(
+            f"could not allocate a version of {name!r}"
+        )  # pragma: no cover
 
     # -- writing -------------------------------------------------------------------
     def put_array(
@@ -284,7 +294,9 @@ class FeatureStore:
             if is_dask:
                 self._write_dask(name, version, x, per_coll, part_bytes, show)
             else:
-                self._write_numpy(name, version, x, chunk_spec, per_coll, part_bytes, show)
+                self._write_numpy(
+                    name, version, x, chunk_spec, per_coll, part_bytes, show
+                )
             self._publish(name, version)
         except BaseException:
             self._abandon(name, version)
@@ -315,7 +327,7 @@ class FeatureStore:
                 ex.submit(
                     write_block, x[s], self.spec, c, name, version, idx, part_bytes
                 )
-                for s, c, idx in zip(slices, colls, indices)
+                for s, c, idx in zip(slices, colls, indices, strict=False)
             ]
             try:
                 for fut in bar(
@@ -347,7 +359,7 @@ class FeatureStore:
                 dask_key_name=f"lepton-put-{token}-{flat}",
             )
             for flat, (blk, coll, idx) in enumerate(
-                zip(blocks, colls, np.ndindex(*x.numblocks))
+                zip(blocks, colls, np.ndindex(*x.numblocks), strict=False)
             )
         ]
         client = _current_client()
@@ -402,14 +414,19 @@ class FeatureStore:
         except Exception as e:
             logger.warning(
                 "could not clean up the failed write of %r version %d (%s); "
-                "`FeatureStore.gc()` will", name, version, e,
-            )  # fmt: skip
+                "`FeatureStore.gc()` will",
+                name,
+                version,
+                e,
+            )
 
     def _remove_version(self, name: str, version: int) -> None:
         prefix = blocks_collection(name, version, None)
         for coll in self._retry(self.db.list_collection_names, "listing collections"):
             if coll == prefix or coll.startswith(prefix + ":"):
-                self._retry(lambda c=coll: self.db.drop_collection(c), f"dropping {coll}")
+                self._retry(
+                    lambda c=coll: self.db.drop_collection(c), f"dropping {coll}"
+                )
         # Version numbers are never reused (a zombie writer of a collected version
         # must not write into a later one): the newest manifest stays, as a
         # small "collected" record, until a newer version exists.
@@ -417,15 +434,19 @@ class FeatureStore:
         coll = self.db[VERSIONS]
 
         def forget() -> None:
-            newer = coll.find_one({"name": name, "version": {"$gt": version}}, {"_id": 1})
+            newer = coll.find_one(
+                {"name": name, "version": {"$gt": version}}, {"_id": 1}
+            )
             if newer is not None:
                 coll.delete_one({"_id": vid})
             else:
                 coll.update_one(
                     {"_id": vid},
-                    {"$set": {"state": "collected", "collected": _now()},
-                     "$unset": {"chunks": "", "attrs": ""}},
-                )  # fmt: skip
+                    {
+                        "$set": {"state": "collected", "collected": _now()},
+                        "$unset": {"chunks": "", "attrs": ""},
+                    },
+                )
 
         self._retry(forget, f"removing version {version} of {name!r}")
 
@@ -461,7 +482,9 @@ class FeatureStore:
         )
         key = f"lepton-read-{m['name']}-{tokenize(self.uri, self.database, m['_id'])}"
         dsk = {}
-        for idx, coll, s in zip(np.ndindex(*numblocks), colls, slices_from_chunks(chunks)):
+        for idx, coll, s in zip(
+            np.ndindex(*numblocks), colls, slices_from_chunks(chunks), strict=False
+        ):
             shape = tuple(sl.stop - sl.start for sl in s)
             dsk[(key, *idx)] = (
                 read_block,
@@ -593,15 +616,23 @@ class FeatureStore:
         >>> X.chunks
         ((100, 100, 50), (2,))
         """
-        spec = self.spec if database is None else StoreSpec(
-            self.uri, database, self.spec.timeout
+        spec = (
+            self.spec
+            if database is None
+            else StoreSpec(self.uri, database, self.spec.timeout)
         )
         from lepton_dask.store.rows import read_collection
 
         return read_collection(
-            spec, collection, fields, query, rows_per_chunk=rows_per_chunk,
-            dtype=dtype, missing=missing, strategy=strategy,
-        )  # fmt: skip
+            spec,
+            collection,
+            fields,
+            query,
+            rows_per_chunk=rows_per_chunk,
+            dtype=dtype,
+            missing=missing,
+            strategy=strategy,
+        )
 
     def write_collection(
         self,
@@ -620,8 +651,10 @@ class FeatureStore:
         >>> store.write_collection("events", np.ones((3, 2)), ["a", "b"])
         3
         """
-        spec = self.spec if database is None else StoreSpec(
-            self.uri, database, self.spec.timeout
+        spec = (
+            self.spec
+            if database is None
+            else StoreSpec(self.uri, database, self.spec.timeout)
         )
         from lepton_dask.store.rows import write_collection
 
@@ -661,12 +694,18 @@ class FeatureStore:
             lambda: list(
                 self.db[VERSIONS].find(
                     query,
-                    {"name": 1, "version": 1, "state": 1, "tombstone": 1,
-                     "created": 1, "completed": 1},
+                    {
+                        "name": 1,
+                        "version": 1,
+                        "state": 1,
+                        "tombstone": 1,
+                        "created": 1,
+                        "completed": 1,
+                    },
                 )
             ),
             "listing versions",
-        )  # fmt: skip
+        )
         by_name: dict[str, list[dict]] = {}
         for d in docs:
             by_name.setdefault(d["name"], []).append(d)
@@ -684,7 +723,9 @@ class FeatureStore:
             if parsed is None or (name is not None and parsed[0] != name):
                 continue
             if parsed not in known:
-                self._retry(lambda c=coll: self.db.drop_collection(c), f"dropping {coll}")
+                self._retry(
+                    lambda c=coll: self.db.drop_collection(c), f"dropping {coll}"
+                )
                 removed["collections"].append(coll)
         if removed["versions"] or removed["collections"]:
             logger.info("gc removed %s", removed)
@@ -726,7 +767,7 @@ def _collectable(
     if complete and complete[0].get("tombstone"):
         keep = set()  # deleted: older versions go once their grace is over
     superseded_at: dict[int, datetime.datetime | None] = {}
-    for newer, older in zip(complete, complete[1:]):
+    for newer, older in itertools.pairwise(complete):
         superseded_at[older["version"]] = newer.get("completed")
     newest = max((d["version"] for d in versions), default=None)
     for d in versions:

@@ -193,7 +193,9 @@ def split_parts(nbytes: int, part_bytes: int) -> list[tuple[int, int]]:
         raise ValueError(f"part_bytes must be positive, got {part_bytes}")
     if nbytes == 0:
         return [(0, 0)]
-    return [(off, min(part_bytes, nbytes - off)) for off in range(0, nbytes, part_bytes)]
+    return [
+        (off, min(part_bytes, nbytes - off)) for off in range(0, nbytes, part_bytes)
+    ]
 
 
 def encode_chunks(chunks: Sequence[Sequence[int]]) -> list[dict[str, list[int]]]:
@@ -218,14 +220,18 @@ def encode_chunks(chunks: Sequence[Sequence[int]]) -> list[dict[str, list[int]]]
     return out
 
 
-def decode_chunks(runs: Iterable[dict[str, Sequence[int]]]) -> tuple[tuple[int, ...], ...]:
+def decode_chunks(
+    runs: Iterable[dict[str, Sequence[int]]],
+) -> tuple[tuple[int, ...], ...]:
     """Inverse of :func:`encode_chunks`.
 
     >>> decode_chunks([{'size': [4, 2], 'count': [3, 1]}, {'size': [3], 'count': [1]}])
     ((4, 4, 4, 2), (3,))
     """
     return tuple(
-        tuple(s for s, n in zip(dim["size"], dim["count"]) for _ in range(n))
+        tuple(
+            s for s, n in zip(dim["size"], dim["count"], strict=False) for _ in range(n)
+        )
         for dim in runs
     )
 

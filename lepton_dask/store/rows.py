@@ -209,9 +209,11 @@ def _read_scan(
 ) -> np.ndarray:
     coll = spec.db()[collection]
     projection = {f: 1 for f in fields}
-    full = {"_id": {"$lte": last_id}} if not query else {
-        "$and": [query, {"_id": {"$lte": last_id}}]
-    }
+    full = (
+        {"_id": {"$lte": last_id}}
+        if not query
+        else {"$and": [query, {"_id": {"$lte": last_id}}]}
+    )
     docs = spec.retry(
         lambda: list(coll.find(full, projection, batch_size=50_000).sort("_id", 1)),
         f"reading {collection}",
@@ -219,7 +221,7 @@ def _read_scan(
     where = f"{spec.database}.{collection}"
     # Check the plan chunk by chunk: same boundaries, same counts.
     pos = 0
-    for i, (lo, n) in enumerate(zip(starts, counts)):
+    for i, (lo, n) in enumerate(zip(starts, counts, strict=False)):
         hi = starts[i + 1] if i + 1 < len(starts) else None
         seg = docs[pos : pos + n]
         ok = (
@@ -271,13 +273,17 @@ def read_collection(
     if query is None:
         query = {}
     if not isinstance(query, dict):
-        raise TypeError(f"query must be a dict (a MongoDB filter), got {type(query).__name__}")
+        raise TypeError(
+            f"query must be a dict (a MongoDB filter), got {type(query).__name__}"
+        )
     if missing not in ("raise", "nan"):
         raise ValueError(f"missing must be 'raise' or 'nan', got {missing!r}")
     dt = check_dtype(dtype, "rows")
     if missing == "nan" and dt.kind not in "fc":
         raise ValueError(f"missing='nan' needs a float dtype, got {dt}")
-    rows_per_chunk = int(rows_per_chunk or dask.config.get("lepton.store.rows-per-chunk"))
+    rows_per_chunk = int(
+        rows_per_chunk or dask.config.get("lepton.store.rows-per-chunk")
+    )
     if rows_per_chunk < 1:
         raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
     strategy = strategy or dask.config.get("lepton.store.row-read")
@@ -301,22 +307,41 @@ def read_collection(
     chunks = (tuple(counts) or (0,), (len(fields),))
     if not counts:  # nothing matches: one empty chunk
         dsk = {(name, 0, 0): (np.empty, (0, len(fields)), dt)}
-        return da.Array(HighLevelGraph.from_collections(name, dsk, ()), name, chunks, dtype=dt)
+        return da.Array(
+            HighLevelGraph.from_collections(name, dsk, ()), name, chunks, dtype=dt
+        )
     dsk: dict = {}
     if strategy == "ranges":
-        for i, (lo, n) in enumerate(zip(starts, counts)):
+        for i, (lo, n) in enumerate(zip(starts, counts, strict=False)):
             last = i == len(starts) - 1
             hi = last_id if last else starts[i + 1]
             dsk[(name, i, 0)] = (
-                _read_range, spec, collection, query, fields, lo, hi, last, n,
-                dt.str, missing,
-            )  # fmt: skip
+                _read_range,
+                spec,
+                collection,
+                query,
+                fields,
+                lo,
+                hi,
+                last,
+                n,
+                dt.str,
+                missing,
+            )
     else:
         scan_key = f"{name}-scan"
         dsk[scan_key] = (
-            _read_scan, spec, collection, query, fields, list(starts), list(counts),
-            last_id, dt.str, missing,
-        )  # fmt: skip
+            _read_scan,
+            spec,
+            collection,
+            query,
+            fields,
+            list(starts),
+            list(counts),
+            last_id,
+            dt.str,
+            missing,
+        )
         offsets = [0, *itertools.accumulate(counts)]
         for i in range(len(counts)):
             dsk[(name, i, 0)] = (_slice_rows, scan_key, offsets[i], offsets[i + 1])
@@ -336,7 +361,8 @@ def _insert_rows(
         block = block[:, None]
     rows = block.tolist()
     docs = [
-        {"_id": row0 + i, **dict(zip(fields, row))} for i, row in enumerate(rows)
+        {"_id": row0 + i, **dict(zip(fields, row, strict=False))}
+        for i, row in enumerate(rows)
     ]
     coll = spec.db()[collection]
 

@@ -89,14 +89,18 @@ def find_server_binary(kind: str | None = None) -> tuple[str, str]:
         base = os.path.basename(explicit)
         found = "mongod" if base.startswith("mongod") else "ferretdb"
         if not os.access(explicit, os.X_OK):
-            raise ServerStartError(f"lepton.store.server-binary {explicit!r} is not executable")
+            raise ServerStartError(
+                f"lepton.store.server-binary {explicit!r} is not executable"
+            )
         return found, explicit
     if kind in ("auto", "mongod"):
         path = shutil.which("mongod")
         if path:
             return "mongod", path
         if kind == "mongod":
-            raise ServerStartError("lepton.store.server is 'mongod' but no mongod is on PATH")
+            raise ServerStartError(
+                "lepton.store.server is 'mongod' but no mongod is on PATH"
+            )
     path = shutil.which("ferretdb")
     if path:
         return "ferretdb", path
@@ -208,7 +212,9 @@ class EmbeddedServer:
     ):
         self.data_dir = os.path.abspath(data_dir or default_data_dir())
         if binary:
-            self.kind = kind or ("mongod" if "mongod" in os.path.basename(binary) else "ferretdb")
+            self.kind = kind or (
+                "mongod" if "mongod" in os.path.basename(binary) else "ferretdb"
+            )
             self.binary = binary
         else:
             self.kind, self.binary = find_server_binary(kind)
@@ -231,12 +237,15 @@ class EmbeddedServer:
             os.makedirs(dbpath, exist_ok=True)
             return [
                 self.binary,
-                "--dbpath", dbpath,
-                "--port", str(port),
-                "--bind_ip", self.host,
+                "--dbpath",
+                dbpath,
+                "--port",
+                str(port),
+                "--bind_ip",
+                self.host,
                 "--quiet",
                 *self.extra_args,
-            ]  # fmt: skip
+            ]
         dbpath = os.path.join(self.data_dir, "ferretdb")
         os.makedirs(dbpath, exist_ok=True)
         return [
@@ -288,8 +297,11 @@ class EmbeddedServer:
             _register_for_exit(self)
         logger.info(
             "Started %s (pid %d) at %s, data in %s",
-            self.kind, self.proc.pid, redact_uri(self.uri), self.data_dir,
-        )  # fmt: skip
+            self.kind,
+            self.proc.pid,
+            redact_uri(self.uri),
+            self.data_dir,
+        )
         return self
 
     def _spawn(self, port: int, lock_fd: int) -> None:

@@ -42,7 +42,9 @@ def test_moments_gram_covariance_on_gpu_match_numpy():
     np.testing.assert_allclose(m.mean, x.mean(axis=0), rtol=1e-10)
     np.testing.assert_allclose(m.var, x.var(axis=0), rtol=1e-9)
     np.testing.assert_allclose(ops.gram(X).compute(), x.T @ x, rtol=1e-10)
-    np.testing.assert_allclose(ops.covariance(X).compute(), np.cov(x, rowvar=False), rtol=1e-9)
+    np.testing.assert_allclose(
+        ops.covariance(X).compute(), np.cov(x, rowvar=False), rtol=1e-9
+    )
 
 
 def test_estimators_on_gpu_match_cpu():
@@ -52,8 +54,12 @@ def test_estimators_on_gpu_match_cpu():
     Xg, Yg = ops.to_gpu(X), ops.to_gpu(Y)
     Z = ops.StandardScaler().fit_transform(Xg)
     assert type(Z._meta).__module__.startswith("cupy")
-    np.testing.assert_allclose(ops.to_cpu(Z).compute(), ops.StandardScaler().fit_transform(x), atol=1e-10)
-    np.testing.assert_allclose(ops.PCA(3).fit(Xg).components_, ops.PCA(3).fit(X).components_, atol=1e-8)
+    np.testing.assert_allclose(
+        ops.to_cpu(Z).compute(), ops.StandardScaler().fit_transform(x), atol=1e-10
+    )
+    np.testing.assert_allclose(
+        ops.PCA(3).fit(Xg).components_, ops.PCA(3).fit(X).components_, atol=1e-8
+    )
     sk = sklearn.linear_model.LogisticRegression(tol=1e-10, max_iter=1000).fit(x, y)
     g = ops.LogisticRegression(tol=1e-10, max_iter=1000).fit(Xg, Yg)
     np.testing.assert_allclose(g.coef_, sk.coef_, rtol=1e-5, atol=1e-6)
@@ -74,15 +80,19 @@ def test_mixed_cluster_cpu_reads_gpu_computes(store):
     store.put_array("mixed", x, chunks=(2000, 8))
     spec = {
         "cpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"CPU": 1}}},
-        "gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}, "memory_limit": 0}},
+        "gpu": {
+            "cls": Nanny,
+            "options": {"nthreads": 1, "resources": {"GPU": 1}, "memory_limit": 0},
+        },
     }
     with (
-        SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}) as cluster,
+        SpecCluster(
+            workers=spec,
+            scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+        ) as cluster,
         Client(cluster) as client,
     ):
-        from distributed import get_task_stream
-
-        from distributed import wait
+        from distributed import get_task_stream, wait
 
         with get_task_stream(client) as ts:
             X = ops.persist_on(store.get_array("mixed"), {"CPU": 1})
@@ -96,7 +106,9 @@ def test_mixed_cluster_cpu_reads_gpu_computes(store):
         np.testing.assert_allclose(g, x.T @ x, rtol=1e-10)
         from dask.utils import key_split
 
-        workers = {w["name"]: addr for addr, w in client.scheduler_info()["workers"].items()}
+        workers = {
+            w["name"]: addr for addr, w in client.scheduler_info()["workers"].items()
+        }
         ran: dict[str, set] = {}
         transfers = 0
         for rec in ts.data:
@@ -104,5 +116,7 @@ def test_mixed_cluster_cpu_reads_gpu_computes(store):
             transfers += sum(1 for s in rec["startstops"] if s["action"] == "transfer")
         assert ran["lepton-read-mixed"] == {workers["cpu"]}
         assert ran["asarray"] == {workers["gpu"]}  # to_gpu
-        assert ran["block_gram"] == {workers["gpu"]}  # (key_split drops the leading "_")
+        assert ran["block_gram"] == {
+            workers["gpu"]
+        }  # (key_split drops the leading "_")
         assert transfers <= 6  # one per block (6 blocks), nothing moves twice

@@ -20,7 +20,9 @@ from lepton_dask.ops._backend import aligned
 
 pytestmark = pytest.mark.timeout(180)
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=25, deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 @st.composite
@@ -29,10 +31,11 @@ def matrices(draw, min_rows=2, max_rows=60, max_cols=6):
     d = draw(st.integers(1, max_cols))
     x = draw(
         hnp.arrays(
-            np.float64, (n, d),
+            np.float64,
+            (n, d),
             elements=st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False),
         )
-    )  # fmt: skip
+    )
     rows = draw(st.integers(1, n))
     cols = draw(st.integers(1, d))
     return x, (rows, cols)
@@ -60,9 +63,11 @@ def test_gram_covariance_correlation_match_numpy(case):
         np.testing.assert_allclose(ops.gram(X).compute(), x.T @ x, rtol=1e-9, atol=1e-6)
         if x.shape[0] > 1:
             np.testing.assert_allclose(
-                ops.covariance(X).compute(), np.atleast_2d(np.cov(x, rowvar=False)),
-                rtol=1e-7, atol=1e-6,
-            )  # fmt: skip
+                ops.covariance(X).compute(),
+                np.atleast_2d(np.cov(x, rowvar=False)),
+                rtol=1e-7,
+                atol=1e-6,
+            )
 
 
 def test_moments_stable_with_large_offset():
@@ -94,7 +99,9 @@ def test_standardize_and_scaler_match_sklearn():
     Z = ours.transform(da.from_array(x, chunks=(64, 4)))
     assert isinstance(Z, da.Array)
     np.testing.assert_allclose(Z.compute(), sk.transform(x), atol=1e-12)
-    np.testing.assert_allclose(ops.standardize(x).compute(), sk.transform(x), atol=1e-12)
+    np.testing.assert_allclose(
+        ops.standardize(x).compute(), sk.transform(x), atol=1e-12
+    )
     np.testing.assert_allclose(ours.inverse_transform(sk.transform(x)), x, atol=1e-10)
     assert isinstance(ours.transform(x), np.ndarray)  # numpy in, numpy out
 
@@ -109,7 +116,12 @@ def test_pca_matches_sklearn(case, k):
     with dask.config.set(scheduler="sync"):
         ours = ops.PCA(k).fit(da.from_array(x, chunks=(chunks[0], x.shape[1])))
     scale = max(1.0, float(np.abs(x).max()))
-    np.testing.assert_allclose(ours.explained_variance_, sk.explained_variance_, rtol=1e-6, atol=1e-9 * scale**2)
+    np.testing.assert_allclose(
+        ours.explained_variance_,
+        sk.explained_variance_,
+        rtol=1e-6,
+        atol=1e-9 * scale**2,
+    )
     # components up to sign (equal-variance components may rotate: compare
     # only well-separated ones)
     ev = sk.explained_variance_
@@ -127,11 +139,20 @@ def test_pca_components_equal_sklearn_including_sign_and_transform():
     sk = sklearn.decomposition.PCA(3, svd_solver="full").fit(x)
     ours = ops.PCA(3).fit(da.from_array(x, chunks=(500, 6)))
     np.testing.assert_allclose(ours.components_, sk.components_, atol=1e-10)
-    np.testing.assert_allclose(ours.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-10)
+    np.testing.assert_allclose(
+        ours.explained_variance_ratio_, sk.explained_variance_ratio_, rtol=1e-10
+    )
     np.testing.assert_allclose(ours.transform(x), sk.transform(x), atol=1e-9)
-    np.testing.assert_allclose(ours.inverse_transform(ours.transform(x)), sk.inverse_transform(sk.transform(x)), atol=1e-9)
+    np.testing.assert_allclose(
+        ours.inverse_transform(ours.transform(x)),
+        sk.inverse_transform(sk.transform(x)),
+        atol=1e-9,
+    )
     frac = ops.PCA(0.9).fit(x)
-    assert frac.n_components_ == sklearn.decomposition.PCA(0.9, svd_solver="full").fit(x).n_components_
+    assert (
+        frac.n_components_
+        == sklearn.decomposition.PCA(0.9, svd_solver="full").fit(x).n_components_
+    )
     w = ops.PCA(2, whiten=True).fit(x)
     np.testing.assert_allclose(w.transform(x).std(axis=0, ddof=1), 1.0, rtol=1e-9)
 
@@ -147,10 +168,14 @@ def _logistic_data(n=4000, d=5, seed=0):
 @pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
 def test_logistic_regression_reaches_sklearn_optimum(solver, C):
     x, y = _logistic_data()
-    sk = sklearn.linear_model.LogisticRegression(C=C, tol=1e-10, max_iter=1000).fit(x, y)
+    sk = sklearn.linear_model.LogisticRegression(C=C, tol=1e-10, max_iter=1000).fit(
+        x, y
+    )
     X = da.from_array(x, chunks=(700, 5))
     Y = da.from_array(y, chunks=(700,))
-    ours = ops.LogisticRegression(C=C, solver=solver, tol=1e-10, max_iter=1000).fit(X, Y)
+    ours = ops.LogisticRegression(C=C, solver=solver, tol=1e-10, max_iter=1000).fit(
+        X, Y
+    )
     np.testing.assert_allclose(ours.coef_, sk.coef_, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours.intercept_, sk.intercept_, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours.predict_proba(x), sk.predict_proba(x), atol=1e-6)
@@ -171,7 +196,9 @@ def test_logistic_regression_string_labels_and_no_intercept():
     x, y = _logistic_data()
     labels = np.where(y == 1, "spam", "ham")
     ours = ops.LogisticRegression(fit_intercept=False, tol=1e-10).fit(x, labels)
-    sk = sklearn.linear_model.LogisticRegression(fit_intercept=False, tol=1e-10).fit(x, labels)
+    sk = sklearn.linear_model.LogisticRegression(fit_intercept=False, tol=1e-10).fit(
+        x, labels
+    )
     assert list(ours.classes_) == ["ham", "spam"]
     np.testing.assert_allclose(ours.coef_, sk.coef_, atol=1e-6)
     assert ours.intercept_[0] == 0.0
@@ -198,15 +225,20 @@ def test_kmeans_finds_the_clusters_and_matches_sklearn_inertia():
     np.testing.assert_array_equal(labels, ours.predict(x))
     assert ours.score(x) == pytest.approx(-ours.inertia_)
     np.testing.assert_allclose(
-        ours.transform(x[:5]), np.linalg.norm(x[:5, None] - ours.cluster_centers_[None], axis=2)
+        ours.transform(x[:5]),
+        np.linalg.norm(x[:5, None] - ours.cluster_centers_[None], axis=2),
     )
 
 
 def test_kmeans_lloyd_matches_sklearn_from_same_init():
     x, _ = _blobs(n=2000, k=5, d=4, seed=5)
     init = x[:5]
-    sk = sklearn.cluster.KMeans(5, init=init, n_init=1, tol=1e-8, max_iter=300, algorithm="lloyd").fit(x)
-    ours = ops.KMeans(5, init=init, tol=1e-8, max_iter=300).fit(da.from_array(x, chunks=(300, 4)))
+    sk = sklearn.cluster.KMeans(
+        5, init=init, n_init=1, tol=1e-8, max_iter=300, algorithm="lloyd"
+    ).fit(x)
+    ours = ops.KMeans(5, init=init, tol=1e-8, max_iter=300).fit(
+        da.from_array(x, chunks=(300, 4))
+    )
     np.testing.assert_allclose(ours.cluster_centers_, sk.cluster_centers_, atol=1e-8)
     assert ours.inertia_ == pytest.approx(sk.inertia_, rel=1e-10)
 
@@ -221,11 +253,21 @@ def test_estimators_on_arrays_read_from_the_store(store, client):
     Y = store.get_array("label")
     Z = ops.StandardScaler().fit_transform(X)
     pca = ops.PCA(2).fit(Z)
-    sk_pca = sklearn.decomposition.PCA(2, svd_solver="full").fit(sklearn.preprocessing.StandardScaler().fit_transform(x))
+    sk_pca = sklearn.decomposition.PCA(2, svd_solver="full").fit(
+        sklearn.preprocessing.StandardScaler().fit_transform(x)
+    )
     np.testing.assert_allclose(pca.components_, sk_pca.components_, atol=1e-8)
     clf = ops.LogisticRegression().fit(Z, Y)
-    sk = sklearn.linear_model.LogisticRegression().fit(sklearn.preprocessing.StandardScaler().fit_transform(x), y)
-    assert abs(clf.score(Z, Y) - sk.score(sklearn.preprocessing.StandardScaler().fit_transform(x), y)) < 0.005
+    sk = sklearn.linear_model.LogisticRegression().fit(
+        sklearn.preprocessing.StandardScaler().fit_transform(x), y
+    )
+    assert (
+        abs(
+            clf.score(Z, Y)
+            - sk.score(sklearn.preprocessing.StandardScaler().fit_transform(x), y)
+        )
+        < 0.005
+    )
     km = ops.KMeans(3, random_state=1).fit(X)
     assert km.labels_.chunks == X.chunks[:1]
 
@@ -262,7 +304,9 @@ def test_wrong_number_of_features_at_predict(est):
     y = np.arange(40) % 2
     est.fit(x, y)
     method = getattr(est, "predict", None) or est.transform
-    with pytest.raises(ValueError, match="X has 4 features, but this estimator was fitted with 3"):
+    with pytest.raises(
+        ValueError, match="X has 4 features, but this estimator was fitted with 3"
+    ):
         method(np.ones((5, 4)))
 
 
@@ -319,10 +363,14 @@ def test_rowblocks_on_the_cluster_are_aligned_and_grouped(client):
     X = da.random.default_rng(0).random((4000, 3), chunks=(500, 3))
     rb = RowBlocks(X)
     try:
-        flags = client.gather([client.submit(lambda b: b.flags.aligned, b[0]) for b in rb.blocks])
+        flags = client.gather(
+            [client.submit(lambda b: b.flags.aligned, b[0]) for b in rb.blocks]
+        )
         assert all(flags)
         assert len(rb._groups) <= 2  # one task per worker per pass
-        np.testing.assert_allclose(rb.map_reduce(lambda b: b.sum(axis=0)), X.sum(axis=0).compute())
+        np.testing.assert_allclose(
+            rb.map_reduce(lambda b: b.sum(axis=0)), X.sum(axis=0).compute()
+        )
     finally:
         rb.release()
 
@@ -332,7 +380,11 @@ def test_estimators_on_the_cluster_match_local(client):
     X = da.from_array(x, chunks=(500, 3))
     local = ops.KMeans(3, random_state=0).fit(x)
     dist = ops.KMeans(3, random_state=0).fit(X)
-    np.testing.assert_allclose(np.sort(local.cluster_centers_, axis=0), np.sort(dist.cluster_centers_, axis=0), atol=1e-8)
+    np.testing.assert_allclose(
+        np.sort(local.cluster_centers_, axis=0),
+        np.sort(dist.cluster_centers_, axis=0),
+        atol=1e-8,
+    )
 
 
 def test_persist_on_places_reads_on_the_workers_with_the_resource(store):
@@ -347,13 +399,20 @@ def test_persist_on_places_reads_on_the_workers_with_the_resource(store):
         "other": {"cls": Nanny, "options": {"nthreads": 1}},
     }
     with (
-        SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}) as cluster,
+        SpecCluster(
+            workers=spec,
+            scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+        ) as cluster,
         Client(cluster) as client,
     ):
         names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
         with get_task_stream(client) as ts:
             X = ops.persist_on(store.get_array("placed"), {"CPU": 1})
             wait(X)
-        ran = {names[r["worker"]] for r in ts.data if key_split(r["key"]) == "lepton-read-placed"}
+        ran = {
+            names[r["worker"]]
+            for r in ts.data
+            if key_split(r["key"]) == "lepton-read-placed"
+        }
         assert ran == {"cpu"}
         np.testing.assert_array_equal(X.sum(axis=0).compute(), [6000.0] * 4)

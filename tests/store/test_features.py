@@ -15,18 +15,32 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from lepton_dask.store import CorruptBlockError, FeatureStore
-from lepton_dask.store.layout import VERSIONS, BLOCKS_PREFIX
+from lepton_dask.store.layout import BLOCKS_PREFIX, VERSIONS
 
 pytestmark = pytest.mark.timeout(120)
 
-DTYPES = st.sampled_from(["bool", "int8", "uint16", "int32", "int64", "float32", "float64", "complex64", ">f8"])
+DTYPES = st.sampled_from(
+    [
+        "bool",
+        "int8",
+        "uint16",
+        "int32",
+        "int64",
+        "float32",
+        "float64",
+        "complex64",
+        ">f8",
+    ]
+)
 
 
 @st.composite
 def arrays_and_chunks(draw):
     arr = draw(
         DTYPES.flatmap(
-            lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=9))
+            lambda dt: hnp.arrays(
+                dt, hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=9)
+            )
         )
     )
     chunks = tuple(draw(st.integers(1, max(1, s))) for s in arr.shape)
@@ -42,8 +56,12 @@ def test_round_trip_hypothesis(store, per_coll):
     def check(case, as_dask):
         arr, chunks = case
         x = da.from_array(arr, chunks=chunks) if as_dask else arr
-        with dask.config.set({"lepton.store.blocks-per-collection": per_coll, "scheduler": "sync"}):
-            v = store.put_array("h", x, chunks=None if as_dask else chunks, progress=False)
+        with dask.config.set(
+            {"lepton.store.blocks-per-collection": per_coll, "scheduler": "sync"}
+        ):
+            v = store.put_array(
+                "h", x, chunks=None if as_dask else chunks, progress=False
+            )
             y = store.get_array("h")
             out = y.compute()
         assert y.chunks == da.core.normalize_chunks(chunks, arr.shape, dtype=arr.dtype)
@@ -56,12 +74,18 @@ def test_round_trip_hypothesis(store, per_coll):
 
 def test_multi_part_blocks_and_big_endian(store):
     x = np.arange(50_000, dtype=">f8").reshape(5_000, 10)
-    with dask.config.set({"lepton.store.part-bytes": 70_000}):  # 400 kB block -> 6 parts
+    with dask.config.set(
+        {"lepton.store.part-bytes": 70_000}
+    ):  # 400 kB block -> 6 parts
         store.put_array("parts", x, chunks=(5_000, 10))
     out = store.get_array("parts").compute(scheduler="sync")
     assert out.dtype == np.dtype(">f8")
     np.testing.assert_array_equal(out, x)
-    coll = store.db[f"{BLOCKS_PREFIX}parts:1"] if store.blocks_per_collection() == 0 else store.db[f"{BLOCKS_PREFIX}parts:1:0"]
+    coll = (
+        store.db[f"{BLOCKS_PREFIX}parts:1"]
+        if store.blocks_per_collection() == 0
+        else store.db[f"{BLOCKS_PREFIX}parts:1:0"]
+    )
     docs = list(coll.find({}, {"data": 0}))
     assert len(docs) == 6 and {d["nparts"] for d in docs} == {6}
     assert all(d["byteorder"] == "big" and d["dtype"] == ">f8" for d in docs)
@@ -136,7 +160,9 @@ def test_delete_and_gc(store):
         store.get_array("d")
     removed = store.gc(grace=0)
     assert sorted(removed["versions"]) == [("d", 1), ("d", 2)]
-    assert not [c for c in store.db.list_collection_names() if c.startswith(BLOCKS_PREFIX)]
+    assert not [
+        c for c in store.db.list_collection_names() if c.startswith(BLOCKS_PREFIX)
+    ]
     # a new array of the same name starts after the tombstone
     assert store.put_array("d", np.ones(3)) == 4
 
@@ -169,7 +195,9 @@ def test_non_numeric_dtype_rejected_before_writing(store, bad):
     with pytest.raises(TypeError):
         store.put_array("bad", da.from_array(bad, chunks=1))
     assert store.db[VERSIONS].count_documents({}) == 0
-    assert not [c for c in store.db.list_collection_names() if c.startswith(BLOCKS_PREFIX)]
+    assert not [
+        c for c in store.db.list_collection_names() if c.startswith(BLOCKS_PREFIX)
+    ]
 
 
 def test_invalid_names_rejected(store):
@@ -216,7 +244,9 @@ def test_concurrent_writers_of_the_same_name(store):
     assert not errors
     assert sorted(versions.values()) == [1, 2, 3, 4]  # distinct versions
     for i, v in versions.items():  # every version is exactly one writer's data
-        np.testing.assert_array_equal(store.get_array("cw", version=v).compute(), arrays[i])
+        np.testing.assert_array_equal(
+            store.get_array("cw", version=v).compute(), arrays[i]
+        )
     newest = max(versions, key=versions.get)
     np.testing.assert_array_equal(store.get_array("cw").compute(), arrays[newest])
 
@@ -244,7 +274,9 @@ def test_version_invisible_until_every_block_is_written(store):
     t.start()
     assert started.wait(30)
     # mid-write: the new version exists as "writing" but readers see the old one
-    states = {d["version"]: d["state"] for d in store.db[VERSIONS].find({"name": "vis"})}
+    states = {
+        d["version"]: d["state"] for d in store.db[VERSIONS].find({"name": "vis"})
+    }
     assert states == {1: "complete", 2: "writing"}
     assert store.info("vis")["version"] == 1
     np.testing.assert_array_equal(store.get_array("vis").compute(), old)
@@ -272,7 +304,9 @@ def test_failed_write_keeps_previous_version_and_cleans_up(store):
     colls = [c for c in store.db.list_collection_names() if c.startswith(BLOCKS_PREFIX)]
     assert all(":2" not in c.split("f", 1)[1] for c in colls)
     # its manifest remains only as a "collected" record: numbers are never reused
-    assert store.db[VERSIONS].find_one({"name": "f", "version": 2})["state"] == "collected"
+    assert (
+        store.db[VERSIONS].find_one({"name": "f", "version": 2})["state"] == "collected"
+    )
     assert store.put_array("f", old) == 3
     store.gc(grace=0)
     assert store.db[VERSIONS].count_documents({"name": "f", "version": 2}) == 0

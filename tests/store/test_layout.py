@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,13 +12,13 @@ from hypothesis.extra import numpy as hnp
 
 from lepton_dask.store.layout import (
     BlockCheckError,
+    blocks_collection,
     check_dtype,
     decode_block,
     decode_chunks,
     encode_block,
     encode_chunks,
     parse_blocks_collection,
-    blocks_collection,
     split_parts,
     validate_collection_name,
     validate_field_name,
@@ -24,9 +26,19 @@ from lepton_dask.store.layout import (
 )
 
 NUMERIC = st.sampled_from(
-    ["bool", "int8", "uint16", "int32", "int64", "float32", "float64", "complex128",
-     ">f8", "<i4"]
-)  # fmt: skip
+    [
+        "bool",
+        "int8",
+        "uint16",
+        "int32",
+        "int64",
+        "float32",
+        "float64",
+        "complex128",
+        ">f8",
+        "<i4",
+    ]
+)
 
 
 @pytest.mark.parametrize(
@@ -66,17 +78,24 @@ def test_split_parts_cover_exactly(nbytes, part):
     assert parts[0][0] == 0
     assert sum(n for _, n in parts) == nbytes
     assert all(0 <= n <= part for _, n in parts)
-    assert all(a[0] + a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(parts))
 
 
-@given(st.lists(st.lists(st.integers(0, 50), min_size=1, max_size=20), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.lists(st.integers(0, 50), min_size=1, max_size=20), min_size=1, max_size=4
+    )
+)
 def test_chunk_codec_round_trip(chunks):
     chunks = tuple(tuple(c) for c in chunks)
     assert decode_chunks(encode_chunks(chunks)) == chunks
 
 
 def test_blocks_collection_names_parse_back():
-    assert parse_blocks_collection(blocks_collection("a.b-c", 12, None)) == ("a.b-c", 12)
+    assert parse_blocks_collection(blocks_collection("a.b-c", 12, None)) == (
+        "a.b-c",
+        12,
+    )
     assert parse_blocks_collection(blocks_collection("a", 3, 7)) == ("a", 3)
     assert parse_blocks_collection("lepton.blocks.x:y") is None
 
@@ -89,12 +108,18 @@ def test_blocks_collection_names_parse_back():
     part=st.integers(1, 64),
 )
 def test_block_round_trip_any_part_size(arr, part):
-    docs = encode_block(arr, name="a", version=3, index=(1,) * arr.ndim, part_bytes=part)
+    docs = encode_block(
+        arr, name="a", version=3, index=(1,) * arr.ndim, part_bytes=part
+    )
     assert all(len(d["data"]) <= part for d in docs)
     out = decode_block(
         list(reversed(docs)),
-        name="a", version=3, index=(1,) * arr.ndim, shape=arr.shape, dtype=arr.dtype,
-    )  # fmt: skip
+        name="a",
+        version=3,
+        index=(1,) * arr.ndim,
+        shape=arr.shape,
+        dtype=arr.dtype,
+    )
     assert out.dtype == arr.dtype and out.shape == arr.shape
     np.testing.assert_array_equal(out, arr)
 
@@ -105,7 +130,9 @@ def _docs(arr=None, part=16):
 
 
 def _decode(docs, arr):
-    return decode_block(docs, name="a", version=1, index=(0,), shape=arr.shape, dtype=arr.dtype)
+    return decode_block(
+        docs, name="a", version=1, index=(0,), shape=arr.shape, dtype=arr.dtype
+    )
 
 
 def test_flipped_bit_is_detected():

@@ -29,7 +29,9 @@ def rows(store):
 @pytest.mark.parametrize("strategy", ["ranges", "scan", "auto"])
 def test_read_collection_in_id_order_with_known_chunks(rows, strategy):
     store, X = rows
-    Y = store.read_collection("events", ["a", "c"], rows_per_chunk=60, strategy=strategy)
+    Y = store.read_collection(
+        "events", ["a", "c"], rows_per_chunk=60, strategy=strategy
+    )
     assert Y.chunks == ((60, 60, 60, 60, 17), (2,))
     np.testing.assert_array_equal(Y.compute(), X[:, [0, 2]])
     np.testing.assert_array_equal(Y[100:130].compute(), X[100:130, [0, 2]])
@@ -46,7 +48,9 @@ def test_auto_strategy_follows_the_server_plan(rows):
 
 
 def test_query_selects_rows(store):
-    store.db["q"].insert_many([{"_id": i, "v": float(i), "even": i % 2 == 0} for i in range(50)])
+    store.db["q"].insert_many(
+        [{"_id": i, "v": float(i), "even": i % 2 == 0} for i in range(50)]
+    )
     Y = store.read_collection("q", ["v"], {"even": True}, rows_per_chunk=7)
     np.testing.assert_array_equal(Y.compute()[:, 0], np.arange(0, 50, 2.0))
     assert sum(Y.chunks[0]) == 25
@@ -68,7 +72,9 @@ def test_null_field_is_missing(store):
 
 def test_non_numeric_field_raises_type_error(store):
     store.db["s"].insert_many([{"_id": 1, "a": 1.0}, {"_id": 2, "a": "1.5"}])
-    with pytest.raises(TypeError, match=r"_id=2 has non-numeric field 'a' \('1.5', str\)"):
+    with pytest.raises(
+        TypeError, match=r"_id=2 has non-numeric field 'a' \('1.5', str\)"
+    ):
         store.read_collection("s", ["a"], missing="nan").compute()
 
 
@@ -76,10 +82,16 @@ def test_numeric_types_are_accepted(store):
     # (Decimal128 is converted too, but FerretDB v1 cannot store it: see
     # test_decimal128_is_converted for the conversion itself.)
     store.db["t"].insert_many(
-        [{"_id": 1, "a": 1}, {"_id": 2, "a": True}, {"_id": 3, "a": bson.Int64(7)},
-         {"_id": 4, "a": 2.5}]
-    )  # fmt: skip
-    np.testing.assert_array_equal(store.read_collection("t", ["a"]).compute()[:, 0], [1, 1, 7, 2.5])
+        [
+            {"_id": 1, "a": 1},
+            {"_id": 2, "a": True},
+            {"_id": 3, "a": bson.Int64(7)},
+            {"_id": 4, "a": 2.5},
+        ]
+    )
+    np.testing.assert_array_equal(
+        store.read_collection("t", ["a"]).compute()[:, 0], [1, 1, 7, 2.5]
+    )
 
 
 def test_decimal128_is_converted():
@@ -160,14 +172,18 @@ def test_failed_write_collection_leaves_previous_rows(store):
     with pytest.raises(RuntimeError, match="interrupted"):
         with dask.config.set(scheduler="sync"):
             store.write_collection("keep", bad, ["a", "b"])
-    np.testing.assert_array_equal(store.read_collection("keep", ["a", "b"]).compute(), np.ones((10, 2)))
+    np.testing.assert_array_equal(
+        store.read_collection("keep", ["a", "b"]).compute(), np.ones((10, 2))
+    )
     assert [c for c in store.db.list_collection_names() if "lepton_tmp" in c] == []
 
 
 def test_write_collection_replaces(store):
     store.write_collection("rep", np.ones((10, 2)), ["a", "b"])
     store.write_collection("rep", np.zeros((4, 2)), ["a", "b"])
-    np.testing.assert_array_equal(store.read_collection("rep", ["a", "b"]).compute(), np.zeros((4, 2)))
+    np.testing.assert_array_equal(
+        store.read_collection("rep", ["a", "b"]).compute(), np.zeros((4, 2))
+    )
     assert [c for c in store.db.list_collection_names() if "lepton_" in c] == []
 
 

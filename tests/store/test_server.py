@@ -27,7 +27,10 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_two_servers_at_once_and_one_per_data_dir(tmp_path):
-    with EmbeddedServer(str(tmp_path / "a")) as a, EmbeddedServer(str(tmp_path / "b")) as b:
+    with (
+        EmbeddedServer(str(tmp_path / "a")) as a,
+        EmbeddedServer(str(tmp_path / "b")) as b,
+    ):
         assert a.uri != b.uri and ping(a.uri) and ping(b.uri)
         with pytest.raises(ServerStartError, match="another server already serves"):
             EmbeddedServer(str(tmp_path / "a")).start()
@@ -37,7 +40,9 @@ def test_two_servers_at_once_and_one_per_data_dir(tmp_path):
 
 def test_resolve_uri_reuses_a_running_server(tmp_path):
     with EmbeddedServer(str(tmp_path)) as srv:
-        with dask.config.set({"lepton.store.data-dir": str(tmp_path), "lepton.store.uri": None}):
+        with dask.config.set(
+            {"lepton.store.data-dir": str(tmp_path), "lepton.store.uri": None}
+        ):
             assert resolve_uri() == srv.uri
 
 
@@ -52,7 +57,9 @@ def test_data_persists_across_restarts(tmp_path):
     with EmbeddedServer(str(tmp_path)) as srv:
         FeatureStore(srv.uri, "p").put_array("keep", x)
     with EmbeddedServer(str(tmp_path)) as srv:
-        np.testing.assert_array_equal(FeatureStore(srv.uri, "p").get_array("keep").compute(), x)
+        np.testing.assert_array_equal(
+            FeatureStore(srv.uri, "p").get_array("keep").compute(), x
+        )
 
 
 def test_unreachable_server_error_is_prompt_and_redacted():
@@ -116,11 +123,17 @@ with dask.config.set(scheduler="threads", num_workers=4):
 def test_writer_killed_halfway(store):
     old = np.arange(120.0).reshape(40, 3)
     store.put_array("k", old, chunks=(10, 3))
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, store.uri, store.database])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, store.uri, store.database]
+    )
     try:
         # wait until the new version is being written and some blocks are stored
         def blocks_of_v2():
-            return [c for c in store.db.list_collection_names() if c.startswith(f"{BLOCKS_PREFIX}k:2")]
+            return [
+                c
+                for c in store.db.list_collection_names()
+                if c.startswith(f"{BLOCKS_PREFIX}k:2")
+            ]
 
         wait_for(lambda: len(blocks_of_v2()) >= 2, timeout=60)
         os.kill(proc.pid, signal.SIGKILL)
@@ -131,7 +144,9 @@ def test_writer_killed_halfway(store):
     # the previous version is still the head, readable and intact
     assert store.info("k")["version"] == 1
     np.testing.assert_array_equal(store.get_array("k").compute(), old)
-    assert store.db[VERSIONS].find_one({"name": "k", "version": 2})["state"] == "writing"
+    assert (
+        store.db[VERSIONS].find_one({"name": "k", "version": 2})["state"] == "writing"
+    )
     # a live write is not collected; once stale it is, with all its blocks
     assert store.gc(grace=0)["versions"] == []
     removed = store.gc(grace=0, stale_after=0)

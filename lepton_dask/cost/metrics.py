@@ -1,0 +1,232 @@
+"""``lepton_*`` Prometheus metrics, computed from live state at scrape time.
+
+The scheduler's ``/metrics`` serves ``prometheus_client.REGISTRY``. One
+collector is registered there per process (idempotently: several schedulers in
+one process cause no duplicate-registration errors); like distributed's own
+collectors it reports on the most recently started scheduler that is still
+running. :class:`CostCollector` reports on one given monitor, for a custom
+``CollectorRegistry``.
+
+Labels are bounded: pool, instance type and pricing class, never tasks or
+workers.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import prometheus_client
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+#: name, type, help: the metrics this module exports (README lists them)
+METRICS = [
+    (
+        "lepton_spend_usd_total",
+        "counter",
+        "Cumulative spend of the run in USD, by pool",
+    ),
+    (
+        "lepton_spend_rate_usd_per_hour",
+        "gauge",
+        "Current spend rate in USD per hour, by pool",
+    ),
+    (
+        "lepton_workers",
+        "gauge",
+        "Running workers by pool, instance type and pricing class",
+    ),
+    (
+        "lepton_unpriced_workers",
+        "gauge",
+        "Workers whose instance type is not in the catalog",
+    ),
+    ("lepton_tasks_completed_total", "counter", "Tasks completed, by pool"),
+    (
+        "lepton_task_compute_seconds_total",
+        "counter",
+        "Thread-seconds spent computing tasks, by pool",
+    ),
+    (
+        "lepton_computed_bytes_total",
+        "counter",
+        "Bytes of task results produced, by pool",
+    ),
+    ("lepton_paid_thread_seconds_total", "counter", "Thread-seconds paid for, by pool"),
+    (
+        "lepton_utilization_ratio",
+        "gauge",
+        "Busy thread-seconds over paid thread-seconds, by pool",
+    ),
+    ("lepton_cost_per_task_usd", "gauge", "Spend over tasks completed, in USD"),
+    (
+        "lepton_cost_per_gigabyte_usd",
+        "gauge",
+        "Spend over gigabytes of results, in USD",
+    ),
+    (
+        "lepton_budget_usd_per_hour",
+        "gauge",
+        "Configured spend-rate budget in USD per hour",
+    ),
+    ("lepton_budget_usd", "gauge", "Configured total budget in USD"),
+    (
+        "lepton_budget_exceeded",
+        "gauge",
+        "1 when spend is over a budget, by kind (rate, total)",
+    ),
+]
+
+
+def _counter(name, doc, labels):
+    # prometheus_client appends _total itself to counter family names
+    return CounterMetricFamily(name.removesuffix("_total"), doc, labels=labels)
+
+
+def families(snapshot: dict[str, Any]) -> Iterator:
+    """Metric families for one :meth:`CostMonitor.snapshot`."""
+    docs = {n: d for n, _, d in METRICS}
+    pools = snapshot["pools"]
+
+    per_pool = [
+        ("lepton_spend_usd_total", "spend_usd", True),
+        ("lepton_spend_rate_usd_per_hour", "spend_rate_usd_per_hour", False),
+        ("lepton_tasks_completed_total", "tasks", True),
+        ("lepton_task_compute_seconds_total", "compute_seconds", True),
+        ("lepton_computed_bytes_total", "bytes", True),
+        ("lepton_paid_thread_seconds_total", "paid_thread_seconds", True),
+        ("lepton_utilization_ratio", "utilization", False),
+    ]
+    for name, key, is_counter in per_pool:
+        fam = (
+            _counter(name, docs[name], ["pool"])
+            if is_counter
+            else GaugeMetricFamily(name, docs[name], labels=["pool"])
+        )
+        for pool, p in pools.items():
+            fam.add_metric([pool], float(p[key]))
+        yield fam
+
+    workers = GaugeMetricFamily(
+        "lepton_workers",
+        docs["lepton_workers"],
+        labels=["pool", "instance_type", "pricing"],
+    )
+    for pool, p in pools.items():
+        for (itype, pricing), n in p["workers_by_type"].items():
+            workers.add_metric([pool, itype, pricing], n)
+    yield workers
+    yield GaugeMetricFamily(
+        "lepton_unpriced_workers",
+        docs["lepton_unpriced_workers"],
+        value=snapshot["unpriced_workers"],
+    )
+    yield GaugeMetricFamily(
+        "lepton_cost_per_task_usd",
+        docs["lepton_cost_per_task_usd"],
+        value=snapshot["cost_per_task_usd"],
+    )
+    yield GaugeMetricFamily(
+        "lepton_cost_per_gigabyte_usd",
+        docs["lepton_cost_per_gigabyte_usd"],
+        value=snapshot["cost_per_gigabyte_usd"],
+    )
+    if snapshot["budget_usd_per_hour"] is not None:
+        yield GaugeMetricFamily(
+            "lepton_budget_usd_per_hour",
+            docs["lepton_budget_usd_per_hour"],
+            value=snapshot["budget_usd_per_hour"],
+        )
+    if snapshot["budget_usd"] is not None:
+        yield GaugeMetricFamily(
+            "lepton_budget_usd", docs["lepton_budget_usd"], value=snapshot["budget_usd"]
+        )
+    exceeded = GaugeMetricFamily(
+        "lepton_budget_exceeded", docs["lepton_budget_exceeded"], labels=["kind"]
+    )
+    for kind, over in snapshot["budget_exceeded"].items():
+        exceeded.add_metric([kind], 1.0 if over else 0.0)
+    yield exceeded
+    for fam in _extra_families(snapshot):
+        yield fam
+
+
+_extra_sources: list = []
+
+
+def add_family_source(fn) -> None:
+    """Register ``fn(snapshot) -> iterable of metric families`` (the scaler adds
+    its ``lepton_scaler_*`` metrics this way)."""
+    if fn not in _extra_sources:
+        _extra_sources.append(fn)
+
+
+def _extra_families(snapshot):
+    for fn in list(_extra_sources):
+        yield from fn(snapshot)
+
+
+class CostCollector:
+    """A prometheus_client collector for one monitor.
+
+    >>> from prometheus_client import CollectorRegistry, generate_latest
+    >>> from lepton_dask.cost.monitor import CostMonitor
+    >>> reg = CollectorRegistry()
+    >>> reg.register(CostCollector(CostMonitor(ledger=False)))
+    >>> b"lepton_spend_usd_total" in generate_latest(reg)
+    True
+    """
+
+    def __init__(self, monitor: Any):
+        self.monitor = monitor
+
+    def describe(self):
+        return []  # nothing to check at registration; collect() is cheap anyway
+
+    def collect(self):
+        yield from families(self.monitor.snapshot())
+
+
+_monitors: list[weakref.ref] = []
+_lock = threading.Lock()
+_registered = False
+
+
+class _CurrentMonitorCollector:
+    """Reports on the newest monitor whose scheduler is still running."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        monitor = current_monitor()
+        if monitor is not None:
+            yield from families(monitor.snapshot())
+
+
+def current_monitor():
+    """The most recently started CostMonitor whose scheduler still runs."""
+    with _lock:
+        alive = [m for m in (r() for r in _monitors) if m is not None]
+        _monitors[:] = [weakref.ref(m) for m in alive]
+    for m in reversed(alive):
+        sched = m.scheduler
+        if sched is not None and getattr(sched.status, "name", "") not in (
+            "closing",
+            "closed",
+            "failed",
+        ):
+            return m
+    return None
+
+
+def register_monitor(monitor: Any) -> None:
+    """Make ``monitor`` the one reported on the process's ``/metrics``."""
+    global _registered
+    with _lock:
+        _monitors.append(weakref.ref(monitor))
+        if not _registered:
+            prometheus_client.REGISTRY.register(_CurrentMonitorCollector())
+            _registered = True

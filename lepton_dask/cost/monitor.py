@@ -1,0 +1,567 @@
+"""CostMonitor: a scheduler plugin that prices workers and accrues spend.
+
+It tracks worker lifetimes (billed with :mod:`lepton_dask.cost.billing`),
+counts the work done per pool from task transitions, keeps a spend ledger in
+MongoDB that survives a scheduler restart, checks budgets, and exports all of
+it as ``lepton_*`` Prometheus metrics on the scheduler's ``/metrics``.
+
+How a worker is priced (first match wins):
+
+1. what the worker declares: ``Worker(startup_information={"lepton": fn})``
+   with ``fn(worker) -> {"instance_type": ..., "pricing": ..., "pool": ...}``
+   (:func:`lepton_dask.cost.worker_declaration`, or
+   ``dask worker --preload lepton_dask.cost.preload`` reading
+   ``LEPTON_INSTANCE_TYPE``, ``LEPTON_PRICING`` and ``LEPTON_POOL``);
+2. the first ``lepton.cost.worker-types`` entry whose ``pattern`` matches the
+   worker's name (``fnmatch``);
+3. ``lepton.cost.default-instance-type`` / ``default-pricing``.
+
+An unknown instance type is logged as an error naming the type and listing
+the known ones; the worker is then priced as ``lepton.cost.fallback-instance-type``
+when one is configured, else counted as unpriced (``lepton_unpriced_workers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any
+
+import dask.config
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from lepton_dask.config import get_timedelta
+from lepton_dask.cost.billing import Lifetime, billed_seconds
+from lepton_dask.cost.catalog import (
+    PRICING_CLASSES,
+    Catalog,
+    CatalogError,
+    load_catalog,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PoolTotals:
+    """Work done and money spent by one pool (finished lives and counters)."""
+
+    tasks: int = 0
+    compute_seconds: float = 0.0
+    nbytes: int = 0
+    finished_usd: float = 0.0
+    finished_thread_seconds: float = 0.0
+    history_usd: float = 0.0
+
+
+def _declared(ws: Any) -> dict[str, Any]:
+    extra = getattr(ws, "extra", None) or {}
+    decl = extra.get("lepton")
+    return decl if isinstance(decl, dict) else {}
+
+
+class CostMonitor(SchedulerPlugin):
+    """Prices workers, accrues spend, keeps the ledger, exports metrics.
+
+    Parameters
+    ----------
+    catalog : Catalog or str, optional
+        A catalog or the path of one; default ``lepton.cost.catalog``.
+    run_id : str, optional
+        Run the spend belongs to (``lepton.cost.run-id``); a scheduler that
+        restarts with the same run id continues its cumulative spend from the
+        ledger. Default: a new id per monitor.
+    ledger : Ledger, False or None
+        None: the feature store's database (``lepton.cost.ledger``); False: none.
+    minimum_billing, budget_usd_per_hour, budget_usd, flush_interval :
+        Override ``lepton.cost.*``.
+
+    Examples
+    --------
+    >>> from distributed import LocalCluster
+    >>> monitor = CostMonitor(ledger=False)
+    >>> with LocalCluster(n_workers=1, processes=False, dashboard_address=None,
+    ...                   scheduler_kwargs={"plugins": [monitor]}) as c:
+    ...     snap = monitor.snapshot()
+    >>> snap["workers"], snap["spend_rate_usd_per_hour"]
+    (1, 0.096)
+    """
+
+    name = "lepton-cost"
+
+    def __init__(
+        self,
+        catalog: Catalog | str | None = None,
+        *,
+        run_id: str | None = None,
+        ledger: Any = None,
+        minimum_billing: float | None = None,
+        budget_usd_per_hour: float | None = None,
+        budget_usd: float | None = None,
+        flush_interval: float | None = None,
+    ):
+        self.catalog = (
+            catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
+        )
+        self.run_id = (
+            run_id
+            or dask.config.get("lepton.cost.run-id")
+            or (f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+        )
+        self.minimum = (
+            get_timedelta("lepton.cost.minimum-billing")
+            if minimum_billing is None
+            else float(minimum_billing)
+        )
+        if self.minimum < 0:
+            raise ValueError(f"minimum billing must be >= 0, got {self.minimum}")
+        cfg = dask.config.get("lepton.cost")
+        self.budget_usd_per_hour = _budget(
+            budget_usd_per_hour, cfg.get("budget-usd-per-hour"), "budget-usd-per-hour"
+        )
+        self.budget_usd = _budget(budget_usd, cfg.get("budget-usd"), "budget-usd")
+        self.flush_interval = (
+            get_timedelta("lepton.cost.flush-interval")
+            if flush_interval is None
+            else float(flush_interval)
+        )
+        self._rules = self._validate_rules(cfg.get("worker-types") or [])
+        self.default_type = cfg.get("default-instance-type") or "local"
+        self.default_pricing = cfg.get("default-pricing") or "on-demand"
+        self.fallback_type = cfg.get("fallback-instance-type")
+        self.catalog[self.default_type]  # unknown default: CatalogError now
+        if self.fallback_type is not None:
+            self.catalog[self.fallback_type]
+        if ledger is None and cfg.get("ledger", True):
+            ledger = _default_ledger()
+        self.ledger = ledger or None
+        self.lives: dict[str, Lifetime] = {}
+        self.pools: dict[str, PoolTotals] = defaultdict(PoolTotals)
+        self.worker_pool: dict[str, str] = {}
+        self.unpriced: set[str] = set()
+        self.launches: dict[str, dict[str, Any]] = {}
+        self.budget_exceeded = {"rate": False, "total": False}
+        self.log: deque = deque(maxlen=1000)
+        self._unflushed: list[Lifetime] = []
+        self.finished: deque[Lifetime] = deque(maxlen=100_000)
+        self._flushing = False
+        self._pc = None
+        self.scheduler = None
+
+    # -- configuration -------------------------------------------------------------
+    def _validate_rules(self, rules: list) -> list[dict[str, Any]]:
+        out = []
+        for i, rule in enumerate(rules):
+            where = f"lepton.cost.worker-types[{i}]"
+            if (
+                not isinstance(rule, dict)
+                or "pattern" not in rule
+                or "instance-type" not in rule
+            ):
+                raise CatalogError(
+                    f"{where} needs 'pattern' and 'instance-type', got {rule!r}"
+                )
+            self.catalog[rule["instance-type"]]
+            pricing = rule.get("pricing", "on-demand")
+            if pricing not in PRICING_CLASSES:
+                raise CatalogError(
+                    f"{where}: pricing must be one of {PRICING_CLASSES}, got {pricing!r}"
+                )
+            out.append({**rule, "pricing": pricing})
+        return out
+
+    def _price(self, ws: Any) -> tuple[str, str, str, float]:
+        """``(pool, instance_type, pricing, usd_per_hour)`` for a worker."""
+        decl = _declared(ws)
+        name = str(ws.name)
+        if decl.get("instance_type"):
+            itype = decl["instance_type"]
+            pricing = decl.get("pricing") or self.default_pricing
+            pool = decl.get("pool") or itype
+        else:
+            rule = next(
+                (r for r in self._rules if fnmatch.fnmatch(name, r["pattern"])), None
+            )
+            if rule is not None:
+                itype, pricing = rule["instance-type"], rule["pricing"]
+                pool = rule.get("pool") or itype
+            else:
+                itype, pricing, pool = (
+                    self.default_type,
+                    self.default_pricing,
+                    "default",
+                )
+        if pricing not in PRICING_CLASSES:
+            raise CatalogError(
+                f"worker {name!r}: pricing must be one of {PRICING_CLASSES}, got {pricing!r}"
+            )
+        return str(pool), itype, pricing, self.catalog[itype].usd_per_hour(pricing)
+
+    # -- plugin hooks --------------------------------------------------------------
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        scheduler.handlers["lepton_cost_launch"] = self._handle_launch
+        scheduler.handlers["lepton_cost_snapshot"] = self._handle_snapshot
+        if self.ledger is not None:
+            try:
+                history = await asyncio.to_thread(self._resume)
+                for pool, usd in history.items():
+                    self.pools[pool].history_usd += usd
+            except Exception as e:
+                logger.error("cost ledger unavailable, spend history not loaded: %s", e)
+        for addr in list(scheduler.workers):
+            self.add_worker(scheduler, addr)
+        from tornado.ioloop import PeriodicCallback
+
+        self._pc = PeriodicCallback(self._tick, self.flush_interval * 1000)
+        self._pc.start()
+        from lepton_dask.cost.metrics import register_monitor
+
+        register_monitor(self)
+
+    def _resume(self) -> dict[str, float]:
+        self.ledger.resume(self.run_id)
+        totals: dict[str, float] = defaultdict(float)
+        for d in self.ledger.entries(self.run_id):
+            totals[d.get("pool", "default")] += d["billed_usd"]
+        return totals
+
+    def now(self) -> float:
+        """The scheduler's clock (seconds)."""
+        return time.time()
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        if worker in self.lives:  # reported twice: one life, one bill
+            return
+        ws = scheduler.workers.get(worker)
+        if ws is None:
+            return
+        now = self.now()
+        try:
+            pool, itype, pricing, price = self._price(ws)
+        except CatalogError as e:
+            if self.fallback_type is not None:
+                logger.error(
+                    "%s; pricing worker %s as %s", e, ws.name, self.fallback_type
+                )
+                pool, itype, pricing = (
+                    "default",
+                    self.fallback_type,
+                    self.default_pricing,
+                )
+                price = self.catalog[itype].usd_per_hour(pricing)
+            else:
+                logger.error("%s; worker %s is not priced", e, ws.name)
+                self.unpriced.add(worker)
+                pool, itype, pricing, price = (
+                    "unpriced",
+                    "unknown",
+                    self.default_pricing,
+                    0.0,
+                )
+        launch = self.launches.pop(str(ws.name), None)
+        start = min(launch["time"], now) if launch else now
+        self.lives[worker] = Lifetime(
+            worker=str(ws.name),
+            pool=pool,
+            instance_type=itype,
+            pricing=pricing,
+            usd_per_hour=price,
+            nthreads=int(ws.nthreads),
+            start=start,
+        )
+        self.worker_pool[worker] = pool
+        self.log.append(
+            (
+                now,
+                {
+                    "event": "add-worker",
+                    "worker": str(ws.name),
+                    "pool": pool,
+                    "instance_type": itype,
+                    "pricing": pricing,
+                },
+            )
+        )
+
+    def remove_worker(
+        self,
+        scheduler: Any,
+        worker: str,
+        *,
+        stimulus_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        life = self.lives.pop(worker, None)
+        self.unpriced.discard(worker)
+        if life is None:
+            return
+        now = self.now()
+        life.end = max(now, life.start)
+        totals = self.pools[life.pool]
+        secs = billed_seconds(life.start, life.end, life.end, self.minimum)
+        totals.finished_usd += secs * life.usd_per_hour / 3600.0
+        totals.finished_thread_seconds += secs * life.nthreads
+        self._unflushed.append(life)
+        self.finished.append(life)
+        self.log.append(
+            (
+                now,
+                {
+                    "event": "remove-worker",
+                    "worker": life.worker,
+                    "pool": life.pool,
+                    "billed_seconds": secs,
+                },
+            )
+        )
+
+    def transition(
+        self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any
+    ) -> None:
+        if finish != "memory" or start != "processing":
+            return
+        totals = self.pools[self.worker_pool.get(kwargs.get("worker"), "default")]
+        totals.tasks += 1
+        nbytes = kwargs.get("nbytes")
+        if nbytes:
+            totals.nbytes += nbytes
+        for ss in kwargs.get("startstops") or ():
+            if ss.get("action") == "compute":
+                totals.compute_seconds += ss["stop"] - ss["start"]
+
+    async def before_close(self) -> None:
+        if self._pc is not None:
+            self._pc.stop()
+        for addr in list(self.lives):
+            self.remove_worker(self.scheduler, addr)
+        await self._flush()
+
+    # -- cluster-manager and client handlers -----------------------------------------
+    def _handle_launch(
+        self,
+        name: str,
+        instance_type: str | None = None,
+        pricing: str | None = None,
+        pool: str | None = None,
+    ) -> None:
+        """A cluster manager asked for worker ``name``: bill it from now."""
+        self.launches[str(name)] = {
+            "time": self.now(),
+            "instance_type": instance_type,
+            "pricing": pricing,
+            "pool": pool,
+        }
+
+    def _handle_snapshot(self) -> dict[str, Any]:
+        return self.snapshot()
+
+    # -- periodic work ---------------------------------------------------------------
+    async def _tick(self) -> None:
+        self._check_budget()
+        await self._flush()
+
+    async def _flush(self) -> None:
+        if self.ledger is None or self._flushing:
+            return
+        from lepton_dask.cost.ledger import to_doc
+
+        now = self.now()
+        pending = list(self._unflushed)
+        docs = [
+            to_doc(self.run_id, life, now, self.minimum)
+            for life in [*pending, *self.lives.values()]
+        ]
+        self._flushing = True
+        try:
+            await asyncio.to_thread(self.ledger.write, docs)
+            self._unflushed = self._unflushed[len(pending) :]  # (only ever appended to)
+        except Exception as e:
+            logger.warning("could not write the cost ledger (will retry): %s", e)
+        finally:
+            self._flushing = False
+
+    def _check_budget(self) -> None:
+        snap = self.snapshot()
+        for kind, value, budget in (
+            ("rate", snap["spend_rate_usd_per_hour"], self.budget_usd_per_hour),
+            ("total", snap["spend_usd"], self.budget_usd),
+        ):
+            over = budget is not None and value > budget
+            if over and not self.budget_exceeded[kind]:
+                unit = "$/hour" if kind == "rate" else "$"
+                logger.warning(
+                    "cost budget exceeded: %s %.4f %s > budget %.4f %s",
+                    kind,
+                    value,
+                    unit,
+                    budget,
+                    unit,
+                )
+                self.log.append(
+                    (
+                        self.now(),
+                        {
+                            "event": "budget-exceeded",
+                            "kind": kind,
+                            "value": value,
+                            "budget": budget,
+                        },
+                    )
+                )
+            self.budget_exceeded[kind] = over
+
+    # -- what it knows ---------------------------------------------------------------
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """Spend, rates, work and utilization, per pool and in total.
+
+        Computed from live state: call it any time (metrics do, at scrape).
+        """
+        now = self.now() if now is None else now
+        pools: dict[str, dict[str, Any]] = {}
+        names = set(self.pools) | {life.pool for life in self.lives.values()}
+        for pool in sorted(names):
+            t = self.pools[pool]
+            running = [life for life in self.lives.values() if life.pool == pool]
+            run_secs = [
+                billed_seconds(life.start, None, now, self.minimum) for life in running
+            ]
+            spend = (
+                t.history_usd
+                + t.finished_usd
+                + sum(
+                    s * life.usd_per_hour / 3600.0
+                    for s, life in zip(run_secs, running, strict=False)
+                )
+            )
+            paid = t.finished_thread_seconds + sum(
+                s * life.nthreads for s, life in zip(run_secs, running, strict=False)
+            )
+            by_type: dict[tuple[str, str], int] = defaultdict(int)
+            for life in running:
+                by_type[(life.instance_type, life.pricing)] += 1
+            pools[pool] = {
+                "workers": len(running),
+                "workers_by_type": dict(by_type),
+                "threads": sum(life.nthreads for life in running),
+                "spend_usd": spend,
+                "spend_rate_usd_per_hour": sum(life.usd_per_hour for life in running),
+                "tasks": t.tasks,
+                "compute_seconds": t.compute_seconds,
+                "bytes": t.nbytes,
+                "paid_thread_seconds": paid,
+                "utilization": (t.compute_seconds / paid) if paid > 0 else 0.0,
+            }
+        total = {
+            k: sum(p[k] for p in pools.values())
+            for k in (
+                "workers",
+                "threads",
+                "spend_usd",
+                "spend_rate_usd_per_hour",
+                "tasks",
+                "compute_seconds",
+                "bytes",
+                "paid_thread_seconds",
+            )
+        }
+        total["utilization"] = (
+            total["compute_seconds"] / total["paid_thread_seconds"]
+            if total["paid_thread_seconds"] > 0
+            else 0.0
+        )
+        total["cost_per_task_usd"] = (
+            total["spend_usd"] / total["tasks"] if total["tasks"] else 0.0
+        )
+        gb = total["bytes"] / 1e9
+        total["cost_per_gigabyte_usd"] = total["spend_usd"] / gb if gb > 0 else 0.0
+        return {
+            **total,
+            "run_id": self.run_id,
+            "pools": pools,
+            "unpriced_workers": len(self.unpriced),
+            "budget_usd_per_hour": self.budget_usd_per_hour,
+            "budget_usd": self.budget_usd,
+            "budget_exceeded": dict(self.budget_exceeded),
+            "time": now,
+        }
+
+    def report(self, run_id: str | None = None):
+        """Spend per worker lifetime of a run (default: this one) as a table.
+
+        Reads the ledger when there is one (so lifetimes of an earlier
+        scheduler of the same run are included), plus this monitor's own.
+        """
+        from lepton_dask.cost.ledger import to_doc
+        from lepton_dask.cost.report import report_table
+
+        run_id = run_id or self.run_id
+        docs: dict[str, dict] = {}
+        if self.ledger is not None:
+            docs = {d["_id"]: d for d in self.ledger.entries(run_id)}
+        if run_id == self.run_id:
+            now = self.now()
+            for life in [*self.finished, *self.lives.values()]:
+                d = to_doc(self.run_id, life, now, self.minimum)
+                docs[d["_id"]] = d
+        return report_table(list(docs.values()), run_id)
+
+
+def _budget(value: float | None, configured: Any, key: str) -> float | None:
+    v = configured if value is None else value
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v <= 0:
+        raise ValueError(f"lepton.cost.{key} must be a positive number, got {v!r}")
+    return float(v)
+
+
+def _default_ledger():
+    from lepton_dask.cost.ledger import Ledger
+    from lepton_dask.store._spec import StoreSpec
+    from lepton_dask.store.server import resolve_uri
+
+    return Ledger(
+        StoreSpec(
+            resolve_uri(None),
+            dask.config.get("lepton.store.database"),
+            get_timedelta("lepton.store.timeout"),
+        )
+    )
+
+
+class Declaration:
+    """A picklable ``startup_information`` callable returning a worker's
+    instance type, pricing class and pool (it travels to Nanny processes)."""
+
+    def __init__(self, **info: Any):
+        self.info = info
+
+    def __call__(self, worker: Any) -> dict[str, Any]:
+        return dict(self.info)
+
+    def __repr__(self) -> str:
+        return f"Declaration({self.info})"
+
+
+def worker_declaration(
+    instance_type: str, pricing: str = "on-demand", pool: str | None = None
+):
+    """A ``startup_information`` entry declaring a worker's type to CostMonitor.
+
+    Pass it as ``Worker(..., startup_information=worker_declaration("g5.xlarge",
+    "spot", "gpu"))`` (``LocalPoolCluster`` does this for its pools).
+
+    >>> worker_declaration("m6i.large")["lepton"](None)["instance_type"]
+    'm6i.large'
+    """
+    return {
+        "lepton": Declaration(
+            instance_type=instance_type, pricing=pricing, pool=pool or instance_type
+        )
+    }
