@@ -173,5 +173,11 @@ def test_demo_end_to_end(store):
     assert "all match numpy" in out.stdout
     assert "40,000 x 6 float64" in out.stdout
     assert store.list() == ["demo.features", "demo.features.label"]
-    for line in ("accuracy   : ours", "spend      : $", "utilization:", "/metrics", "logreg"):
+    for line in (
+        "accuracy   : ours",
+        "spend      : $",
+        "utilization:",
+        "/metrics",
+        "logreg",
+    ):
         assert line in out.stdout, line

@@ -60,6 +60,21 @@ METRICS = [
         "gauge",
         "Busy thread-seconds over paid thread-seconds, by pool",
     ),
+    (
+        "lepton_throughput_tasks_per_second",
+        "gauge",
+        "Tasks completed per second (last minute)",
+    ),
+    (
+        "lepton_throughput_task_seconds_per_second",
+        "gauge",
+        "Task compute seconds per second (last minute)",
+    ),
+    (
+        "lepton_throughput_bytes_per_second",
+        "gauge",
+        "Bytes of results per second (last minute)",
+    ),
     ("lepton_cost_per_task_usd", "gauge", "Spend over tasks completed, in USD"),
     (
         "lepton_cost_per_gigabyte_usd",
@@ -123,6 +138,9 @@ def families(snapshot: dict[str, Any]) -> Iterator:
         docs["lepton_unpriced_workers"],
         value=snapshot["unpriced_workers"],
     )
+    for key in ("tasks_per_second", "task_seconds_per_second", "bytes_per_second"):
+        name = f"lepton_throughput_{key}"
+        yield GaugeMetricFamily(name, docs[name], value=snapshot[key])
     yield GaugeMetricFamily(
         "lepton_cost_per_task_usd",
         docs["lepton_cost_per_task_usd"],

@@ -147,6 +147,8 @@ class CostMonitor(SchedulerPlugin):
         self.launches: dict[str, dict[str, Any]] = {}
         self.budget_exceeded = {"rate": False, "total": False}
         self.log: deque = deque(maxlen=1000)
+        # (time, tasks, compute seconds, bytes) samples for windowed throughput
+        self._samples: deque = deque(maxlen=64)
         self._unflushed: list[Lifetime] = []
         self.finished: deque[Lifetime] = deque(maxlen=100_000)
         self._flushing = False
@@ -363,8 +365,50 @@ class CostMonitor(SchedulerPlugin):
 
     # -- periodic work ---------------------------------------------------------------
     async def _tick(self) -> None:
+        self._sample()
         self._check_budget()
         await self._flush()
+
+    def _sample(self, now: float | None = None) -> None:
+        now = self.now() if now is None else now
+        t = self.pools.values()
+        self._samples.append(
+            (
+                now,
+                sum(p.tasks for p in t),
+                sum(p.compute_seconds for p in t),
+                sum(p.nbytes for p in t),
+            )
+        )
+
+    def throughput(self, window: float = 60.0) -> dict[str, float]:
+        """Tasks/s, task-seconds/s and bytes/s over the last ``window`` seconds
+        (from samples taken every flush interval; zeros until there are two).
+
+        >>> CostMonitor(ledger=False).throughput()
+        {'tasks_per_second': 0.0, 'task_seconds_per_second': 0.0, 'bytes_per_second': 0.0}
+        """
+        zero = {
+            "tasks_per_second": 0.0,
+            "task_seconds_per_second": 0.0,
+            "bytes_per_second": 0.0,
+        }
+        if len(self._samples) < 2:
+            return zero
+        last = self._samples[-1]
+        first = next(
+            (s for s in self._samples if s[0] >= last[0] - window), self._samples[0]
+        )
+        if first is last:
+            first = self._samples[-2]
+        dt = last[0] - first[0]
+        if dt <= 0:
+            return zero
+        return {
+            "tasks_per_second": (last[1] - first[1]) / dt,
+            "task_seconds_per_second": (last[2] - first[2]) / dt,
+            "bytes_per_second": (last[3] - first[3]) / dt,
+        }
 
     async def _flush(self) -> None:
         if self.ledger is None or self._flushing:
@@ -482,6 +526,7 @@ class CostMonitor(SchedulerPlugin):
         total["cost_per_gigabyte_usd"] = total["spend_usd"] / gb if gb > 0 else 0.0
         return {
             **total,
+            **self.throughput(),
             "run_id": self.run_id,
             "pools": pools,
             "unpriced_workers": len(self.unpriced),

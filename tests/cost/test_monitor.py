@@ -370,3 +370,19 @@ def test_cost_cli_report_runs_catalog(mongo_uri):
     assert "nightly" in out.stdout
     out = subprocess.run([*cli, "catalog"], capture_output=True, text=True, timeout=60)
     assert "g5.xlarge" in out.stdout and "p4d.24xlarge" in out.stdout
+
+
+def test_windowed_throughput():
+    monitor = CostMonitor(ledger=False)
+    monitor._sample(now=100.0)
+    monitor.pools["default"].tasks = 50
+    monitor.pools["default"].compute_seconds = 20.0
+    monitor.pools["default"].nbytes = 1000
+    monitor._sample(now=110.0)
+    tp = monitor.throughput()
+    assert tp == {
+        "tasks_per_second": 5.0,
+        "task_seconds_per_second": 2.0,
+        "bytes_per_second": 100.0,
+    }
+    assert monitor.snapshot()["tasks_per_second"] == 5.0
