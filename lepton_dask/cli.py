@@ -10,10 +10,13 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+
+import dask.config
 
 logger = logging.getLogger("lepton_dask")
 
@@ -177,8 +180,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from distributed import LocalCluster
-
+    from lepton_dask.cost import CostMonitor
+    from lepton_dask.cost.ledger import Ledger
+    from lepton_dask.scaling import CostAwareAdaptive, LocalPoolCluster, PoolSpec
     from lepton_dask.store import FeatureStore
     from lepton_dask.store._uri import redact_uri
 
@@ -198,45 +202,46 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    from lepton_dask.cost import CostMonitor
-    from lepton_dask.cost.ledger import Ledger
-
     monitor = CostMonitor(ledger=Ledger(store.spec))
     dashboard = (
         f"{args.host}:{args.dashboard_port}" if args.dashboard_port >= 0 else None
     )
-    with LocalCluster(
-        n_workers=args.workers,
-        threads_per_worker=args.threads,
+    pool = PoolSpec.from_catalog(
+        "cpu",
+        dask.config.get("lepton.cost.default-instance-type"),
+        threads=args.threads,
+        max_workers=args.workers,
+        min_workers=0 if args.adaptive else args.workers,
+    )
+    with LocalPoolCluster(
+        [pool],
         processes=True,
         host=args.host,
-        scheduler_port=args.port,
         dashboard_address=dashboard,
-        scheduler_kwargs={"plugins": [monitor]},
+        scheduler_options={"plugins": [monitor], "port": args.port},
     ) as cluster:
-        print("lepton-dask is up (stop with Ctrl-C)", flush=True)
-        print(f"  scheduler : {cluster.scheduler_address}", flush=True)
-        print(
+        if args.adaptive:
+            cluster.adapt(Adaptive=CostAwareAdaptive)
+        lines = [
+            "lepton-dask is up (stop with Ctrl-C)",
+            f"  scheduler : {cluster.scheduler_address}",
             f"  dashboard : {cluster.dashboard_link if dashboard else 'off'}",
-            flush=True,
-        )
-        print(
             f"  mongodb   : {redact_uri(store.uri)} (database {store.database})",
-            flush=True,
-        )
-        print(f"  workers   : {args.workers} x {args.threads} thread(s)", flush=True)
+            f"  workers   : {args.workers} x {args.threads} thread(s)"
+            + (" (CostAwareAdaptive)" if args.adaptive else ""),
+        ]
         if dashboard:
-            print(
-                f"  metrics   : {cluster.dashboard_link.rsplit('/', 1)[0]}/metrics",
-                flush=True,
+            lines.append(
+                f"  metrics   : {cluster.dashboard_link.rsplit('/', 1)[0]}/metrics"
             )
-        print(f"  cost run  : {monitor.run_id}", flush=True)
-        print(
+        lines += [
+            f"  cost run  : {monitor.run_id}",
             f"connect from a notebook: Client({cluster.scheduler_address!r})",
-            flush=True,
-        )
-        print(f"LEPTON_SCHEDULER={cluster.scheduler_address}", flush=True)
-        print(f"LEPTON_MONGO_URI_REDACTED={redact_uri(store.uri)}", flush=True)
+            f"LEPTON_SCHEDULER={cluster.scheduler_address}",
+            f"LEPTON_MONGO_URI_REDACTED={redact_uri(store.uri)}",
+        ]
+        for line in lines:
+            print(line, flush=True)
         while not stop.wait(0.5):
             pass
         print("shutting down", flush=True)
@@ -245,30 +250,54 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 # -- demo ------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from lepton_dask.cost import CostMonitor
     from lepton_dask.cost.ledger import Ledger
-    from lepton_dask.demo import run_demo
+    from lepton_dask.demo import run_demo, scaler_summary
+    from lepton_dask.scaling import (
+        BudgetPolicy,
+        CostAwareAdaptive,
+        LocalPoolCluster,
+        PoolSpec,
+    )
     from lepton_dask.store import FeatureStore
 
     store = FeatureStore(args.uri, args.database)
     store.list()  # fail fast (and clearly) when the server is unreachable
     rows = args.rows or (200_000 if args.quick else 2_000_000)
     monitor = CostMonitor(ledger=Ledger(store.spec))
+    pool = PoolSpec.from_catalog(
+        "cpu",
+        dask.config.get("lepton.cost.default-instance-type"),
+        threads=1,
+        max_workers=args.workers + 2,
+        min_workers=1,
+        startup_s=2.0,
+    )
+    budget = (
+        args.budget if args.budget is not None else pool.usd_per_hour * args.workers
+    )
     with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
+        LocalPoolCluster(
+            [pool],
             processes=True,
             dashboard_address="127.0.0.1:0",
-            host="127.0.0.1",
-            scheduler_kwargs={"plugins": [monitor]},
+            scheduler_options={"plugins": [monitor]},
         ) as cluster,
         Client(cluster) as client,
     ):
+        scaler = cluster.adapt(
+            Adaptive=CostAwareAdaptive,
+            policy=BudgetPolicy(usd_per_hour=budget),
+            interval=0.5,
+        )
         print(
             f"cluster: {cluster.scheduler_address}, dashboard {cluster.dashboard_link}"
+        )
+        print(
+            f"scaling: CostAwareAdaptive, budget ${budget:.3f}/hour "
+            f"({pool.instance_type} workers at ${pool.usd_per_hour:.3f}/hour each)"
         )
         report = run_demo(
             client,
@@ -282,7 +311,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         snap = monitor.snapshot()
         report.extra["spend"] = (
             f"${snap['spend_usd']:.6f} for run {snap['run_id']} "
-            f"({snap['workers']} workers at ${snap['spend_rate_usd_per_hour']:.3f}/hour)"
+            f"({snap['workers']} workers now at ${snap['spend_rate_usd_per_hour']:.3f}/hour)"
         )
         report.extra["per task"] = (
             f"${snap['cost_per_task_usd']:.2e} over {snap['tasks']} tasks"
@@ -290,10 +319,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
         report.extra["utilization"] = (
             f"{snap['utilization']:.1%} of paid thread-seconds busy"
         )
+        report.extra["scaler"] = scaler_summary(scaler.log, budget)
         report.extra["metrics"] = f"{base}/metrics (while the cluster runs)"
         report.extra["dashboard"] = cluster.dashboard_link
     print(report.summary())
     return 0 if all(report.checks.values()) else 1
+
+
+# -- experiment ------------------------------------------------------------------------
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from lepton_dask.experiments.harness import markdown_table, run_experiments
+
+    traces = args.traces.split(",") if args.traces else None
+    res = run_experiments(args.out, traces, progress=True)
+    table = res["table"]
+    if args.real:
+        from lepton_dask.experiments.real import compare
+
+        print(
+            "running a small sawtooth on a real LocalPoolCluster (~2 minutes)...",
+            file=sys.stderr,
+        )
+        table = markdown_table(res["summary"], {"small-sawtooth": compare()})
+        with open(os.path.join(args.out, "summary.md"), "w") as f:
+            f.write(table + "\n")
+    print(table)
+    print(f"\nwrote {args.out}/runs.csv, summary.md, pareto-*.png, timeline-*.png")
+    return 0
 
 
 # -- parser ----------------------------------------------------------------------------
@@ -337,6 +389,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser(
+        "experiment", help="adaptive-scaling experiments: traces x policies"
+    )
+    p.add_argument("--traces", default=None, help="comma-separated (default: all four)")
+    p.add_argument("--out", default="experiment-results", help="output folder")
+    p.add_argument(
+        "--real",
+        action="store_true",
+        help="also compare with a real LocalPoolCluster run",
+    )
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser(
         "up", help="run the service (MongoDB, scheduler, workers, dashboard)"
     )
     p.add_argument("--workers", type=int, default=2, help="local worker processes")
@@ -344,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=int, default=8786, help="scheduler port (0: free)")
     p.add_argument("--dashboard-port", type=int, default=8787, help="-1 disables")
+    p.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="scale the workers with CostAwareAdaptive (lepton.scaling.*) up to --workers",
+    )
     p.add_argument(
         "--allow-remote",
         action="store_true",
@@ -357,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cols", type=int, default=16, help="columns")
     p.add_argument("--workers", type=int, default=2, help="local worker processes")
     p.add_argument("--quick", action="store_true", help="small sizes")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="scaler budget in USD/hour (default: --workers workers' worth)",
+    )
     _add_store_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -188,3 +188,23 @@ def _persist(client: Any, *arrays: da.Array) -> tuple:
     out = client.persist(list(arrays))
     wait(out)
     return tuple(out)
+
+
+def scaler_summary(log: Any, budget: float) -> str:
+    """What the scaler decided and why, for the demo summary: the decisions
+    that changed the cluster, newest last.
+
+    >>> scaler_summary([(0.0, {"targets": {"cpu": 2}, "reason": "go", "changed": True})], 1.0)
+    'budget $1.000/hour; 1 changes: cpu->2 (go)'
+    """
+    changes = [e for _, e in log if e.get("changed")]
+    shown = changes[-4:]
+    parts = [
+        ", ".join(f"{p}->{n}" for p, n in e["targets"].items())
+        + f" ({e['reason'][:70]})"
+        for e in shown
+    ]
+    more = f"{len(changes) - len(shown)} earlier, " if len(changes) > len(shown) else ""
+    return f"budget ${budget:.3f}/hour; {len(changes)} changes: {more}" + "; ".join(
+        parts
+    )

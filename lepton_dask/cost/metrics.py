@@ -92,6 +92,27 @@ METRICS = [
         "gauge",
         "1 when spend is over a budget, by kind (rate, total)",
     ),
+    (
+        "lepton_scaler_target_workers",
+        "gauge",
+        "Workers the scaler's last decision wants, by pool",
+    ),
+    (
+        "lepton_scaler_predicted_finish_seconds",
+        "gauge",
+        "Predicted seconds to finish the outstanding work",
+    ),
+    (
+        "lepton_scaler_predicted_spend_usd",
+        "gauge",
+        "Predicted spend in USD until the outstanding work is done",
+    ),
+    (
+        "lepton_scaler_infeasible",
+        "gauge",
+        "1 when the scaler's deadline or budget cannot be met",
+    ),
+    ("lepton_scaler_decisions_total", "counter", "Scaling decisions taken"),
 ]
 
 
@@ -167,6 +188,34 @@ def families(snapshot: dict[str, Any]) -> Iterator:
     for kind, over in snapshot["budget_exceeded"].items():
         exceeded.add_metric([kind], 1.0 if over else 0.0)
     yield exceeded
+    scaler = snapshot.get("scaler")
+    if scaler:
+        target = GaugeMetricFamily(
+            "lepton_scaler_target_workers",
+            docs["lepton_scaler_target_workers"],
+            labels=["pool"],
+        )
+        for pool, n in scaler.get("targets", {}).items():
+            target.add_metric([pool], n)
+        yield target
+        for name, key in (
+            ("lepton_scaler_predicted_finish_seconds", "predicted_finish_s"),
+            ("lepton_scaler_predicted_spend_usd", "predicted_cost_usd"),
+        ):
+            value = scaler.get(key)
+            yield GaugeMetricFamily(
+                name, docs[name], value=float(value) if value is not None else 0.0
+            )
+        yield GaugeMetricFamily(
+            "lepton_scaler_infeasible",
+            docs["lepton_scaler_infeasible"],
+            value=1.0 if scaler.get("infeasible") else 0.0,
+        )
+        dec = _counter(
+            "lepton_scaler_decisions_total", docs["lepton_scaler_decisions_total"], []
+        )
+        dec.add_metric([], snapshot.get("scaler_decisions", 0))
+        yield dec
     for fam in _extra_families(snapshot):
         yield fam
 

@@ -154,6 +154,9 @@ class CostMonitor(SchedulerPlugin):
         self._flushing = False
         self._pc = None
         self.scheduler = None
+        self._gpu_groups: set[str] = set()
+        self.scaler_last: dict[str, Any] | None = None
+        self.scaler_decisions = 0
 
     # -- configuration -------------------------------------------------------------
     def _validate_rules(self, rules: list) -> list[dict[str, Any]]:
@@ -209,6 +212,8 @@ class CostMonitor(SchedulerPlugin):
         self.scheduler = scheduler
         scheduler.handlers["lepton_cost_launch"] = self._handle_launch
         scheduler.handlers["lepton_cost_snapshot"] = self._handle_snapshot
+        scheduler.handlers["lepton_scaler_state"] = self.scaler_state
+        scheduler.handlers["lepton_scaler_decision"] = self._handle_decision
         if self.ledger is not None:
             try:
                 history = await asyncio.to_thread(self._resume)
@@ -327,6 +332,18 @@ class CostMonitor(SchedulerPlugin):
         self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any
     ) -> None:
         if finish != "memory" or start != "processing":
+            if (
+                finish == "waiting"
+                and start == "released"
+                and self.scheduler is not None
+            ):
+                ts = self.scheduler.tasks.get(key)
+                if (
+                    ts is not None
+                    and ts.resource_restrictions
+                    and "GPU" in ts.resource_restrictions
+                ):
+                    self._gpu_groups.add(ts.group.name)
             return
         totals = self.pools[self.worker_pool.get(kwargs.get("worker"), "default")]
         totals.tasks += 1
@@ -362,6 +379,66 @@ class CostMonitor(SchedulerPlugin):
 
     def _handle_snapshot(self) -> dict[str, Any]:
         return self.snapshot()
+
+    def _handle_decision(self, decision: dict[str, Any]) -> None:
+        """A scaler reports a decision (exported as ``lepton_scaler_*``)."""
+        self.scaler_last = dict(decision)
+        self.scaler_decisions += 1
+        if decision.get("changed"):
+            self.log.append((self.now(), {"event": "scaler", **decision}))
+
+    def scaler_state(self) -> dict[str, Any]:
+        """What a scaling policy needs from the scheduler, per kind of work:
+        outstanding work (running + queued, from per-prefix durations as Dask's
+        Adaptive measures them), work waiting for dependencies and the longest
+        such task, task counts, work completed, and the workers with their
+        pools, billing starts and whether they are busy."""
+        s = self.scheduler
+        backlog = {"cpu": 0.0, "gpu": 0.0}
+        tasks = {"cpu": 0.0, "gpu": 0.0}
+        workers = []
+        gpu_pools = set()
+        for addr, ws in s.workers.items():
+            kind = "gpu" if "GPU" in (ws.resources or {}) else "cpu"
+            backlog[kind] += ws.occupancy
+            tasks[kind] += len(ws.processing)
+            life = self.lives.get(addr)
+            if life is not None and kind == "gpu":
+                gpu_pools.add(life.pool)
+            unique = any(len(ts.who_has) == 1 for ts in ws.has_what)
+            workers.append({
+                "name": str(ws.name), "pool": life.pool if life else "default",
+                "billed_since": life.start if life else self.now(), "busy": bool(ws.processing),
+                "holds_data": unique,
+            })  # fmt: skip
+        sample = list(s.queued.peekn(200)) + list(s.unrunnable)[:200]
+        n_ready = len(s.queued) + len(s.unrunnable)
+        if sample:
+            scale = max(1.0, n_ready / len(sample))
+            for ts in sample:
+                kind = (
+                    "gpu"
+                    if ts.resource_restrictions and "GPU" in ts.resource_restrictions
+                    else "cpu"
+                )
+                backlog[kind] += s._get_prefix_duration(ts.prefix) * scale
+                tasks[kind] += scale
+        pending = {"cpu": 0.0, "gpu": 0.0}
+        tail = 0.0
+        for tg in s.task_groups.values():
+            n = tg.states.get("waiting", 0)
+            if n:
+                dur = s._get_prefix_duration(tg.prefix)
+                pending["gpu" if tg.name in self._gpu_groups else "cpu"] += n * dur
+                tail = max(tail, dur)
+        completed = {"cpu": 0.0, "gpu": 0.0}
+        for name, t in self.pools.items():
+            completed["gpu" if name in gpu_pools else "cpu"] += t.compute_seconds
+        return {
+            "now": self.now(), "backlog": backlog, "tasks": tasks, "pending": pending,
+            "pending_tail": tail, "completed": completed, "workers": workers,
+            "minimum_billing": self.minimum, "spend_usd": self.snapshot()["spend_usd"],
+        }  # fmt: skip
 
     # -- periodic work ---------------------------------------------------------------
     async def _tick(self) -> None:
@@ -527,6 +604,8 @@ class CostMonitor(SchedulerPlugin):
         return {
             **total,
             **self.throughput(),
+            "scaler": self.scaler_last,
+            "scaler_decisions": self.scaler_decisions,
             "run_id": self.run_id,
             "pools": pools,
             "unpriced_workers": len(self.unpriced),

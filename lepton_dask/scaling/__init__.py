@@ -1,0 +1,26 @@
+"""Cost-aware adaptive scaling: pure policies and the loop that applies them."""
+
+from lepton_dask.scaling.adaptive import CostAwareAdaptive
+from lepton_dask.scaling.policies import (
+    BalancedPolicy,
+    BudgetPolicy,
+    DeadlinePolicy,
+    StockAdaptivePolicy,
+    make_policy,
+)
+from lepton_dask.scaling.pools import LocalPoolCluster
+from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, WorkerView
+
+__all__ = [
+    "BalancedPolicy",
+    "BudgetPolicy",
+    "ClusterView",
+    "CostAwareAdaptive",
+    "DeadlinePolicy",
+    "Decision",
+    "LocalPoolCluster",
+    "PoolSpec",
+    "StockAdaptivePolicy",
+    "WorkerView",
+    "make_policy",
+]

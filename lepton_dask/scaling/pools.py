@@ -1,0 +1,239 @@
+"""LocalPoolCluster: a SpecCluster with named pools of priced workers.
+
+Each pool is a :class:`~lepton_dask.scaling.state.PoolSpec` (instance type,
+pricing class, threads, kind, startup delay, size limits, spot preemption
+rate). On one machine the startup delay is injected (the worker waits that
+long before it starts) and spot preemptions are simulated by killing workers
+at the pool's rate, so experiments see the behaviour of a cloud cluster.
+Workers declare their type to the CostMonitor, and every launch request is
+reported to it, so billing starts at the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+from distributed import Nanny, Scheduler, SpecCluster, Worker
+
+from lepton_dask.cost.monitor import worker_declaration
+from lepton_dask.scaling.state import PoolSpec
+
+logger = logging.getLogger(__name__)
+
+
+class _DelayedStart:
+    """Mixin: wait ``startup_delay`` seconds before starting (a cloud VM boot)."""
+
+    def __init__(self, *args: Any, startup_delay: float = 0.0, **kwargs: Any):
+        self._startup_delay = float(startup_delay)
+        super().__init__(*args, **kwargs)
+
+    async def start_unsafe(self):
+        if self._startup_delay > 0:
+            await asyncio.sleep(self._startup_delay)
+        return await super().start_unsafe()
+
+
+class DelayedNanny(_DelayedStart, Nanny):
+    """A Nanny whose worker process starts after an injected delay."""
+
+
+class DelayedWorker(_DelayedStart, Worker):
+    """An in-process Worker that starts after an injected delay."""
+
+
+class LocalPoolCluster(SpecCluster):
+    """A local cluster with named pools, for cost-aware scaling on one machine.
+
+    Parameters
+    ----------
+    pools : list of PoolSpec
+    processes : bool
+        Worker processes (Nanny) or in-process workers.
+    minimum : dict, optional
+        Workers per pool to start with (default: each pool's ``min_workers``).
+    scheduler_options : dict, optional
+        Passed to the Scheduler (e.g. ``{"plugins": [CostMonitor(...)]}``).
+    preemption_seed : int
+        Seed of the simulated spot preemptions.
+
+    Examples
+    --------
+    >>> from lepton_dask.scaling import PoolSpec
+    >>> with LocalPoolCluster([PoolSpec("cpu", max_workers=2)], processes=False,
+    ...                       minimum={"cpu": 1}) as c:
+    ...     sorted(c.pool_counts().items())
+    [('cpu', 1)]
+    """
+
+    def __init__(
+        self,
+        pools: list[PoolSpec],
+        *,
+        processes: bool = False,
+        minimum: dict[str, int] | None = None,
+        scheduler_options: dict[str, Any] | None = None,
+        preemption_seed: int = 0,
+        host: str = "127.0.0.1",
+        dashboard_address: str | None = None,
+        silence_logs: int | bool = logging.WARNING,
+        **kwargs: Any,
+    ):
+        if not pools:
+            raise ValueError("LocalPoolCluster needs at least one pool")
+        self.pools = {p.name: p for p in pools}
+        if len(self.pools) != len(pools):
+            raise ValueError("pool names must be unique")
+        minimum = (
+            {p.name: p.min_workers for p in pools} if minimum is None else dict(minimum)
+        )
+        for name, n in minimum.items():
+            if name not in self.pools:
+                raise ValueError(
+                    f"unknown pool {name!r}; pools: {', '.join(self.pools)}"
+                )
+            if not 0 <= n <= self.pools[name].max_workers:
+                raise ValueError(
+                    f"pool {name!r}: {n} workers is outside [0, {self.pools[name].max_workers}]"
+                )
+        self.processes = processes
+        self._counters = dict.fromkeys(self.pools, 0)
+        self._launched: dict[str, float] = {}
+        self._rng = random.Random(preemption_seed)
+        self.preempted: list[str] = []
+        sched_opts = {
+            "dashboard_address": dashboard_address,
+            "host": host,
+            **(scheduler_options or {}),
+        }
+        if not processes:
+            sched_opts.setdefault("protocol", "tcp")
+        workers = {}
+        for name, n in minimum.items():
+            for _ in range(n):
+                wname, spec = self._worker(name, delay=False)
+                workers[wname] = spec
+        first = next(iter(self.pools.values()))
+        super().__init__(
+            workers=workers,
+            scheduler={"cls": Scheduler, "options": sched_opts},
+            worker=self._worker(first.name, delay=True, name_only=False)[1],
+            silence_logs=silence_logs,
+            **kwargs,
+        )
+        self._preempt_task = None
+
+    def _worker(
+        self, pool: str, *, delay: bool, name_only: bool = True
+    ) -> tuple[str, dict[str, Any]]:
+        p = self.pools[pool]
+        cls = DelayedNanny if self.processes else DelayedWorker
+        opts: dict[str, Any] = {
+            "nthreads": p.threads,
+            "startup_information": worker_declaration(
+                p.instance_type, p.pricing, p.name
+            ),
+            "startup_delay": p.startup_s if delay else 0.0,
+        }
+        if p.kind == "gpu":
+            opts["resources"] = {"GPU": 1}
+        if self.processes:
+            opts["memory_limit"] = 0 if p.kind == "gpu" else "auto"
+        i = self._counters[pool]
+        self._counters[pool] += 1
+        return f"{pool}-{i}", {"cls": cls, "options": {**opts, "name": f"{pool}-{i}"}}
+
+    def new_worker_spec(self) -> dict[str, Any]:
+        """Used by ``scale(n)`` (Dask's own Adaptive): a worker of the first pool,
+        named and billed like the ones :meth:`scale_pool` starts."""
+        import time
+
+        pool = next(iter(self.pools))
+        name, spec = self._worker(pool, delay=True)
+        self._launched[name] = time.time()
+        self.loop.add_callback(self._report_launch, name)
+        return {name: spec}
+
+    async def _report_launch(self, name: str) -> None:
+        try:
+            await self.scheduler_comm.lepton_cost_launch(name=name)
+        except Exception as e:
+            logger.debug("launch of %s not reported to a CostMonitor: %s", name, e)
+
+    async def _start(self):
+        await super()._start()
+        if any(p.preemptions_per_hour > 0 for p in self.pools.values()):
+            self._preempt_task = asyncio.ensure_future(self._preemptions())
+
+    async def _close(self):
+        if self._preempt_task is not None:
+            self._preempt_task.cancel()
+        await super()._close()
+
+    # -- pools ---------------------------------------------------------------------
+    def pool_of(self, worker_name: str) -> str:
+        """The pool a worker (by name) belongs to."""
+        return str(worker_name).rsplit("-", 1)[0]
+
+    def pool_counts(self) -> dict[str, int]:
+        """Workers per pool, requested or running."""
+        counts = dict.fromkeys(self.pools, 0)
+        for name in self.worker_spec:
+            counts[self.pool_of(name)] = counts.get(self.pool_of(name), 0) + 1
+        return counts
+
+    def launch_times(self) -> dict[str, float]:
+        """When each worker was requested (scheduler-clock seconds)."""
+        return dict(self._launched)
+
+    async def scale_pool(self, pool: str, n: int) -> list[str]:
+        """Grow ``pool`` to ``n`` workers (never shrinks: see :meth:`retire`).
+        Reports each launch request to the CostMonitor. Returns new names."""
+        import time
+
+        if pool not in self.pools:
+            raise ValueError(f"unknown pool {pool!r}; pools: {', '.join(self.pools)}")
+        n = min(int(n), self.pools[pool].max_workers)
+        have = self.pool_counts()[pool]
+        new = []
+        for _ in range(max(0, n - have)):
+            name, spec = self._worker(pool, delay=True)
+            self.worker_spec[name] = spec
+            self._launched[name] = time.time()
+            new.append(name)
+            await self._report_launch(name)
+        if new:
+            await self._correct_state()
+        return new
+
+    async def retire(self, names: list[str]) -> None:
+        """Retire named workers gracefully (their data moves elsewhere)."""
+        if not names:
+            return
+        await self.scheduler_comm.retire_workers(
+            names=list(names), remove=True, close_workers=True
+        )
+        for name in names:
+            self.worker_spec.pop(name, None)
+        await self._correct_state()
+
+    async def _preemptions(self, tick: float = 1.0) -> None:
+        """Kill spot workers at their pool's rate (a simulated reclaim)."""
+        while True:
+            await asyncio.sleep(tick)
+            for name, w in list(self.workers.items()):
+                p = self.pools.get(self.pool_of(name))
+                if p is None or p.preemptions_per_hour <= 0:
+                    continue
+                if self._rng.random() < p.preemptions_per_hour * tick / 3600.0:
+                    logger.info("simulated spot preemption of %s", name)
+                    self.preempted.append(str(name))
+                    self.worker_spec.pop(name, None)
+                    try:
+                        await w.kill() if hasattr(w, "kill") else await w.close()
+                    except Exception as e:  # pragma: no cover - best effort
+                        logger.debug("preempting %s: %s", name, e)
+                    self.workers.pop(name, None)

@@ -1,0 +1,317 @@
+"""What a scaling policy sees and what it returns (plain data, no I/O).
+
+The real loop (:class:`~lepton_dask.scaling.adaptive.CostAwareAdaptive`) builds
+a :class:`ClusterView` from the scheduler and the CostMonitor; the simulator
+builds it from its own state. Both hand it to the same policy object.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A kind of worker one can ask for.
+
+    Parameters
+    ----------
+    name : str
+    instance_type, pricing : str
+        As in the price catalog.
+    usd_per_hour : float
+        Price of one worker.
+    threads : int
+        Task slots per worker.
+    kind : str
+        Work it runs: ``"cpu"`` or ``"gpu"`` (GPU-annotated tasks need a
+        ``"gpu"`` pool).
+    speed : float
+        Work done per thread-second relative to a reference CPU thread.
+    startup_s : float
+        Expected seconds from a launch request to a working worker.
+    min_workers, max_workers : int
+    preemptions_per_hour : float
+        Expected preemptions per worker-hour (spot).
+    """
+
+    name: str
+    instance_type: str = "local"
+    pricing: str = "on-demand"
+    usd_per_hour: float = 0.096
+    threads: int = 1
+    kind: str = "cpu"
+    speed: float = 1.0
+    startup_s: float = 0.0
+    min_workers: int = 0
+    max_workers: int = 16
+    preemptions_per_hour: float = 0.0
+
+    def __post_init__(self):
+        if self.min_workers < 0 or self.max_workers < self.min_workers:
+            raise ValueError(
+                f"pool {self.name!r}: need 0 <= min_workers <= max_workers, got "
+                f"{self.min_workers} and {self.max_workers}"
+            )
+        if (
+            self.threads < 1
+            or self.speed <= 0
+            or self.usd_per_hour < 0
+            or self.startup_s < 0
+        ):
+            raise ValueError(
+                f"pool {self.name!r}: threads, speed, price and startup must be positive"
+            )
+        if self.kind not in ("cpu", "gpu"):
+            raise ValueError(
+                f"pool {self.name!r}: kind must be 'cpu' or 'gpu', got {self.kind!r}"
+            )
+
+    @classmethod
+    def from_catalog(cls, name: str, instance_type: str, pricing: str = "on-demand", *,
+                     catalog: Any = None, **kwargs: Any) -> PoolSpec:  # fmt: skip
+        """A pool priced from the price catalog (as the CostMonitor prices it).
+
+        >>> PoolSpec.from_catalog("gpu", "g5.xlarge", kind="gpu").usd_per_hour
+        1.006
+        """
+        from lepton_dask.cost.catalog import load_catalog
+
+        t = (catalog or load_catalog())[instance_type]
+        return cls(name, instance_type, pricing, t.usd_per_hour(pricing), **kwargs)
+
+    @property
+    def usd_per_work_second(self) -> float:
+        """Price of one reference thread-second of work, counting expected
+        losses to preemption (half a task and a restart per preemption)."""
+        loss = min(0.5, self.preemptions_per_hour * (self.startup_s + 30.0) / 3600.0)
+        return self.usd_per_hour / 3600.0 / (self.threads * self.speed * (1.0 - loss))
+
+
+@dataclass
+class WorkerView:
+    """One worker as the policy sees it."""
+
+    name: str
+    pool: str
+    billed_since: float
+    busy: bool
+    arrived: bool = True
+    holds_data: bool = False
+
+    def paid_until(self, minimum: float) -> float:
+        """End of the minimum billing period already paid for."""
+        return self.billed_since + minimum
+
+
+@dataclass
+class ClusterView:
+    """The state a policy decides from, at time ``now``.
+
+    ``backlog`` is outstanding work (queued plus running) in reference
+    thread-seconds per kind (``"cpu"``, ``"gpu"``); ``pending`` the work of
+    tasks still waiting for their dependencies (``pending_tail``: the longest
+    of those, which runs after the rest); ``arrival_rate`` the work
+    arriving per second lately; ``idle_gaps`` the recent lengths of idle periods
+    (no backlog) in seconds, newest last; ``busy_since`` when the current busy
+    period (non-zero backlog) began.
+    """
+
+    now: float
+    pools: dict[str, PoolSpec]
+    workers: list[WorkerView]
+    backlog: dict[str, float]
+    tasks_ready: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, float] = field(default_factory=dict)
+    pending_tail: float = 0.0
+    arrival_rate: dict[str, float] = field(default_factory=dict)
+    minimum_billing: float = 60.0
+    spend_usd: float = 0.0
+    idle_since: float | None = None
+    busy_since: float | None = None
+    idle_gaps: list[float] = field(default_factory=list)
+    throughput_factor: float = 1.0
+
+    def in_pool(self, pool: str) -> list[WorkerView]:
+        return [w for w in self.workers if w.pool == pool]
+
+    def count(self, pool: str) -> int:
+        """Workers of ``pool``, arrived or starting."""
+        counts = self.__dict__.get("_counts")
+        if counts is None:
+            counts = {}
+            for w in self.workers:
+                counts[w.pool] = counts.get(w.pool, 0) + 1
+            self.__dict__["_counts"] = counts
+        return counts.get(pool, 0)
+
+    def spend_rate(self) -> float:
+        return sum(
+            self.pools[w.pool].usd_per_hour
+            for w in self.workers
+            if w.pool in self.pools
+        )
+
+
+@dataclass
+class Decision:
+    """A policy's answer: worker count per pool, and why."""
+
+    targets: dict[str, int]
+    reason: str
+    predicted_finish_s: float = 0.0
+    predicted_cost_usd: float = 0.0
+    infeasible: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_log(self, now: float) -> tuple[float, dict[str, Any]]:
+        """An entry for the bounded decision log (Adaptive's format)."""
+        return (
+            now,
+            {
+                "status": "decision",
+                "targets": dict(self.targets),
+                "reason": self.reason,
+                "predicted_finish_s": self.predicted_finish_s,
+                "predicted_cost_usd": self.predicted_cost_usd,
+                "infeasible": self.infeasible,
+            },
+        )
+
+
+def releasable(view: ClusterView, pool: str) -> list[WorkerView]:
+    """Idle, arrived workers of ``pool`` whose paid minimum is used up, the
+    ones paid-up longest first (those holding unique data last). Releasing a
+    worker earlier than that would not save money, only capacity.
+
+    >>> v = ClusterView(now=100.0, pools={}, backlog={}, minimum_billing=60,
+    ...                 workers=[WorkerView("a", "p", 0.0, busy=False),
+    ...                          WorkerView("b", "p", 80.0, busy=False),
+    ...                          WorkerView("c", "p", 0.0, busy=True)])
+    >>> [w.name for w in releasable(v, "p")]
+    ['a']
+    """
+    out = [
+        w
+        for w in view.workers
+        if w.pool == pool
+        and w.arrived
+        and not w.busy
+        and view.now >= w.paid_until(view.minimum_billing)
+    ]
+    # workers holding the only copy of some result go last (their data moves
+    # to the ones that stay)
+    return sorted(out, key=lambda w: (w.holds_data, w.billed_since))
+
+
+def drain_time_staged(
+    work: float, threads_now: float, arrivals: list[tuple[float, float]]
+) -> float:
+    """Seconds to finish ``work`` with ``threads_now`` threads now and more
+    threads joining at given times: ``arrivals`` = [(seconds from now, threads)].
+
+    >>> drain_time_staged(100.0, 10, [(5.0, 10)])   # as drain_time(100, 10, 5, 10)
+    7.5
+    >>> drain_time_staged(100.0, 0, [(2.0, 10), (4.0, 30)])  # 20 done by t=4, 80 on 40 threads
+    6.0
+    """
+    if work <= 0:
+        return 0.0
+    t, rate, left = 0.0, float(threads_now), float(work)
+    for at, threads in sorted((max(0.0, a), c) for a, c in arrivals if c > 0):
+        if rate > 0 and left <= rate * (at - t):
+            return t + left / rate
+        left -= rate * (at - t)
+        t, rate = at, rate + threads
+    return t + left / rate if rate > 0 else math.inf
+
+
+def drain_time(
+    work: float, threads_now: float, startup: float, threads_new: float
+) -> float:
+    """Seconds to finish ``work`` thread-seconds with ``threads_now`` working
+    threads and ``threads_new`` more that start working after ``startup``.
+
+    >>> drain_time(100.0, 10, 5.0, 10)   # 50 done in 5 s, 50 more on 20 threads
+    7.5
+    >>> drain_time(10.0, 10, 5.0, 10)    # done before the new ones arrive
+    1.0
+    """
+    if work <= 0:
+        return 0.0
+    if threads_now <= 0:
+        return math.inf if threads_new <= 0 else startup + work / threads_new
+    if work <= threads_now * startup or threads_new <= 0:
+        return work / threads_now
+    return startup + (work - threads_now * startup) / (threads_now + threads_new)
+
+
+class ArrivalEstimator:
+    """Work arriving per second lately, from the backlog and the work completed.
+
+    Arrivals in an interval = backlog growth + work completed meanwhile. The
+    rate is the median over six sub-windows of ``window``, so that a single
+    burst (already visible as backlog) does not read as a sustained stream.
+    The loop and the simulator feed it the same quantities.
+
+    >>> est = ArrivalEstimator(window=60)
+    >>> for t in range(0, 61, 10):   # 5 s of work arriving per second
+    ...     est.observe(float(t), {"cpu": 0.0}, {"cpu": 5.0 * t})
+    >>> est.rate()
+    {'cpu': 5.0}
+    >>> est2 = ArrivalEstimator(window=60)
+    >>> for t in range(0, 61, 10):   # one burst of 600 s of work at t=10
+    ...     est2.observe(float(t), {"cpu": 600.0 if t >= 10 else 0.0}, {"cpu": 0.0})
+    >>> est2.rate()
+    {'cpu': 0.0}
+    """
+
+    def __init__(self, window: float = 60.0, parts: int = 6):
+        self.window = float(window)
+        self.parts = int(parts)
+        self._hist: list[tuple[float, dict[str, float], dict[str, float]]] = []
+
+    def observe(
+        self, now: float, backlog: dict[str, float], completed: dict[str, float]
+    ) -> None:
+        self._hist.append((now, dict(backlog), dict(completed)))
+        while len(self._hist) > 2 and self._hist[1][0] <= now - self.window:
+            self._hist.pop(0)
+
+    def _at(self, t: float):
+        """Latest observation at or before ``t``."""
+        best = self._hist[0]
+        for h in self._hist:
+            if h[0] <= t:
+                best = h
+            else:
+                break
+        return best
+
+    def rate(self) -> dict[str, float]:
+        if len(self._hist) < 2:
+            return {}
+        t_end = self._hist[-1][0]
+        span = min(self.window, t_end - self._hist[0][0])
+        if span < self.window / 2:  # too little history to tell a stream from a burst
+            return {}
+        step = span / self.parts
+        kinds = set(self._hist[-1][1]) | set(self._hist[-1][2])
+        rates: dict[str, list[float]] = {k: [] for k in kinds}
+        for i in range(self.parts):
+            a = self._at(t_end - span + i * step)
+            b = self._at(t_end - span + (i + 1) * step)
+            dt = b[0] - a[0]
+            if dt <= 0:
+                continue
+            for k in kinds:
+                arrived = (
+                    b[1].get(k, 0) - a[1].get(k, 0) + b[2].get(k, 0) - a[2].get(k, 0)
+                )
+                rates[k].append(max(0.0, arrived / dt))
+        if any(len(v) < self.parts for v in rates.values()):
+            return {}
+        return {k: statistics.median(v) for k, v in rates.items()}
