@@ -718,11 +718,33 @@ class FeatureStore:
         known = {
             (d["name"], d["version"]) for d in docs if d["state"] != "collected"
         } - set(removed["versions"])
+        orphans: dict[str, tuple[str, int]] = {}
         for coll in self._retry(self.db.list_collection_names, "listing collections"):
             parsed = parse_blocks_collection(coll)
             if parsed is None or (name is not None and parsed[0] != name):
                 continue
             if parsed not in known:
+                orphans[coll] = parsed
+        if orphans:
+            # A writer allocates its manifest before it creates a collection, so
+            # a collection that looked orphaned may belong to a version allocated
+            # after the listing above: ask again, now that the collection exists.
+            ids = sorted({version_id(n, v) for n, v in orphans.values()})
+            live = {
+                (d["name"], d["version"])
+                for d in self._retry(
+                    lambda: list(
+                        self.db[VERSIONS].find(
+                            {"_id": {"$in": ids}, "state": {"$ne": "collected"}},
+                            {"name": 1, "version": 1},
+                        )
+                    ),
+                    "checking orphaned collections",
+                )
+            }
+            for coll, parsed in orphans.items():
+                if parsed in live:
+                    continue
                 self._retry(
                     lambda c=coll: self.db.drop_collection(c), f"dropping {coll}"
                 )

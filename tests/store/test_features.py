@@ -251,6 +251,26 @@ def test_concurrent_writers_of_the_same_name(store):
     np.testing.assert_array_equal(store.get_array("cw").compute(), arrays[newest])
 
 
+def test_gc_spares_a_version_allocated_while_it_runs(store):
+    """GC lists manifests, then collections: a write that starts in between
+    has a collection but no manifest in GC's first listing, and must survive."""
+    store.put_array("race", np.zeros((20, 2)), chunks=(10, 2))
+    writer = FeatureStore(store.uri, store.database)
+    x = np.arange(40.0).reshape(20, 2)
+    written = []
+
+    class Interleaved(FeatureStore):
+        def _retry(self, fn, what):
+            out = super()._retry(fn, what)
+            if what == "listing versions" and not written:
+                written.append(writer.put_array("race", x, chunks=(10, 2)))
+            return out
+
+    Interleaved(store.uri, store.database).gc("race")
+    assert written == [2]
+    np.testing.assert_array_equal(store.get_array("race").compute(), x)
+
+
 def test_version_invisible_until_every_block_is_written(store):
     old = np.zeros((40, 2))
     store.put_array("vis", old, chunks=(10, 2))
