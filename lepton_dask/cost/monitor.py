@@ -392,16 +392,18 @@ class CostMonitor(SchedulerPlugin):
         outstanding work (running + queued, from per-prefix durations as Dask's
         Adaptive measures them), work waiting for dependencies and the longest
         such task, task counts, work completed, and the workers with their
-        pools, billing starts and whether they are busy."""
+        pools, billing starts and whether they are busy, and the threads they have."""
         s = self.scheduler
         backlog = {"cpu": 0.0, "gpu": 0.0}
         tasks = {"cpu": 0.0, "gpu": 0.0}
+        threads = 0
         workers = []
         gpu_pools = set()
         for addr, ws in s.workers.items():
             kind = "gpu" if "GPU" in (ws.resources or {}) else "cpu"
             backlog[kind] += ws.occupancy
             tasks[kind] += len(ws.processing)
+            threads += ws.nthreads
             life = self.lives.get(addr)
             if life is not None and kind == "gpu":
                 gpu_pools.add(life.pool)
@@ -436,7 +438,7 @@ class CostMonitor(SchedulerPlugin):
             completed["gpu" if name in gpu_pools else "cpu"] += t.compute_seconds
         return {
             "now": self.now(), "backlog": backlog, "tasks": tasks, "pending": pending,
-            "pending_tail": tail, "completed": completed, "workers": workers,
+            "pending_tail": tail, "completed": completed, "workers": workers, "threads": threads,
             "minimum_billing": self.minimum, "spend_usd": self.snapshot()["spend_usd"],
         }  # fmt: skip
 

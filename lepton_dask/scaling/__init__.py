@@ -1,6 +1,7 @@
 """Cost-aware adaptive scaling: pure policies and the loop that applies them."""
 
 from lepton_dask.scaling.adaptive import CostAwareAdaptive
+from lepton_dask.scaling.model import ErnestModel
 from lepton_dask.scaling.policies import (
     BalancedPolicy,
     BudgetPolicy,
@@ -18,6 +19,7 @@ __all__ = [
     "CostAwareAdaptive",
     "DeadlinePolicy",
     "Decision",
+    "ErnestModel",
     "LocalPoolCluster",
     "PoolSpec",
     "StockAdaptivePolicy",

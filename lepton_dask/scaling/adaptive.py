@@ -23,6 +23,7 @@ from typing import Any
 import dask.config
 from distributed.deploy.adaptive import Adaptive
 
+from lepton_dask.scaling.model import BusyPeriods, ErnestModel
 from lepton_dask.scaling.policies import BalancedPolicy, BudgetPolicy, DeadlinePolicy
 from lepton_dask.scaling.state import (
     ArrivalEstimator,
@@ -91,6 +92,8 @@ class CostAwareAdaptive(Adaptive):
     ):
         self.policy = policy if policy is not None else policy_from_config()
         self.arrivals = ArrivalEstimator(60.0)
+        self.model = ErnestModel()
+        self._periods = BusyPeriods(self.model)
         self.idle_since: float | None = None
         self.busy_since: float | None = None
         self.idle_gaps: deque[float] = deque(maxlen=16)
@@ -158,12 +161,15 @@ class CostAwareAdaptive(Adaptive):
         self.arrivals.observe(
             now, {k: backlog[k] + pending[k] for k in backlog}, st["completed"]
         )
+        threads = st.get("threads", 0.0)
+        self._periods.tick(now, total > 1e-9, threads, sum(st["completed"].values()))
         return ClusterView(
             now=now, pools=self.cluster.pools, workers=workers, backlog=backlog,
             tasks_ready={k: math.ceil(v) for k, v in st["tasks"].items()}, pending=pending,
             pending_tail=st["pending_tail"], arrival_rate=self.arrivals.rate(),
             minimum_billing=st["minimum_billing"], spend_usd=st["spend_usd"],
             idle_since=self.idle_since, busy_since=self.busy_since, idle_gaps=list(self.idle_gaps),
+            throughput_factor=self.model.throughput_factor(total, max(threads, 1.0)),
         )  # fmt: skip
 
     async def adapt(self) -> None:

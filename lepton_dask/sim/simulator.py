@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lepton_dask.scaling.model import BusyPeriods, ErnestModel
 from lepton_dask.scaling.state import (
     ArrivalEstimator,
     ClusterView,
@@ -141,6 +142,8 @@ class Simulator:
         pending_live: dict[float, int] = {}
         completed_work = [0.0, 0.0]
         arrivals = ArrivalEstimator(60.0)
+        model = ErnestModel()
+        periods = BusyPeriods(model)
         run_end_sum = [0.0, 0.0]
         run_count = [0, 0]
         running_at: dict[
@@ -339,10 +342,20 @@ class Simulator:
                     busy_since = now
                 elif total <= 1e-12 and idle_since is None:
                     idle_since = now
+                worker_views = []
+                threads_now = 0.0
+                for w in workers.values():
+                    worker_views.append(
+                        WorkerView(str(w.wid), w.pool.name, w.billed_since, bool(w.running), w.arrived)
+                    )  # fmt: skip
+                    if w.arrived and w.alive:
+                        threads_now += w.pool.threads * w.pool.speed
+                periods.tick(
+                    now, total > 1e-12, threads_now, completed_work[0] + completed_work[1]
+                )  # fmt: skip
                 view = ClusterView(
                     now=now, pools=self.pools,
-                    workers=[WorkerView(str(w.wid), w.pool.name, w.billed_since, bool(w.running), w.arrived)
-                             for w in workers.values()],
+                    workers=worker_views,
                     backlog={"cpu": backlog[0], "gpu": backlog[1]},
                     pending={"cpu": pending_work[0], "gpu": pending_work[1]},
                     arrival_rate=arrivals.rate(),
@@ -350,6 +363,7 @@ class Simulator:
                     tasks_ready={KIND_NAMES[k]: len(ready[k]) + run_count[k] for k in (0, 1)},
                     minimum_billing=self.minimum, spend_usd=spent,
                     idle_since=idle_since, idle_gaps=idle_gaps[-16:], busy_since=busy_since,
+                    throughput_factor=model.throughput_factor(total, max(threads_now, 1.0)),
                 )  # fmt: skip
                 decision = self.policy.decide(view)
                 if len(decisions) < 100_000:

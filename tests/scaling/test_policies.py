@@ -185,3 +185,24 @@ def test_arrival_estimator_needs_history():
     est.observe(0.0, {"cpu": 0.0}, {"cpu": 0.0})
     est.observe(1.0, {"cpu": 100.0}, {"cpu": 0.0})
     assert est.rate() == {}  # one second is no stream
+
+
+def test_ernest_model_fits_and_slows_plans():
+    from lepton_dask.scaling.model import BusyPeriods, ErnestModel
+
+    m = ErnestModel()
+    assert m.throughput_factor(100, 10) == 1.0  # ideal until fitted
+    for n in (1, 2, 4, 8, 16, 32):  # per-worker overhead 0.5 s per worker
+        m.observe(200.0, n, 200.0 / n + 0.5 * n)
+    assert m.predict(200.0, 20) == pytest.approx(200.0 / 20 + 10.0, rel=1e-6)
+    assert m.throughput_factor(200.0, 20) == pytest.approx(10 / 20, rel=1e-6)
+    periods = BusyPeriods(ErnestModel(min_points=1))
+    for t, busy, c in ((0, True, 0.0), (5, True, 20.0), (10, False, 40.0)):
+        periods.tick(float(t), busy, 4.0, c)
+    assert periods.model.obs[-1] == (40.0, 4.0, 10.0)
+    slow = view([], {"cpu": 1200.0}, {"cpu": 1200}, throughput_factor=0.5)
+    fast = view([], {"cpu": 1200.0}, {"cpu": 1200})
+    assert (
+        DeadlinePolicy(deadline=1160.0).decide(slow).targets["cpu"]
+        > DeadlinePolicy(deadline=1160.0).decide(fast).targets["cpu"]
+    )
