@@ -157,6 +157,10 @@ class CostMonitor(SchedulerPlugin):
         self._gpu_groups: set[str] = set()
         self.scaler_last: dict[str, Any] | None = None
         self.scaler_decisions = 0
+        #: spend, spend rate and workers by pool, one sample per flush interval
+        #: (six hours at the default 5 s), for the dashboard's Cost page
+        self.timeline: deque[dict[str, Any]] = deque(maxlen=4320)
+        self.page: str | None = None
 
     # -- configuration -------------------------------------------------------------
     def _validate_rules(self, rules: list) -> list[dict[str, Any]]:
@@ -230,6 +234,13 @@ class CostMonitor(SchedulerPlugin):
         from lepton_dask.cost.metrics import register_monitor
 
         register_monitor(self)
+        if dask.config.get("lepton.cost.dashboard-page", True):
+            try:
+                from lepton_dask.dashboard.cost_page import install
+
+                self.page = install(scheduler)
+            except Exception as e:  # the page is a view; spend is still counted
+                logger.error("could not add the Cost page to the dashboard: %s", e)
 
     def _resume(self) -> dict[str, float]:
         self.ledger.resume(self.run_id)
@@ -445,6 +456,17 @@ class CostMonitor(SchedulerPlugin):
     # -- periodic work ---------------------------------------------------------------
     async def _tick(self) -> None:
         self._sample()
+        snap = self.snapshot()
+        self.timeline.append(
+            {
+                "time": snap["time"],
+                "spend_usd": snap["spend_usd"],
+                "spend_rate_usd_per_hour": snap["spend_rate_usd_per_hour"],
+                "pools": {
+                    p: {"workers": v["workers"]} for p, v in snap["pools"].items()
+                },
+            }
+        )
         self._check_budget()
         await self._flush()
 

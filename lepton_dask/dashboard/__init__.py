@@ -1,0 +1,1 @@
+"""Dashboards: the Cost page in the Dask dashboard, and the Grafana dashboards."""
