@@ -8,13 +8,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup ferretdb system-deps demo test lint format bench bench-quick clean
+.PHONY: help setup ferretdb system-deps demo test lint format bench bench-quick clean dashboards dashboards-check
 
 help:
 	@echo "make demo    run the main job (embedded MongoDB-compatible server + LocalCluster)"
 	@echo "make test    run the whole test suite"
 	@echo "make lint    ruff check + format check"
 	@echo "make bench   run every benchmark (benchmarks/*.py)"
+	@echo "make dashboards        regenerate dashboards/ (Grafana JSON + provisioning)"
+	@echo "make dashboards-check  evaluate every panel's PromQL against a real Prometheus"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +39,15 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+dashboards: $(STAMP)
+	$(BIN)/lepton-dask dashboards write --dir dashboards
+
+# Also part of `make test`: a real Prometheus scrapes a scheduler running work
+# under the scaler, and every panel's query must return data.
+dashboards-check: setup
+	$(BIN)/lepton-dask dashboards check --dir dashboards
+	$(BIN)/python -m pytest tests/dashboard $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lepton_dask tests benchmarks

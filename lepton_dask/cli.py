@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 import dask.config
@@ -174,6 +175,31 @@ def cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- dashboards -------------------------------------------------------------------------
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lepton_dask.dashboard import grafana
+
+    if args.action == "write":
+        for path in grafana.write(args.dir):
+            print(path)
+        return 0
+    stale = [
+        rel
+        for rel, text in grafana.render().items()
+        if not (Path(args.dir) / rel).is_file()
+        or (Path(args.dir) / rel).read_text() != text
+    ]
+    for rel in stale:
+        print(
+            f"{args.dir}/{rel} differs from what lepton-dask generates", file=sys.stderr
+        )
+    if stale:
+        print("run `lepton-dask dashboards write` (make dashboards)", file=sys.stderr)
+    return 1 if stale else 0
+
+
 # -- up --------------------------------------------------------------------------------
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
@@ -292,9 +318,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             policy=BudgetPolicy(usd_per_hour=budget),
             interval=0.5,
         )
-        print(
-            f"cluster: {cluster.scheduler_address}, dashboard {cluster.dashboard_link}"
-        )
+        base = f"http://127.0.0.1:{cluster.scheduler.http_server.port}"
+        print(f"cluster: {cluster.scheduler_address}, dashboard {base}/status")
         print(
             f"scaling: CostAwareAdaptive, budget ${budget:.3f}/hour "
             f"({pool.instance_type} workers at ${pool.usd_per_hour:.3f}/hour each)"
@@ -307,7 +332,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             chunk_rows=max(1, rows // 8),
             progress=True,
         )
-        base = cluster.dashboard_link.rsplit("/", 1)[0]
         snap = monitor.snapshot()
         report.extra["spend"] = (
             f"${snap['spend_usd']:.6f} for run {snap['run_id']} "
@@ -320,10 +344,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"{snap['utilization']:.1%} of paid thread-seconds busy"
         )
         report.extra["scaler"] = scaler_summary(scaler.log, budget)
-        report.extra["metrics"] = f"{base}/metrics (while the cluster runs)"
-        report.extra["dashboard"] = cluster.dashboard_link
-    print(report.summary())
-    return 0 if all(report.checks.values()) else 1
+        alive = "while it runs" if args.serve else "until the demo exits"
+        report.extra["dashboard"] = f"{base}/status ({alive})"
+        report.extra["cost page"] = f"{base}{monitor.page or '/cost'}"
+        report.extra["metrics"] = f"{base}/metrics (Prometheus scrapes this)"
+        report.extra["grafana"] = "dashboards/*.json (deploy/compose provisions them)"
+        print(report.summary())
+        if args.serve:
+            print("serving the dashboard; Ctrl-C stops the cluster", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+        return 0 if all(report.checks.values()) else 1
 
 
 # -- experiment ------------------------------------------------------------------------
@@ -421,11 +453,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     p.set_defaults(func=cmd_up)
 
+    p = sub.add_parser(
+        "dashboards", help="write or check the Grafana dashboards and provisioning"
+    )
+    p.add_argument("action", choices=["write", "check"])
+    p.add_argument("--dir", default="dashboards", help="output folder")
+    p.set_defaults(func=cmd_dashboards)
+
     p = sub.add_parser("demo", help="run the main job end to end")
     p.add_argument("--rows", type=int, default=None, help="rows of the feature matrix")
     p.add_argument("--cols", type=int, default=16, help="columns")
     p.add_argument("--workers", type=int, default=2, help="local worker processes")
     p.add_argument("--quick", action="store_true", help="small sizes")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the cluster (dashboard, Cost page, /metrics) up until Ctrl-C",
+    )
     p.add_argument(
         "--budget",
         type=float,

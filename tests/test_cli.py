@@ -178,6 +178,7 @@ def test_demo_end_to_end(store):
         "spend      : $",
         "utilization:",
         "/metrics",
+        "/cost",
         "logreg",
     ):
         assert line in out.stdout, line

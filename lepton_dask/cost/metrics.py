@@ -108,6 +108,11 @@ METRICS = [
         "Predicted spend in USD until the outstanding work is done",
     ),
     (
+        "lepton_scaler_time_to_deadline_seconds",
+        "gauge",
+        "Seconds left until the deadline policy's deadline",
+    ),
+    (
         "lepton_scaler_infeasible",
         "gauge",
         "1 when the scaler's deadline or budget cannot be met",
@@ -205,6 +210,12 @@ def families(snapshot: dict[str, Any]) -> Iterator:
             value = scaler.get(key)
             yield GaugeMetricFamily(
                 name, docs[name], value=float(value) if value is not None else 0.0
+            )
+        if scaler.get("time_left_s") is not None:
+            yield GaugeMetricFamily(
+                "lepton_scaler_time_to_deadline_seconds",
+                docs["lepton_scaler_time_to_deadline_seconds"],
+                value=float(scaler["time_left_s"]),
             )
         yield GaugeMetricFamily(
             "lepton_scaler_infeasible",

@@ -244,13 +244,16 @@ class _CostAware:
         running_cost = (
             view.spend_rate() * finish / 3600.0 if math.isfinite(finish) else math.inf
         )
-        return Decision(
+        d = Decision(
             targets,
             "; ".join(r for r in reasons if r) or "steady",
             finish,
             cost + running_cost if finish > 0 else cost,
             infeasible,
         )
+        if isinstance(self, DeadlinePolicy):
+            d.detail["time_left_s"] = self.time_left(view)
+        return d
 
 
 class DeadlinePolicy(_CostAware):

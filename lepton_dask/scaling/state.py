@@ -178,6 +178,11 @@ class Decision:
                 "predicted_finish_s": self.predicted_finish_s,
                 "predicted_cost_usd": self.predicted_cost_usd,
                 "infeasible": self.infeasible,
+                **(
+                    {"time_left_s": self.detail["time_left_s"]}
+                    if "time_left_s" in self.detail
+                    else {}
+                ),
             },
         )
 
