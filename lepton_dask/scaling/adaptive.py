@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from typing import Any
 
 import dask.config
 from distributed.deploy.adaptive import Adaptive
 
-from lepton_dask.scaling.model import BusyPeriods, ErnestModel
 from lepton_dask.scaling.policies import BalancedPolicy, BudgetPolicy, DeadlinePolicy
 from lepton_dask.scaling.state import (
-    ArrivalEstimator,
     ClusterView,
     Decision,
+    ViewBuilder,
     WorkerView,
     releasable,
 )
@@ -91,12 +89,7 @@ class CostAwareAdaptive(Adaptive):
         **kwargs: Any,
     ):
         self.policy = policy if policy is not None else policy_from_config()
-        self.arrivals = ArrivalEstimator(60.0)
-        self.model = ErnestModel()
-        self._periods = BusyPeriods(self.model)
-        self.idle_since: float | None = None
-        self.busy_since: float | None = None
-        self.idle_gaps: deque[float] = deque(maxlen=16)
+        self.views = ViewBuilder()
         self.last: Decision | None = None
         if interval is None:
             interval = dask.config.get("lepton.scaling.interval")
@@ -123,54 +116,20 @@ class CostAwareAdaptive(Adaptive):
     async def view(self) -> ClusterView:
         """The state to decide from (scheduler state + pending launches)."""
         st = await self.scheduler.lepton_scaler_state()
-        now = st["now"]
-        workers = [
-            WorkerView(
-                w["name"],
-                w["pool"],
-                w["billed_since"],
-                w["busy"],
-                True,
-                w.get("holds_data", False),
-            )
-            for w in st["workers"]
-        ]
-        arrived = {w.name for w in workers}
+        arrived = {str(w["name"]) for w in st["workers"]}
         launched = self.cluster.launch_times()
-        for name in self.cluster.worker_spec:
-            if str(name) not in arrived:
-                workers.append(
-                    WorkerView(
-                        str(name),
-                        self.cluster.pool_of(name),
-                        launched.get(name, now),
-                        False,
-                        False,
-                    )
-                )
-        backlog, pending = st["backlog"], st["pending"]
-        total = sum(backlog.values()) + sum(pending.values())
-        if total > 1e-9 and self.idle_since is not None:
-            self.idle_gaps.append(now - self.idle_since)
-            self.idle_since = None
-            self.busy_since = now
-        elif total <= 1e-9 and self.idle_since is None:
-            self.idle_since = now
-        if self.busy_since is None and total > 1e-9:
-            self.busy_since = now
-        self.arrivals.observe(
-            now, {k: backlog[k] + pending[k] for k in backlog}, st["completed"]
-        )
-        threads = st.get("threads", 0.0)
-        self._periods.tick(now, total > 1e-9, threads, sum(st["completed"].values()))
-        return ClusterView(
-            now=now, pools=self.cluster.pools, workers=workers, backlog=backlog,
-            tasks_ready={k: math.ceil(v) for k, v in st["tasks"].items()}, pending=pending,
-            pending_tail=st["pending_tail"], arrival_rate=self.arrivals.rate(),
-            minimum_billing=st["minimum_billing"], spend_usd=st["spend_usd"],
-            idle_since=self.idle_since, busy_since=self.busy_since, idle_gaps=list(self.idle_gaps),
-            throughput_factor=self.model.throughput_factor(total, max(threads, 1.0)),
-        )  # fmt: skip
+        pending = [
+            WorkerView(
+                str(name),
+                self.cluster.pool_of(name),
+                launched.get(name, st["now"]),
+                False,
+                False,
+            )
+            for name in self.cluster.worker_spec
+            if str(name) not in arrived
+        ]
+        return self.views.build(st, self.cluster.pools, pending)
 
     async def adapt(self) -> None:
         if self._adapting:

@@ -320,3 +320,68 @@ class ArrivalEstimator:
         if any(len(v) < self.parts for v in rates.values()):
             return {}
         return {k: statistics.median(v) for k, v in rates.items()}
+
+
+class ViewBuilder:
+    """Turns the scheduler's ``lepton_scaler_state`` into a :class:`ClusterView`,
+    keeping what a view needs from earlier ones: the arrival rate, idle gaps,
+    the start of the busy period and the online Ernest model.
+
+    Used by :class:`~lepton_dask.scaling.adaptive.CostAwareAdaptive` and by the
+    Kubernetes scaler (``lepton_dask.deploy.k8s_scaler``): one way to see a
+    cluster, whatever applies the decision.
+    """
+
+    def __init__(self) -> None:
+        from lepton_dask.scaling.model import BusyPeriods, ErnestModel
+
+        self.arrivals = ArrivalEstimator(60.0)
+        self.model = ErnestModel()
+        self._periods = BusyPeriods(self.model)
+        self.idle_since: float | None = None
+        self.busy_since: float | None = None
+        self.idle_gaps: list[float] = []
+
+    def build(
+        self,
+        st: dict[str, Any],
+        pools: dict[str, PoolSpec],
+        pending_workers: list[WorkerView] = (),
+    ) -> ClusterView:
+        """``st``: the scheduler's state; ``pending_workers``: launched but not
+        arrived yet (billed from their launch)."""
+        now = st["now"]
+        workers = [
+            WorkerView(
+                str(w["name"]),
+                w["pool"],
+                w["billed_since"],
+                w["busy"],
+                True,
+                w.get("holds_data", False),
+            )
+            for w in st["workers"]
+        ] + list(pending_workers)
+        backlog, pending = st["backlog"], st["pending"]
+        total = sum(backlog.values()) + sum(pending.values())
+        if total > 1e-9 and self.idle_since is not None:
+            self.idle_gaps = [*self.idle_gaps, now - self.idle_since][-16:]
+            self.idle_since = None
+            self.busy_since = now
+        elif total <= 1e-9 and self.idle_since is None:
+            self.idle_since = now
+        if self.busy_since is None and total > 1e-9:
+            self.busy_since = now
+        self.arrivals.observe(
+            now, {k: backlog[k] + pending[k] for k in backlog}, st["completed"]
+        )
+        threads = st.get("threads", 0.0)
+        self._periods.tick(now, total > 1e-9, threads, sum(st["completed"].values()))
+        return ClusterView(
+            now=now, pools=pools, workers=workers, backlog=backlog,
+            tasks_ready={k: math.ceil(v) for k, v in st["tasks"].items()}, pending=pending,
+            pending_tail=st["pending_tail"], arrival_rate=self.arrivals.rate(),
+            minimum_billing=st["minimum_billing"], spend_usd=st["spend_usd"],
+            idle_since=self.idle_since, busy_since=self.busy_since, idle_gaps=list(self.idle_gaps),
+            throughput_factor=self.model.throughput_factor(total, max(threads, 1.0)),
+        )  # fmt: skip

@@ -84,15 +84,19 @@ def test_budget_is_respected_at_every_moment():
         )
         futures = client.map(sleep, range(30), pure=False)
         peak = 0.0
+        most = 0
         while not all(f.done() for f in futures):
             peak = max(
                 peak,
                 monitor.snapshot()["spend_rate_usd_per_hour"],
                 len(c.worker_spec) * price,
             )
+            most = max(most, c.pool_counts()["cpu"])
             time.sleep(0.05)
         assert 0 < peak <= cap
-        assert c.pool_counts()["cpu"] == 3
+        # the budget buys exactly three workers (once the work is done the
+        # scaler may already be retiring them, so look at the run, not the end)
+        assert most == 3
 
 
 def test_gpu_tasks_grow_the_gpu_pool():
