@@ -177,26 +177,51 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 # -- dashboards -------------------------------------------------------------------------
 def cmd_dashboards(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from lepton_dask.dashboard import grafana
 
-    if args.action == "write":
-        for path in grafana.write(args.dir):
+    return _write_or_check(grafana.render(), args.dir, args.action, "dashboards")
+
+
+# -- deploy ------------------------------------------------------------------------------
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from lepton_dask.deploy import kubernetes
+
+    return _write_or_check(
+        kubernetes.render(), args.dir, args.action, "deploy kubernetes"
+    )
+
+
+def cmd_k8s_scaler(args: argparse.Namespace) -> int:  # pragma: no cover - needs k8s
+    from lepton_dask.deploy import k8s_scaler
+
+    return k8s_scaler.main(args)
+
+
+def _write_or_check(
+    files: dict[str, str], directory: str, action: str, cmd: str
+) -> int:
+    from pathlib import Path
+
+    if action == "write":
+        for rel, text in files.items():
+            path = Path(directory) / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
             print(path)
         return 0
     stale = [
         rel
-        for rel, text in grafana.render().items()
-        if not (Path(args.dir) / rel).is_file()
-        or (Path(args.dir) / rel).read_text() != text
+        for rel, text in files.items()
+        if not (Path(directory) / rel).is_file()
+        or (Path(directory) / rel).read_text() != text
     ]
     for rel in stale:
         print(
-            f"{args.dir}/{rel} differs from what lepton-dask generates", file=sys.stderr
+            f"{directory}/{rel} differs from what lepton-dask generates",
+            file=sys.stderr,
         )
     if stale:
-        print("run `lepton-dask dashboards write` (make dashboards)", file=sys.stderr)
+        print(f"run `lepton-dask {cmd} write`", file=sys.stderr)
     return 1 if stale else 0
 
 
@@ -459,6 +484,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["write", "check"])
     p.add_argument("--dir", default="dashboards", help="output folder")
     p.set_defaults(func=cmd_dashboards)
+
+    p = sub.add_parser(
+        "deploy", help="write or check the generated Kubernetes manifests"
+    )
+    p.add_argument("target", choices=["kubernetes"])
+    p.add_argument("action", choices=["write", "check"])
+    p.add_argument("--dir", default="deploy/kubernetes", help="output folder")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser(
+        "k8s-scaler",
+        help="apply the cost-aware policy (lepton.scaling.*) to dask-kubernetes worker groups",
+    )
+    p.add_argument("--scheduler", required=True, help="tcp://host:8786")
+    p.add_argument("--namespace", default="default")
+    p.add_argument(
+        "--groups", required=True, help="YAML list of worker groups (see deploy/)"
+    )
+    p.add_argument("--interval", default="10s", help="between decisions")
+    p.add_argument("--api-server", default=None, help="default: in-cluster")
+    p.add_argument("--token-file", default=None, help="bearer token (out of cluster)")
+    p.add_argument("--ca-file", default=None, help="API server CA (out of cluster)")
+    p.set_defaults(func=cmd_k8s_scaler)
 
     p = sub.add_parser("demo", help="run the main job end to end")
     p.add_argument("--rows", type=int, default=None, help="rows of the feature matrix")

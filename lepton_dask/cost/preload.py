@@ -1,6 +1,9 @@
-"""Worker preload: ``dask worker --preload lepton_dask.cost.preload SCHEDULER``.
+"""Preload for ``dask scheduler`` and ``dask worker``:
+``--preload lepton_dask.cost.preload``.
 
-Declares the worker's instance type, pricing class and pool to the
+The scheduler gets the CostMonitor (ledger, ``/metrics``, Cost page).
+
+A worker declares its instance type, pricing class and pool to the
 CostMonitor from the environment variables ``LEPTON_INSTANCE_TYPE``,
 ``LEPTON_PRICING`` (default on-demand) and ``LEPTON_POOL`` (default: the
 instance type), e.g. in a Kubernetes worker-group spec.
@@ -30,10 +33,24 @@ def declaration_from_env(environ=os.environ) -> dict | None:
     }
 
 
-def dask_setup(worker) -> None:
-    """Called by ``dask worker`` before the worker registers."""
-    from lepton_dask.cost.monitor import Declaration
+def dask_setup(server) -> None:
+    """Called by ``dask worker`` (before the worker registers) or ``dask
+    scheduler`` (before it starts).
 
+    On a scheduler it adds the :class:`CostMonitor` (ledger in the store that
+    ``LEPTON_MONGO_URI`` / ``lepton.store.uri`` names, budgets from
+    ``lepton.cost.*``), which also serves the dashboard's Cost page and the
+    ``lepton_*`` metrics. On a worker it declares instance type, pricing and
+    pool from the environment.
+    """
+    from distributed import Scheduler
+
+    from lepton_dask.cost.monitor import CostMonitor, Declaration
+
+    if isinstance(server, Scheduler):
+        if not any(isinstance(p, CostMonitor) for p in server.plugins.values()):
+            server.add_plugin(CostMonitor())
+        return
     decl = declaration_from_env()
     if decl is not None:
-        worker.startup_information["lepton"] = Declaration(**decl)
+        server.startup_information["lepton"] = Declaration(**decl)

@@ -13,7 +13,6 @@ re-imports.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -291,13 +290,3 @@ def render() -> dict[str, str]:
         )
     return out
 
-
-def write(directory: str | Path) -> list[Path]:
-    """Write the dashboards and provisioning files under ``directory``."""
-    written = []
-    for rel, text in render().items():
-        path = Path(directory) / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
-    return written
