@@ -14,10 +14,18 @@ from collections.abc import Iterator
 
 import dask
 import pytest
+from hypothesis import settings as _hsettings
 
 import lepton_dask  # noqa: F401  (config defaults)
 from lepton_dask.store import EmbeddedServer, FeatureStore
 from lepton_dask.store._uri import close_clients
+
+# CI runs on a clean clone every time: derandomized examples make a failure
+# reproducible (the same examples on every run); HYPOTHESIS_PROFILE=explore
+# searches afresh.
+_hsettings.register_profile("ci", derandomize=True, deadline=None)
+_hsettings.register_profile("explore", deadline=None)
+_hsettings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

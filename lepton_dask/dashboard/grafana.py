@@ -289,4 +289,3 @@ def render() -> dict[str, str]:
             + (yaml.safe_dump(doc, sort_keys=False))
         )
     return out
-

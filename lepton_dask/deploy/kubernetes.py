@@ -432,4 +432,3 @@ def render(spec: DeploySpec | None = None) -> dict[str, str]:
         name: HEADER + yaml.safe_dump_all(docs, sort_keys=False)
         for name, docs in manifests(spec).items()
     }
-

@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import pymongo.database
+import pymongo.errors
 
 from lepton_dask.store._uri import (
+    AUTH_CODES,
     CONNECTION_ERRORS,
+    auth_failed,
     get_client,
     redact_uri,
     unavailable,
@@ -60,6 +63,10 @@ class StoreSpec:
         while True:
             try:
                 return fn()
+            except pymongo.errors.OperationFailure as exc:
+                if exc.code in AUTH_CODES:
+                    raise auth_failed(self.uri, exc, what) from None
+                raise
             except CONNECTION_ERRORS as exc:
                 if time.monotonic() + delay > deadline:
                     raise unavailable(self.uri, exc, self.timeout) from None

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 import pymongo
 import pymongo.errors
 
-from lepton_dask.store.errors import StoreUnavailableError
+from lepton_dask.store.errors import StoreAuthError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,27 @@ def unavailable(uri: str, exc: BaseException, timeout: float) -> StoreUnavailabl
     return StoreUnavailableError(
         f"MongoDB server at {redact_uri(uri)} is unreachable "
         f"(gave up after {timeout:g} s): {reason}"
+    )
+
+
+#: AuthenticationFailed, Unauthorized
+AUTH_CODES = (18, 13)
+
+
+def auth_failed(uri: str, exc: BaseException, what: str) -> StoreAuthError:
+    """The error raised when the server refuses the credentials.
+
+    >>> e = auth_failed("mongodb://u:pw@h:1/?authSource=admin", OSError("x"), "listing")
+    >>> "pw" in str(e), "u:***@h:1" in str(e)
+    (False, True)
+    """
+    code = getattr(exc, "code", None)
+    if code == 13:
+        reason = "the user is not allowed to do this (or no credentials were given)"
+    else:
+        reason = "authentication failed: check the user name, password and authSource"
+    return StoreAuthError(
+        f"{what}: MongoDB server at {redact_uri(uri)} refused access: {reason}"
     )
 
 

@@ -14,6 +14,13 @@ class StoreUnavailableError(StoreError, ConnectionError):
     """
 
 
+class StoreAuthError(StoreError, PermissionError):
+    """The server refused the credentials (or the user may not do this).
+
+    The message names the server's URI with the password redacted.
+    """
+
+
 class CorruptBlockError(StoreError):
     """A stored block failed verification (checksum, size, dtype or parts).
 

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from typing import Any
+from urllib.parse import quote_plus
 
 import dask.config
 import pymongo
@@ -209,6 +210,7 @@ class EmbeddedServer:
         detach: bool = False,
         extra_args: tuple[str, ...] | list[str] = (),
         start_timeout: float | None = None,
+        auth: tuple[str, str] | None = None,
     ):
         self.data_dir = os.path.abspath(data_dir or default_data_dir())
         if binary:
@@ -229,6 +231,12 @@ class EmbeddedServer:
         )
         self.proc: subprocess.Popen | None = None
         self.uri: str | None = None
+        if auth is not None and self.kind != "ferretdb":
+            raise ValueError(
+                "auth= sets up a SCRAM user on the embedded FerretDB; for mongod, "
+                "create the user yourself and start it with --auth in extra_args"
+            )
+        self.auth = auth
 
     # -- lifecycle ---------------------------------------------------------------
     def _command(self, port: int) -> list[str]:
@@ -257,6 +265,15 @@ class EmbeddedServer:
             "--telemetry=disable",
             f"--state-dir={dbpath}",
             "--log-level=warn",
+            *(
+                [
+                    "--test-enable-new-auth",
+                    "--setup-database=admin",
+                    f"--setup-username={self.auth[0]}",
+                ]
+                if self.auth
+                else []
+            ),
             *self.extra_args,
         ]
 
@@ -314,6 +331,12 @@ class EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 pass_fds=(lock_fd,),
+                # the password goes by environment, never on the command line
+                env=(
+                    {**os.environ, "FERRETDB_SETUP_PASSWORD": self.auth[1]}
+                    if self.auth
+                    else None
+                ),
                 start_new_session=self.detach,
                 preexec_fn=None if self.detach else _set_pdeathsig,
             )
@@ -330,6 +353,9 @@ class EmbeddedServer:
             if ping(uri, timeout=0.5):
                 self.port = port
                 self.uri = uri
+                if self.auth:
+                    user, password = (quote_plus(v) for v in self.auth)
+                    self.uri = f"mongodb://{user}:{password}@{self.host}:{port}/?authSource=admin"
                 return
             time.sleep(0.05)
         self._terminate()
@@ -341,7 +367,9 @@ class EmbeddedServer:
     def _write_state(self) -> None:
         state = {
             "pid": self.proc.pid,
-            "uri": self.uri,
+            # never the password: clients of an auth server bring their own
+            "uri": redact_uri(self.uri) if self.auth else self.uri,
+            "auth": bool(self.auth),
             "kind": self.kind,
             "binary": self.binary,
             "data_dir": self.data_dir,
