@@ -80,8 +80,16 @@ class LocalPoolCluster(SpecCluster):
         host: str = "127.0.0.1",
         dashboard_address: str | None = None,
         silence_logs: int | bool = logging.WARNING,
+        security: Any = None,
         **kwargs: Any,
     ):
+        from distributed.security import Security
+
+        if security is None:  # distributed.comm.tls.* and require-encryption
+            security = Security()
+        elif security is True:
+            security = Security.temporary()
+        self._security_opts = security
         if not pools:
             raise ValueError("LocalPoolCluster needs at least one pool")
         self.pools = {p.name: p for p in pools}
@@ -109,7 +117,10 @@ class LocalPoolCluster(SpecCluster):
             "host": host,
             **(scheduler_options or {}),
         }
-        if not processes:
+        sched_opts.setdefault("security", security)
+        if security.require_encryption:
+            sched_opts["protocol"] = "tls"
+        elif not processes:
             sched_opts.setdefault("protocol", "tcp")
         workers = {}
         for name, n in minimum.items():
@@ -122,6 +133,7 @@ class LocalPoolCluster(SpecCluster):
             scheduler={"cls": Scheduler, "options": sched_opts},
             worker=self._worker(first.name, delay=True, name_only=False)[1],
             silence_logs=silence_logs,
+            security=security,
             **kwargs,
         )
         self._preempt_task = None
@@ -137,6 +149,7 @@ class LocalPoolCluster(SpecCluster):
                 p.instance_type, p.pricing, p.name
             ),
             "startup_delay": p.startup_s if delay else 0.0,
+            "security": self._security_opts,
         }
         if p.kind == "gpu":
             opts["resources"] = {"GPU": 1}

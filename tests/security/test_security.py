@@ -225,3 +225,39 @@ def test_planted_password_appears_nowhere(auth_server, caplog, tmp_path):
     assert not found, f"the password leaked into: {found}"
     # and the redacted form is what shows where a URI is shown
     assert any(re.search(r"alice:\*\*\*@127\.0\.0\.1", t) for _, t in texts)
+
+
+@pytest.mark.timeout(120)
+def test_cluster_uses_dasks_tls_configuration(tmp_path):
+    """`lepton-dask up --allow-remote` relies on distributed.comm.tls.*: with
+    require-encryption the pools' scheduler and workers speak tls:// only."""
+    from distributed.security import Security
+
+    from lepton_dask.scaling import LocalPoolCluster, PoolSpec
+
+    certs = _certs(tmp_path)
+    # one certificate for every role (a real deployment has one per role)
+    both = {"cert": certs["cert"], "key": certs["key"]}
+    cfg = {
+        "distributed.comm.require-encryption": True,
+        "distributed.comm.tls.ca-file": certs["ca"],
+        "distributed.comm.tls.scheduler": both,
+        "distributed.comm.tls.worker": both,
+        "distributed.comm.tls.client": both,
+    }
+    with dask.config.set(cfg):
+        with (
+            LocalPoolCluster(
+                [PoolSpec("cpu", max_workers=1)], minimum={"cpu": 1}, processes=False
+            ) as cluster,
+            Client(cluster, security=Security()) as client,
+        ):
+            assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+            assert client.submit(lambda v: v + 1, 1).result() == 2
+            # a client speaking plain TCP to the TLS port gets nowhere
+            plain = cluster.scheduler_address.replace("tls://", "tcp://")
+            with dask.config.set({"distributed.comm.require-encryption": False}):
+                with pytest.raises((OSError, TimeoutError)):
+                    Client(
+                        plain, timeout="3s", security=Security(require_encryption=False)
+                    )
