@@ -9,6 +9,7 @@ from lepton_dask.store import (
     StoreAuthError,
     StoreError,
     StoreUnavailableError,
+    StoreWriteError,
     VersionGoneError,
     redact_uri,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "StoreAuthError",
     "StoreError",
     "StoreUnavailableError",
+    "StoreWriteError",
     "VersionGoneError",
     "__version__",
     "redact_uri",

@@ -8,6 +8,7 @@ from lepton_dask.store.errors import (
     StoreAuthError,
     StoreError,
     StoreUnavailableError,
+    StoreWriteError,
     VersionGoneError,
 )
 from lepton_dask.store.features import FeatureStore
@@ -22,6 +23,7 @@ __all__ = [
     "StoreAuthError",
     "StoreError",
     "StoreUnavailableError",
+    "StoreWriteError",
     "VersionGoneError",
     "redact_uri",
     "resolve_uri",

@@ -8,7 +8,12 @@ import numpy as np
 import pymongo.errors
 
 from lepton_dask.store._spec import StoreSpec
-from lepton_dask.store.errors import CorruptBlockError, VersionGoneError
+from lepton_dask.store._uri import redact_uri
+from lepton_dask.store.errors import (
+    CorruptBlockError,
+    StoreWriteError,
+    VersionGoneError,
+)
 from lepton_dask.store.layout import (
     VERSIONS,
     BlockCheckError,
@@ -56,8 +61,28 @@ def write_block(
                 doc = docs[err["index"]]
                 coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
-    spec.retry(insert, f"writing block {tuple(index)} of {name!r}")
+    try:
+        spec.retry(insert, f"writing block {tuple(index)} of {name!r}")
+    except (pymongo.errors.OperationFailure, pymongo.errors.BulkWriteError) as e:
+        raise refused_write(spec, e, name, version, index) from None
     return int(block.nbytes)
+
+
+def refused_write(
+    spec: StoreSpec, exc: BaseException, name: str, version: int, index: Sequence[int]
+) -> StoreWriteError:
+    """The error for a write the server refused, naming what and where."""
+    details = getattr(exc, "details", None) or {}
+    errs = details.get("writeErrors") or [details]
+    msg = str(errs[0].get("errmsg") or exc) if errs else str(exc)
+    if len(msg) > 240:
+        msg = msg[:240] + "..."
+    return StoreWriteError(
+        f"the server at {redact_uri(spec.uri)} refused the write of block "
+        f"{tuple(index)} of array {name!r} version {version} (disk full, quota "
+        f"or read-only?): {msg}. Nothing was published; the previous version "
+        "is still the one readers see"
+    )
 
 
 def read_block(

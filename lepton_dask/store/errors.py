@@ -21,6 +21,13 @@ class StoreAuthError(StoreError, PermissionError):
     """
 
 
+class StoreWriteError(StoreError):
+    """The server refused a write (disk full, quota, read-only, ...).
+
+    Nothing is published: the previous version stays the one readers see.
+    """
+
+
 class CorruptBlockError(StoreError):
     """A stored block failed verification (checksum, size, dtype or parts).
 

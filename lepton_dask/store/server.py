@@ -211,6 +211,7 @@ class EmbeddedServer:
         extra_args: tuple[str, ...] | list[str] = (),
         start_timeout: float | None = None,
         auth: tuple[str, str] | None = None,
+        file_size_limit: int | None = None,
     ):
         self.data_dir = os.path.abspath(data_dir or default_data_dir())
         if binary:
@@ -237,6 +238,9 @@ class EmbeddedServer:
                 "create the user yourself and start it with --auth in extra_args"
             )
         self.auth = auth
+        # fault injection: the server's files may not grow past this many bytes
+        # (RLIMIT_FSIZE), so writes fail as they would on a full disk
+        self.file_size_limit = file_size_limit
 
     # -- lifecycle ---------------------------------------------------------------
     def _command(self, port: int) -> list[str]:
@@ -338,7 +342,7 @@ class EmbeddedServer:
                     else None
                 ),
                 start_new_session=self.detach,
-                preexec_fn=None if self.detach else _set_pdeathsig,
+                preexec_fn=self._preexec,
             )
         finally:
             log.close()
@@ -363,6 +367,15 @@ class EmbeddedServer:
             f"{self.kind} did not answer ping at {uri} within "
             f"{self.start_timeout:g} s; last log lines:\n{_tail(log_path)}"
         )
+
+    def _preexec(self) -> None:
+        if not self.detach:
+            _set_pdeathsig()
+        if self.file_size_limit is not None:
+            import resource
+
+            lim = int(self.file_size_limit)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (lim, lim))
 
     def _write_state(self) -> None:
         state = {
