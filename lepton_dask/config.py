@@ -30,7 +30,14 @@ def get_timedelta(key: str) -> float:
     """
     from dask.utils import parse_timedelta
 
-    return float(parse_timedelta(dask.config.get(key), default="seconds"))
+    value = dask.config.get(key)
+    try:
+        return float(parse_timedelta(value, default="seconds"))
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"{key} must be a duration (seconds or e.g. '5s', '10 minutes'), "
+            f"got {value!r}"
+        ) from e
 
 
 def get_bytes(key: str) -> int:
@@ -42,4 +49,9 @@ def get_bytes(key: str) -> int:
     from dask.utils import parse_bytes
 
     value = dask.config.get(key)
-    return int(value) if isinstance(value, int) else int(parse_bytes(value))
+    try:
+        return int(value) if isinstance(value, int) else int(parse_bytes(value))
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"{key} must be a size (bytes or e.g. '12 MiB'), got {value!r}"
+        ) from e

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import threading
+import warnings
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import pymongo
@@ -100,13 +101,29 @@ def get_client(uri: str, timeout: float) -> pymongo.MongoClient:
         client = _clients.get(key)
         if client is None:
             ms = max(1, int(timeout * 1000))
-            client = pymongo.MongoClient(
-                uri,
-                serverSelectionTimeoutMS=ms,
-                connectTimeoutMS=ms,
-                appname="lepton-dask",
-                connect=False,
-            )
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                try:
+                    client = pymongo.MongoClient(
+                        uri,
+                        serverSelectionTimeoutMS=ms,
+                        connectTimeoutMS=ms,
+                        appname="lepton-dask",
+                        connect=False,
+                    )
+                except (pymongo.errors.ConfigurationError, ValueError, TypeError) as e:
+                    raise ValueError(
+                        f"invalid MongoDB URI {redact_uri(uri)!r}: "
+                        f"{str(e).replace(uri, redact_uri(uri))}"
+                    ) from None
+            # pymongo drops an option it cannot parse with a warning (tls=maybe
+            # would silently mean no TLS): refuse the URI instead
+            bad = [str(w.message) for w in seen if issubclass(w.category, UserWarning)]
+            if bad:
+                client.close()
+                raise ValueError(
+                    f"invalid MongoDB URI {redact_uri(uri)!r}: {'; '.join(bad)}"
+                )
             _clients[key] = client
     return client
 

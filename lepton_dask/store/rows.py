@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import operator
 import uuid
 from collections.abc import Sequence
@@ -137,9 +138,9 @@ def docs_to_array(
     try:
         rows = [get(d) for d in docs]
         arr = np.array(rows if f > 1 else [(r,) for r in rows])
-        if arr.dtype.kind in "biuf" and arr.shape == (n, f):
+        if arr.shape == (n, f) and _casts_exactly(arr, dtype):
             return arr.astype(dtype, copy=False)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         pass
     # Slow path: find and name the offending document, or fill NaN.
     out = np.empty((n, f), dtype=dtype)
@@ -162,8 +163,59 @@ def docs_to_array(
                     f"{where}: document _id={d.get('_id')!r} has non-numeric field "
                     f"{name!r} ({v!r:.40}, {type(v).__name__})"
                 )
+            problem = _unrepresentable(v, dtype)
+            if problem:
+                raise ValueError(
+                    f"{where}: document _id={d.get('_id')!r} field {name!r} holds "
+                    f"{v!r:.40}, which {problem} {dtype}"
+                )
             out[i, j] = v
     return out
+
+
+def _casts_exactly(arr: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether ``arr.astype(dtype)`` keeps every value (the fast path's test).
+
+    Floats into floats round as numpy does; into integers only integral
+    values in range are kept; anything else takes the slow path, which names
+    the offending document.
+    """
+    if arr.dtype.kind not in "biuf":
+        return False
+    if dtype.kind == "f" or arr.dtype.kind == "b":
+        return True
+    if dtype.kind == "b":
+        return False
+    info = np.iinfo(dtype)
+    if arr.size == 0:
+        return True
+    if arr.dtype.kind == "f" and not (
+        np.isfinite(arr).all() and (arr == np.trunc(arr)).all()
+    ):
+        return False
+    return bool(arr.min() >= info.min and arr.max() <= info.max) and (
+        arr.dtype.kind != "f" or float(arr.max()) < 2.0**63
+    )
+
+
+def _unrepresentable(v: Any, dtype: np.dtype) -> str:
+    """Why ``v`` cannot be stored in ``dtype`` exactly ('' when it can)."""
+    if dtype.kind == "f":
+        try:
+            float(v)
+        except OverflowError:
+            return "is too large for"
+        return ""
+    if dtype.kind == "b":
+        return "" if isinstance(v, bool | np.bool_) else "is not a boolean for"
+    if isinstance(v, float | np.floating):
+        if not math.isfinite(v) or v != int(v):
+            return "is not an integer, as needed by"
+        v = int(v)
+    info = np.iinfo(dtype)
+    if not info.min <= int(v) <= info.max:
+        return "is out of the range of"
+    return ""
 
 
 def _read_range(
