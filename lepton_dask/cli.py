@@ -273,23 +273,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     ) as cluster:
         if args.adaptive:
             cluster.adapt(Adaptive=CostAwareAdaptive)
+        http = (
+            f"http://{args.host}:{cluster.scheduler.http_server.port}"
+            if dashboard
+            else None
+        )
         lines = [
             "lepton-dask is up (stop with Ctrl-C)",
             f"  scheduler : {cluster.scheduler_address}",
-            f"  dashboard : {cluster.dashboard_link if dashboard else 'off'}",
+            f"  dashboard : {http + '/status' if http else 'off'}",
             f"  mongodb   : {redact_uri(store.uri)} (database {store.database})",
             f"  workers   : {args.workers} x {args.threads} thread(s)"
             + (" (CostAwareAdaptive)" if args.adaptive else ""),
         ]
-        if dashboard:
-            lines.append(
-                f"  metrics   : {cluster.dashboard_link.rsplit('/', 1)[0]}/metrics"
-            )
+        if http:
+            lines.append(f"  cost page : {http}{monitor.page or '/cost'}")
+            lines.append(f"  metrics   : {http}/metrics")
         lines += [
             f"  cost run  : {monitor.run_id}",
             f"connect from a notebook: Client({cluster.scheduler_address!r})",
             f"LEPTON_SCHEDULER={cluster.scheduler_address}",
             f"LEPTON_MONGO_URI_REDACTED={redact_uri(store.uri)}",
+            *([f"LEPTON_METRICS={http}/metrics"] if http else []),
         ]
         for line in lines:
             print(line, flush=True)

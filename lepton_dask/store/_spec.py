@@ -26,6 +26,25 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: WriteConflict, Interrupted, InterruptedAtShutdown, InterruptedDueToReplStateChange,
+#: NotWritablePrimary, ShutdownInProgress, PrimarySteppedDown, ...
+_TRANSIENT_CODES = {112, 11600, 11601, 11602, 10107, 91, 189, 13435, 13436}
+
+
+def transient(exc: pymongo.errors.OperationFailure) -> bool:
+    """A server error worth retrying: MongoDB's retryable labels and codes, and
+    SQLite's "database is locked" under FerretDB (concurrent writers).
+
+    >>> transient(pymongo.errors.OperationFailure("database is locked (5) (SQLITE_BUSY)", 1))
+    True
+    >>> transient(pymongo.errors.OperationFailure("disk I/O error (778)", 1))
+    False
+    """
+    if exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError"):
+        return True
+    return "SQLITE_BUSY" in str(exc)
+
+
 @dataclass(frozen=True)
 class StoreSpec:
     """Connection settings shipped inside tasks (small, picklable).
@@ -66,7 +85,11 @@ class StoreSpec:
             except pymongo.errors.OperationFailure as exc:
                 if exc.code in AUTH_CODES:
                     raise auth_failed(self.uri, exc, what) from None
-                raise
+                if not transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                logger.info("%s: transient server error (%s), retrying", what, exc.code)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
             except CONNECTION_ERRORS as exc:
                 if time.monotonic() + delay > deadline:
                     raise unavailable(self.uri, exc, self.timeout) from None
