@@ -51,18 +51,18 @@ def raw_limit(uri: str, clients: int, iterations: int, rows: int, cols: int) -> 
         rng = np.random.default_rng(cid)
         for i in range(iterations):
             x = rng.standard_normal((rows, cols))
-            parts = np.array_split(x, 4)
+            docs = [
+                {"c": cid, "i": i, "p": p, "data": b.tobytes()}
+                for p, b in enumerate(np.array_split(x, 4))
+            ]
             t0 = time.perf_counter()
-            coll.delete_many({"c": cid})
-            coll.insert_many(
-                [
-                    {"c": cid, "i": i, "p": p, "data": b.tobytes()}
-                    for p, b in enumerate(parts)
-                ]
-            )
+            retry(lambda: coll.delete_many({"c": cid}))
+            retry(lambda d=docs: coll.insert_many([dict(x) for x in d]))
             t1 = time.perf_counter()
-            docs = sorted(coll.find({"c": cid}), key=lambda d: d["p"])
-            y = np.frombuffer(b"".join(d["data"] for d in docs)).reshape(rows, cols)
+            got = sorted(
+                retry(lambda: list(coll.find({"c": cid}))), key=lambda d: d["p"]
+            )
+            y = np.frombuffer(b"".join(d["data"] for d in got)).reshape(rows, cols)
             t2 = time.perf_counter()
             assert np.array_equal(x, y)
             lat.extend([(t1 - t0) * 1e3, (t2 - t1) * 1e3])
@@ -82,6 +82,31 @@ def raw_limit(uri: str, clients: int, iterations: int, rows: int, cols: int) -> 
     }
 
 
+def scrape_memory(url: str, pid: int, n: int = 2000) -> dict:
+    """The service's RSS before and after ``n`` back-to-back /metrics scrapes
+    (after 200 to warm up), and their median time."""
+    import urllib.request
+
+    from lepton_dask.experiments.load import _rss_mb
+
+    for _ in range(200):
+        urllib.request.urlopen(url, timeout=10).read()
+    before = _rss_mb(pid)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        urllib.request.urlopen(url, timeout=10).read()
+        times.append(time.perf_counter() - t0)
+    after = _rss_mb(pid)
+    times.sort()
+    return {
+        "n": n,
+        "rss_before_mb": before,
+        "rss_after_mb": after,
+        "median_ms": times[n // 2] * 1e3,
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10 clients, 2 iterations")
@@ -95,6 +120,7 @@ def main(argv=None):
                 clients=clients, processes=procs, iterations=iters, rows=rows, cols=cols,
                 readers=readers, metrics_url=svc.metrics, service_pid=svc.pid,
             )  # fmt: skip
+            scrape = scrape_memory(svc.metrics, svc.pid)
         raw = raw_limit(uri, clients, iters, rows, cols)
     s = res.summary()
     print(
@@ -113,6 +139,11 @@ def main(argv=None):
         f"100 ms: {s['scrapes']} scrapes, {s['scrape_errors']} errors, service RSS "
         f"{s['rss_start_mb']:.0f} -> {s['rss_end_mb']:.0f} MB"
     )
+    print(
+        f"/metrics x {scrape['n']} back to back after the load: median "
+        f"{scrape['median_ms']:.1f} ms, service RSS {scrape['rss_before_mb']:.1f} -> "
+        f"{scrape['rss_after_mb']:.1f} MB"
+    )
     for e in res.errors[:3]:
         print("error:", e, file=sys.stderr)
     r = {
@@ -127,6 +158,10 @@ def main(argv=None):
         "scrapes": s["scrapes"],
         "scrape_errors": s["scrape_errors"],
         "service_rss_mb": [round(s["rss_start_mb"], 1), round(s["rss_end_mb"], 1)],
+        "metrics_rss_growth_mb_per_2000_scrapes": round(
+            scrape["rss_after_mb"] - scrape["rss_before_mb"], 1
+        ),
+        "metrics_median_ms": round(scrape["median_ms"], 2),
         "raw_ops_per_s": round(raw["ops_per_s"], 2),
         "raw_p99_ms": round(raw["p99_ms"], 1),
         "raw_busy_retries": raw["busy_retries"],

@@ -242,11 +242,20 @@ class LocalPoolCluster(SpecCluster):
                 if p is None or p.preemptions_per_hour <= 0:
                     continue
                 if self._rng.random() < p.preemptions_per_hour * tick / 3600.0:
-                    logger.info("simulated spot preemption of %s", name)
-                    self.preempted.append(str(name))
-                    self.worker_spec.pop(name, None)
-                    try:
-                        await w.kill() if hasattr(w, "kill") else await w.close()
-                    except Exception as e:  # pragma: no cover - best effort
-                        logger.debug("preempting %s: %s", name, e)
-                    self.workers.pop(name, None)
+                    await self.preempt(name)
+
+    async def preempt(self, name: str) -> None:
+        """Reclaim worker ``name`` now, as a spot provider would: no graceful
+        retirement, its results are lost (Dask recomputes them), its billing
+        ends, and the pool is one worker short until the scaler replaces it."""
+        w = self.workers.get(name)
+        if w is None:
+            raise KeyError(f"no worker {name!r}")
+        logger.info("simulated spot preemption of %s", name)
+        self.preempted.append(str(name))
+        self.worker_spec.pop(name, None)
+        try:
+            await w.kill() if hasattr(w, "kill") else await w.close()
+        except Exception as e:  # pragma: no cover - best effort
+            logger.debug("preempting %s: %s", name, e)
+        self.workers.pop(name, None)
