@@ -237,7 +237,7 @@ class LocalPoolCluster(SpecCluster):
         """Kill spot workers at their pool's rate (a simulated reclaim)."""
         while True:
             await asyncio.sleep(tick)
-            for name, w in list(self.workers.items()):
+            for name in list(self.workers):
                 p = self.pools.get(self.pool_of(name))
                 if p is None or p.preemptions_per_hour <= 0:
                     continue
