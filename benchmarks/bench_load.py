@@ -62,9 +62,7 @@ def raw_limit(uri: str, clients: int, iterations: int, rows: int, cols: int) -> 
             retry(lambda: coll.delete_many({}))
             retry(lambda d=docs: coll.insert_many([dict(x) for x in d]))
             t1 = time.perf_counter()
-            got = sorted(
-                retry(lambda: list(coll.find())), key=lambda d: d["p"]
-            )
+            got = sorted(retry(lambda: list(coll.find())), key=lambda d: d["p"])
             y = np.frombuffer(b"".join(d["data"] for d in got)).reshape(rows, cols)
             t2 = time.perf_counter()
             assert np.array_equal(x, y)
