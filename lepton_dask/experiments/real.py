@@ -103,9 +103,11 @@ def compare(policies: list[tuple[str, float]] | None = None, *, trace: Trace | N
         sim_policy = (
             BalancedPolicy(knob) if family == "ours" else StockAdaptivePolicy(knob)
         )
+        # run_real keeps every future until the end: the cluster holds results
         sim = Simulator(
-            trace, pools, sim_policy, minimum_billing=minimum_billing, interval=0.5
-        ).run()
+            trace, pools, sim_policy, minimum_billing=minimum_billing, interval=0.5,
+            hold_results=True,
+        ).run()  # fmt: skip
         label = f"balanced w={knob:g}" if family == "ours" else f"Adaptive td={knob:g}s"
         out[label] = {
             "real_usd": real["cost_usd"], "sim_usd": sim.cost_usd,

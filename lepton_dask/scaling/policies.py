@@ -463,6 +463,11 @@ class StockAdaptivePolicy:
                 continue
             idle = [w for w in view.in_pool(pool.name) if not w.busy]
             candidates = idle[: have - want]
+            if len(candidates) >= have and any(w.holds_data for w in candidates):
+                # Scheduler.workers_to_close keeps enough memory for the data
+                # held on the cluster: the last worker holding results stays
+                keep = next(w for w in candidates if w.holds_data)
+                candidates = [w for w in candidates if w is not keep]
             firm = []
             for w in candidates:
                 key = f"{pool.name}|{w.name}"

@@ -87,6 +87,10 @@ class Simulator:
         Workers per pool present (arrived) at time 0, billed from time 0.
     seed : int
         Seeds the preemptions.
+    hold_results : bool
+        The client keeps every result until the end, so the cluster always
+        holds data once a task has finished (both Dask's Adaptive and our
+        policies then keep a worker to hold it).
     horizon : float, optional
         Stop after this long even if workers remain (default: when the last
         task is done and every worker has been released, or ten minutes later).
@@ -104,7 +108,8 @@ class Simulator:
 
     def __init__(self, trace: Trace, pools: list[PoolSpec], policy: Any, *, minimum_billing: float = 60.0,
                  interval: float = 1.0, initial: dict[str, int] | None = None, seed: int = 0,
-                 horizon: float | None = None, record_timeline: bool = True):  # fmt: skip
+                 horizon: float | None = None, record_timeline: bool = True,
+                 hold_results: bool = False):  # fmt: skip
         self.trace = trace
         self.pools = {p.name: p for p in pools}
         if len(self.pools) != len(pools):
@@ -119,6 +124,9 @@ class Simulator:
         self.rng = np.random.default_rng(seed)
         self.horizon = horizon
         self.record_timeline = record_timeline
+        # the client keeps every result until the end (as a script holding its
+        # futures does): the cluster then always holds data, on its oldest worker
+        self.hold_results = hold_results
 
     def run(self) -> SimResult:
         tr = self.trace
@@ -350,6 +358,10 @@ class Simulator:
                     )  # fmt: skip
                     if w.arrived and w.alive:
                         threads_now += w.pool.threads * w.pool.speed
+                if self.hold_results and 0 < tasks_done < n:  # released at the end
+                    held = [v for v in worker_views if v.arrived]
+                    if held:
+                        min(held, key=lambda v: v.billed_since).holds_data = True
                 periods.tick(
                     now, total > 1e-12, threads_now, completed_work[0] + completed_work[1]
                 )  # fmt: skip

@@ -206,3 +206,38 @@ def test_ernest_model_fits_and_slows_plans():
         DeadlinePolicy(deadline=1160.0).decide(slow).targets["cpu"]
         > DeadlinePolicy(deadline=1160.0).decide(fast).targets["cpu"]
     )
+
+
+def test_stock_adaptive_keeps_the_last_worker_holding_data():
+    """As Scheduler.workers_to_close: the cluster keeps memory for its data."""
+    from lepton_dask.scaling.policies import StockAdaptivePolicy
+    from lepton_dask.scaling.state import ClusterView, PoolSpec, WorkerView
+
+    pool = PoolSpec("cpu", max_workers=4)
+    ws = [
+        WorkerView("a", "cpu", 0.0, False, True, True),
+        WorkerView("b", "cpu", 0.0, False, True),
+    ]
+    view = ClusterView(now=100.0, pools={"cpu": pool}, workers=ws, backlog={"cpu": 0.0})
+    policy = StockAdaptivePolicy(5.0, wait_count=1)
+    d = policy.decide(view)
+    assert d.targets["cpu"] == 1 and d.detail["release"]["cpu"] == ["b"]
+    ws[0].holds_data = False  # the client let go of its results
+    assert policy.decide(view).targets["cpu"] == 0
+
+
+def test_simulated_held_results_keep_a_worker_until_the_end():
+    from lepton_dask.scaling.policies import StockAdaptivePolicy
+    from lepton_dask.scaling.state import PoolSpec
+    from lepton_dask.sim import Simulator
+    from lepton_dask.sim.trace import sawtooth
+
+    trace = sawtooth(gaps=(30.0,), tasks_per_burst=8, task_s=1.0, deadline=10.0, seed=1)
+    pools = [PoolSpec("cpu", max_workers=4, startup_s=1.0)]
+    free = Simulator(trace, pools, StockAdaptivePolicy(1.0), minimum_billing=1.0).run()
+    held = Simulator(trace, pools, StockAdaptivePolicy(1.0), minimum_billing=1.0,
+                     hold_results=True).run()  # fmt: skip
+    assert held.cost_usd > free.cost_usd  # one worker bridged the 30 s gap
+    assert held.tasks_done == free.tasks_done == len(trace)
+    # and nothing is billed past the end of the work (the results are released)
+    assert max(life[2] for life in held.lifetimes) <= held.makespan_s + 10
