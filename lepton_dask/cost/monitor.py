@@ -467,7 +467,7 @@ class CostMonitor(SchedulerPlugin):
                 },
             }
         )
-        self._check_budget()
+        self._check_budget(snap)
         await self._flush()
 
     def _sample(self, now: float | None = None) -> None:
@@ -531,8 +531,7 @@ class CostMonitor(SchedulerPlugin):
         finally:
             self._flushing = False
 
-    def _check_budget(self) -> None:
-        snap = self.snapshot()
+    def _check_budget(self, snap: dict[str, Any]) -> None:
         for kind, value, budget in (
             ("rate", snap["spend_rate_usd_per_hour"], self.budget_usd_per_hour),
             ("total", snap["spend_usd"], self.budget_usd),

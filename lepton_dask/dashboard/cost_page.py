@@ -74,9 +74,9 @@ class CostPage:
         from bokeh.plotting import figure
 
         self.monitor = monitor
-        self.pools: list[str] = []
-        points = [_point(s) for s in monitor.timeline] + [_point(monitor.snapshot())]
-        self.pools = sorted({p for pt in points for p in pt["workers"]})
+        snap = monitor.snapshot()
+        points = [_point(s) for s in monitor.timeline] + [_point(snap)]
+        self.pools: list[str] = sorted({p for pt in points for p in pt["workers"]})
         self.series = ColumnDataSource(self._columns(points))
         self.decisions = ColumnDataSource(_decision_rows(monitor))
         tools = "pan,wheel_zoom,box_zoom,reset,save"
@@ -125,7 +125,7 @@ class CostPage:
             sizing_mode="stretch_width",
             index_position=None,
         )
-        self.summary = Div(text=self._summary())
+        self.summary = Div(text=self._summary(snap))
         self.root = column(
             self.summary,
             row(self.rate, self.spend, sizing_mode="stretch_width"),
@@ -160,8 +160,7 @@ class CostPage:
             legend_label=pool,
         )
 
-    def _summary(self) -> str:
-        s = self.monitor.snapshot()
+    def _summary(self, s: dict[str, Any]) -> str:
         budget = self.monitor.budget_usd_per_hour
         parts = [
             f"<b>run</b> {s['run_id']}",
@@ -175,7 +174,8 @@ class CostPage:
         return "<h2>Cost</h2><p>" + " &nbsp;·&nbsp; ".join(parts) + "</p>"
 
     def update(self) -> None:
-        pt = _point(self.monitor.snapshot())
+        snap = self.monitor.snapshot()
+        pt = _point(snap)
         new = [p for p in sorted(pt["workers"]) if p not in self.pools]
         if new:  # a pool appeared: rebuild the columns, then draw it
             data = dict(self.series.data)
@@ -188,7 +188,7 @@ class CostPage:
                 self._add_pool_glyph(pool)
         self.series.stream(self._columns([pt]), rollover=100_000)
         self.decisions.data = _decision_rows(self.monitor)
-        self.summary.text = self._summary()
+        self.summary.text = self._summary(snap)
 
 
 def cost_doc(scheduler: Any, extra: dict[str, Any], doc: Any) -> None:

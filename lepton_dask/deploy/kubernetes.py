@@ -70,12 +70,11 @@ class WorkerGroup:
                 f"worker group {self.name!r}: need 0 <= min_replicas <= replicas <= "
                 f"max_replicas, got {self.min_replicas}, {self.replicas}, {self.max_replicas}"
             )
-        for label, img in (("image", self.image),):
-            if img is not None and not _pinned(img):
-                raise ValueError(
-                    f"worker group {self.name!r}: {label} {img!r} is not pinned "
-                    "(give a version tag or a digest, not :latest)"
-                )
+        if self.image is not None and not _pinned(self.image):
+            raise ValueError(
+                f"worker group {self.name!r}: image {self.image!r} is not pinned "
+                "(give a version tag or a digest, not :latest)"
+            )
 
 
 @dataclass(frozen=True)

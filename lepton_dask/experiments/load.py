@@ -152,15 +152,16 @@ def run_load(
     shared = "load.shared"
     srows = 8_000
     store.put_array(shared, np.full((srows, 4), 1.0), chunks=(1_000, 4), progress=False)
-    published = {1}
-    attempted = {1}  # a reader may see a version before put_array returns
+    # versions the publisher has started (a reader may see one before
+    # put_array returns); version numbers are never reused, so the next is max+1
+    attempted = {1}
     done = threading.Event()
 
     def publisher() -> None:
         s = FeatureStore(uri, database)
         while not done.is_set():
             try:
-                nxt = max(published) + 1
+                nxt = max(attempted) + 1
                 attempted.add(nxt)
                 got = s.put_array(
                     shared,
@@ -168,7 +169,6 @@ def run_load(
                     chunks=(1_000, 4),
                     progress=False,
                 )
-                published.add(got)
                 res.publishes += 1
                 if got != nxt:
                     res.errors.append(f"publisher expected version {nxt}, got {got}")
@@ -182,9 +182,7 @@ def run_load(
                 y = client.compute(s.get_array(shared)).result()
                 vals = np.unique(y)
                 res.shared_reads += 1
-                if len(vals) != 1 or float(vals[0]) not in {
-                    float(v) for v in attempted
-                }:
+                if len(vals) != 1 or float(vals[0]) not in attempted:
                     res.mixed += 1
             except Exception:
                 res.errors.append(traceback.format_exc(limit=3))

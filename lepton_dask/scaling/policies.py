@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import Any
 
 from lepton_dask.scaling.state import (
     ClusterView,
@@ -244,16 +245,18 @@ class _CostAware:
         running_cost = (
             view.spend_rate() * finish / 3600.0 if math.isfinite(finish) else math.inf
         )
-        d = Decision(
+        return Decision(
             targets,
             "; ".join(r for r in reasons if r) or "steady",
             finish,
             cost + running_cost if finish > 0 else cost,
             infeasible,
+            self.detail(view),
         )
-        if isinstance(self, DeadlinePolicy):
-            d.detail["time_left_s"] = self.time_left(view)
-        return d
+
+    def detail(self, view: ClusterView) -> dict[str, Any]:
+        """Extra facts a decision carries (logged, exported as metrics)."""
+        return {}
 
 
 class DeadlinePolicy(_CostAware):
@@ -289,6 +292,9 @@ class DeadlinePolicy(_CostAware):
             raise ValueError(f"within must be positive, got {within!r}")
         self.deadline = None if deadline is None else float(deadline)
         self.within = None if within is None else float(within)
+
+    def detail(self, view: ClusterView) -> dict[str, Any]:
+        return {"time_left_s": self.time_left(view)}
 
     def time_left(self, view: ClusterView) -> float:
         if self.deadline is not None:

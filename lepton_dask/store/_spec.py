@@ -71,7 +71,8 @@ class StoreSpec:
         return get_client(self.uri, self.timeout)[self.database]
 
     def retry(self, fn: Callable[[], T], what: str) -> T:
-        """Run ``fn``, retrying connection errors with backoff for ``timeout`` s.
+        """Run ``fn``, retrying connection errors and transient server errors
+        (:func:`transient`) with backoff for ``timeout`` s.
 
         A server that restarts within the timeout is invisible to the caller;
         one that stays away raises :class:`StoreUnavailableError` naming the
@@ -88,8 +89,6 @@ class StoreSpec:
                 if not transient(exc) or time.monotonic() + delay > deadline:
                     raise
                 logger.info("%s: transient server error (%s), retrying", what, exc.code)
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
             except CONNECTION_ERRORS as exc:
                 if time.monotonic() + delay > deadline:
                     raise unavailable(self.uri, exc, self.timeout) from None
@@ -100,5 +99,5 @@ class StoreSpec:
                     type(exc).__name__,
                     delay,
                 )
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
