@@ -87,3 +87,12 @@ def machine() -> dict[str, Any]:
 def result_line(result: dict[str, Any]) -> str:
     """The benchmark's last line."""
     return "RESULT " + json.dumps(result, sort_keys=True, default=str)
+
+
+def run(main) -> None:
+    """Run a benchmark's ``main()`` and say how long it took (on stderr)."""
+    import sys
+
+    t0 = time.perf_counter()
+    main()
+    print(f"(took {time.perf_counter() - t0:.0f} s)", file=sys.stderr)

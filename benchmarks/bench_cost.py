@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.request
 
-from _common import machine, mongo, result_line, table
+from _common import machine, mongo, result_line, run, table
 
 from lepton_dask.cost import CostMonitor
 from lepton_dask.cost.ledger import Ledger
@@ -207,6 +207,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    t0 = time.perf_counter()
-    main()
-    print(f"(took {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    run(main)

@@ -24,7 +24,7 @@ import sys
 import time
 
 import numpy as np
-from _common import machine, mongo, result_line, table
+from _common import machine, mongo, result_line, run, table
 
 from lepton_dask.experiments.load import Service, run_load
 
@@ -179,6 +179,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    t0 = time.perf_counter()
-    main()
-    print(f"(took {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    run(main)

@@ -38,7 +38,7 @@ import warnings
 
 import dask.array as da
 import numpy as np
-from _common import local_cluster, machine, result_line, table, timed
+from _common import local_cluster, machine, result_line, run, table, timed
 
 import lepton_dask.ops as ops
 
@@ -432,6 +432,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    t0 = time.perf_counter()
-    main()
-    print(f"(took {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    run(main)

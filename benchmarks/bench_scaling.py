@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
-from _common import machine, result_line, table
+from _common import machine, result_line, run, table
 
 from lepton_dask.experiments.harness import run_experiments
 from lepton_dask.scaling import BalancedPolicy, PoolSpec
@@ -112,6 +111,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    t0 = time.perf_counter()
-    main()
-    print(f"(took {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    run(main)

@@ -9,12 +9,12 @@ import uuid
 
 import dask
 import pytest
-from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+from distributed import Client, Nanny, Scheduler, SpecCluster
 from prometheus_client.parser import text_string_to_metric_families
 
 from lepton_dask.cost import CatalogError, CostMonitor, Ledger, worker_declaration
 from lepton_dask.store._spec import StoreSpec
-from tests.helpers import wait_for
+from tests.helpers import cluster_with, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,17 +42,6 @@ def value(samples, name, **labels):
     ]
     assert vals, f"{name}{labels} not in scrape"
     return sum(vals)
-
-
-def cluster_with(monitor, n_workers=2, **kw):
-    return LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=False,
-        dashboard_address="127.0.0.1:0",
-        scheduler_kwargs={"plugins": [monitor]},
-        **kw,
-    )
 
 
 def test_monitor_prices_workers_counts_work_and_serves_metrics():

@@ -9,11 +9,12 @@ import urllib.request
 import dask.array as da
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from lepton_dask.cost import CostMonitor
 from lepton_dask.dashboard.cost_page import TITLES
 from tests.browser import Chromium
+from tests.helpers import cluster_with
 
 # Truthy once BokehJS has the document and has built views for its roots:
 # the Title models' texts, the decisions table's rows, the number of views.
@@ -34,16 +35,7 @@ READY = """(() => {
 @pytest.fixture
 def cluster_with_costs():
     monitor = CostMonitor(ledger=False, budget_usd_per_hour=1.0, flush_interval=0.2)
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=False,
-            dashboard_address="127.0.0.1:0",
-            scheduler_kwargs={"plugins": [monitor]},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with cluster_with(monitor) as cluster, Client(cluster) as client:
         yield cluster, client, monitor
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from lepton_dask.cost import CostMonitor
 from lepton_dask.cost.ledger import Ledger
@@ -28,6 +28,7 @@ from lepton_dask.store import (
 )
 from lepton_dask.store._uri import close_clients
 from lepton_dask.store.server import free_port
+from tests.helpers import cluster_with
 
 PLANTED = "Pl4nted-s3cret-9f2c"
 CLI = [sys.executable, "-m", "lepton_dask.cli"]
@@ -125,16 +126,7 @@ def test_planted_password_appears_nowhere(auth_server, caplog, tmp_path):
     store = FeatureStore(uri, "leak")
     texts: list[tuple[str, str]] = [("repr(store)", repr(store))]
     monitor = CostMonitor(ledger=Ledger(store.spec), budget_usd_per_hour=1.0)
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=False,
-            dashboard_address="127.0.0.1:0",
-            scheduler_kwargs={"plugins": [monitor]},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with cluster_with(monitor) as cluster, Client(cluster) as client:
         x = np.arange(4000.0).reshape(1000, 4)
         store.put_array("f", x, chunks=(250, 4))
         y = store.get_array("f")
