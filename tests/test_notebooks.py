@@ -50,3 +50,10 @@ def test_notebook_runs(path, mongo_uri, monkeypatch, tmp_path):
     }[path.stem]
     for s in expected:
         assert s in text, (s, text[-2000:])
+    images = sum(
+        1
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    )
+    assert images >= {"02-adaptive-scaling-experiment": 2}.get(path.stem, 0)

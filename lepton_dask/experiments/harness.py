@@ -284,13 +284,16 @@ def markdown_table(
     return "\n".join(lines)
 
 
-def plot_pareto(rows: list[dict[str, Any]], path: str, title: str) -> None:
-    import matplotlib
+def pareto_figure(rows: list[dict[str, Any]], title: str):
+    """Cost against mean burst time for each sweep, with its Pareto front and
+    the oracle's cost: a matplotlib ``Figure`` (shown as is in a notebook).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Made without pyplot, so it neither changes nor needs the backend.
+    """
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     for family, marker, color in (
         ("adaptive", "o", "tab:gray"),
         ("ours", "s", "tab:blue"),
@@ -319,17 +322,16 @@ def plot_pareto(rows: list[dict[str, Any]], path: str, title: str) -> None:
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_timeline(runs: dict[str, SimResult], path: str, title: str) -> None:
-    import matplotlib
+def timeline_figure(runs: dict[str, SimResult], title: str):
+    """Workers and spend rate over time of simulated runs (``record_timeline=True``):
+    a matplotlib ``Figure``, made without pyplot."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(7.2, 5.0), sharex=True)
+    fig = Figure(figsize=(7.2, 5.0))
+    a1, a2 = fig.subplots(2, 1, sharex=True)
     for label, r in runs.items():
         t = [x[0] for x in r.timeline]
         a1.step(t, [sum(x[1].values()) for x in r.timeline], where="post", label=label)
@@ -340,8 +342,17 @@ def plot_timeline(runs: dict[str, SimResult], path: str, title: str) -> None:
     a1.set_title(title)
     a1.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: str, title: str) -> None:
+    """:func:`pareto_figure` written to ``path`` (PNG)."""
+    pareto_figure(rows, title).savefig(path, dpi=110)
+
+
+def plot_timeline(runs: dict[str, SimResult], path: str, title: str) -> None:
+    """:func:`timeline_figure` written to ``path`` (PNG)."""
+    timeline_figure(runs, title).savefig(path, dpi=110)
 
 
 def run_experiments(

@@ -57,6 +57,45 @@ def sub_block_rows(b: Any) -> int:
     return int(dask.config.get("lepton.ops.sub-block-rows"))
 
 
+#: Outputs of the first stage of a folded column reduction (see column_reduce).
+FOLD_WIDTH = 32_768
+
+
+def column_reduce(b: Any, op, *, fold: bool | None = None) -> Any:
+    """``op(b, axis=0)`` for a 2-D block (``op``: ``xp.sum``, ``xp.min``, ``xp.max``...),
+    in two stages on the GPU.
+
+    A column reduction of a tall C-ordered block has only ``d`` outputs, and
+    cupy's reduction kernel gives each group of 32 outputs one thread block:
+    for 64 columns, two blocks of threads on a GPU with 132 multiprocessors
+    (measured on an H100: 0.55 s for the moments of a 3.75M x 64 block). So
+    the rows are first folded, as a view, into wide rows of ``r`` original
+    rows (``r * d`` ~ :data:`FOLD_WIDTH` values), which are reduced with
+    enough outputs to fill the device and coalesced reads; then the ``(r, d)``
+    partials and the leftover rows are reduced. ``op`` must be associative
+    and commutative (sums of integers and booleans, min, max; float sums
+    change only the order of additions).
+
+    ``fold``: None folds cupy blocks only (numpy's own column reduction is
+    already one streaming pass); True or False forces it.
+
+    >>> b = np.arange(20.0).reshape(10, 2)
+    >>> column_reduce(b, np.sum, fold=True).tolist()
+    [90.0, 100.0]
+    """
+    if fold is None:
+        fold = array_module(b) is not np
+    n, d = b.shape
+    r = FOLD_WIDTH // d if d else 0
+    m = n // r if r > 1 else 0
+    if not fold or m < 2 or not b.flags.c_contiguous:
+        return op(b, axis=0)
+    head = op(b[: m * r].reshape(m, r * d), axis=0).reshape(r, d)
+    if m * r < n:
+        head = array_module(b).concatenate([head, b[m * r :]])
+    return op(head, axis=0)
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """A host (numpy) copy of ``x``; numpy input is returned as is.
 

@@ -11,7 +11,13 @@ import scipy.optimize
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 
-from lepton_dask.ops._backend import aligned, array_module, sub_block_rows, to_numpy
+from lepton_dask.ops._backend import (
+    aligned,
+    array_module,
+    column_reduce,
+    sub_block_rows,
+    to_numpy,
+)
 from lepton_dask.ops._blocks import RowBlocks
 from lepton_dask.ops._estimator import finish, fitted_input, map_rows
 from lepton_dask.ops._validation import as_dask_2d, as_dask_y, check_finite
@@ -20,7 +26,7 @@ from lepton_dask.ops._validation import as_dask_2d, as_dask_y, check_finite
 def _nonfinite(b: Any, yb: Any) -> np.ndarray:
     b = aligned(b)
     xp = array_module(b)
-    return to_numpy((~xp.isfinite(b)).sum(axis=0)), int(
+    return to_numpy(column_reduce(~xp.isfinite(b), xp.sum)), int(
         to_numpy((~xp.isfinite(yb)).sum())
     )
 

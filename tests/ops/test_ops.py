@@ -70,6 +70,71 @@ def test_gram_covariance_correlation_match_numpy(case):
             )
 
 
+@st.composite
+def tall_blocks(draw):
+    """A block, possibly with NaN/inf, and a fold width small enough to fold it."""
+    n = draw(st.integers(1, 200))
+    d = draw(st.integers(1, 5))
+    x = draw(
+        hnp.arrays(
+            np.float64,
+            (n, d),
+            elements=st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False)
+            | st.sampled_from([np.nan, np.inf, -np.inf]),
+        )
+    )
+    width = draw(st.integers(1, 40))
+    return x, width
+
+
+@SETTINGS
+@given(tall_blocks())
+def test_folded_column_reductions_equal_plain_ones(case):
+    """The GPU path's two-stage column reductions (run here on numpy blocks)."""
+    from lepton_dask.ops import _backend
+
+    x, width = case
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_backend, "FOLD_WIDTH", width)
+        for op in (np.min, np.max):
+            np.testing.assert_array_equal(
+                _backend.column_reduce(x, op, fold=True), op(x, axis=0)
+            )
+        for mask in (np.isnan(x), np.isinf(x)):
+            got = _backend.column_reduce(mask, np.sum, fold=True)
+            assert got.tolist() == mask.sum(axis=0).tolist()
+        finite = np.where(np.isfinite(x), x, 0.0)
+        np.testing.assert_allclose(
+            _backend.column_reduce(finite, np.sum, fold=True),
+            finite.sum(axis=0),
+            rtol=1e-12,
+            atol=1e-9,
+        )
+        # a view that is not C-contiguous is reduced as is
+        np.testing.assert_array_equal(
+            _backend.column_reduce(x[::2], np.max, fold=True), x[::2].max(axis=0)
+        )
+
+
+@SETTINGS
+@given(tall_blocks())
+def test_gpu_moments_kernel_equals_cpu_kernel(case):
+    """The whole-block moments used for cupy blocks, run on numpy, against the
+    sub-block kernel of the CPU path."""
+    from lepton_dask.ops import _backend
+    from lepton_dask.ops.moments import _block_moments, _whole_block_moments
+
+    x, width = case
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_backend, "FOLD_WIDTH", width)
+        got = _whole_block_moments(x, np, fold=True)
+    want = _block_moments(x)
+    assert got[0] == want[0]
+    names = ["mean", "m2", "min", "max", "nan", "inf"]
+    for g, w, name in zip(got[1:], want[1:], names, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-6, err_msg=name)
+
+
 def test_moments_stable_with_large_offset():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10_000, 3)) + 1e9
