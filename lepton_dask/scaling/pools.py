@@ -90,6 +90,7 @@ class LocalPoolCluster(SpecCluster):
         elif security is True:
             security = Security.temporary()
         self._security_opts = security
+        self._silence_logs = silence_logs
         if not pools:
             raise ValueError("LocalPoolCluster needs at least one pool")
         self.pools = {p.name: p for p in pools}
@@ -155,6 +156,8 @@ class LocalPoolCluster(SpecCluster):
             opts["resources"] = {"GPU": 1}
         if self.processes:
             opts["memory_limit"] = 0 if p.kind == "gpu" else "auto"
+            # as LocalCluster does: the worker processes log at this level
+            opts["silence_logs"] = self._silence_logs
         i = self._counters[pool]
         self._counters[pool] += 1
         return f"{pool}-{i}", {"cls": cls, "options": {**opts, "name": f"{pool}-{i}"}}

@@ -1,4 +1,4 @@
-"""CostAwareAdaptive on a real LocalPoolCluster (in-process workers)."""
+"""CostAwareAdaptive on a real LocalPoolCluster (in-process workers; one test with worker processes)."""
 
 from __future__ import annotations
 
@@ -157,3 +157,17 @@ def test_requires_a_pool_cluster_and_config_policy():
         assert isinstance(policy_from_config(), BudgetPolicy)
     with pytest.raises(ValueError, match="unknown pool"):
         LocalPoolCluster([PoolSpec("cpu")], processes=False, minimum={"gpu": 1})
+
+
+def test_worker_processes_log_at_the_clusters_level(capfd):
+    """Like LocalCluster, worker processes log at ``silence_logs`` (WARNING):
+    no INFO lines from each worker's start and close on the user's terminal."""
+    with (
+        LocalPoolCluster([PoolSpec("cpu")], processes=True, minimum={"cpu": 1}) as c,
+        Client(c) as client,
+    ):
+        client.wait_for_workers(1)
+        assert client.submit(sum, [1, 2]).result() == 3
+    err = capfd.readouterr().err
+    assert "distributed.worker - INFO" not in err
+    assert "distributed.nanny - INFO" not in err
