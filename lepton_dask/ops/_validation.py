@@ -60,27 +60,23 @@ def as_dask_y(y: Any, X: da.Array, name: str = "y") -> da.Array:
     >>> as_dask_y(np.arange(4), X).chunks
     ((4,),)
     """
-    if isinstance(y, da.Array):
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"{name} has {y.shape[0]} rows, X has {X.shape[0]}")
-        if y.chunks[0] != X.chunks[0]:
-            raise ValueError(
-                f"{name}'s chunks {y.chunks[0]} do not match X's row chunks "
-                f"{X.chunks[0]}; rechunk one of them (e.g. y.rechunk(X.chunks[0]))"
-            )
-        return y
-    y = np.asarray(y)
+    was_dask = isinstance(y, da.Array)
+    if not was_dask:
+        y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"{name} has {y.shape[0]} rows, X has {X.shape[0]}")
-    return da.from_array(y, chunks=(X.chunks[0],))
+    if not was_dask:
+        return da.from_array(y, chunks=(X.chunks[0],))
+    if y.chunks[0] != X.chunks[0]:
+        raise ValueError(
+            f"{name}'s chunks {y.chunks[0]} do not match X's row chunks "
+            f"{X.chunks[0]}; rechunk one of them (e.g. y.rechunk(X.chunks[0]))"
+        )
+    return y
 
 
 def check_n_features(n_expected: int, X: da.Array) -> None:

@@ -329,19 +329,13 @@ class FeatureStore:
                 )
                 for s, c, idx in zip(slices, colls, indices, strict=False)
             ]
-            try:
-                for fut in bar(
-                    concurrent.futures.as_completed(futures),
-                    total=len(futures),
-                    desc=f"put {name}",
-                    unit="block",
-                    enabled=show,
-                ):
-                    fut.result()
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+            _wait_all(
+                futures,
+                concurrent.futures.as_completed,
+                lambda: [f.cancel() for f in futures],
+                f"put {name}",
+                show,
+            )
 
     def _write_dask(self, name, version, x, per_coll, part_bytes, show):
         colls = self._block_collections(name, version, x.numblocks, per_coll)
@@ -375,18 +369,9 @@ class FeatureStore:
         from distributed import as_completed
 
         futures = client.compute(tasks)
-        try:
-            for fut in bar(
-                as_completed(futures),
-                total=len(futures),
-                desc=f"put {name}",
-                unit="block",
-                enabled=show,
-            ):
-                fut.result()
-        except BaseException:
-            client.cancel(futures)
-            raise
+        _wait_all(
+            futures, as_completed, lambda: client.cancel(futures), f"put {name}", show
+        )
 
     def _publish(self, name: str, version: int) -> None:
         vid = version_id(name, version)
@@ -752,6 +737,23 @@ class FeatureStore:
         if removed["versions"] or removed["collections"]:
             logger.info("gc removed %s", removed)
         return removed
+
+
+def _wait_all(futures, as_completed, cancel, desc: str, show: bool) -> None:
+    """Wait for every block write (thread or Dask futures), with a progress
+    bar; the first failure (or an interrupt) cancels the rest and is raised."""
+    try:
+        for fut in bar(
+            as_completed(futures),
+            total=len(futures),
+            desc=desc,
+            unit="block",
+            enabled=show,
+        ):
+            fut.result()
+    except BaseException:
+        cancel()
+        raise
 
 
 def _age(now: datetime.datetime, t: datetime.datetime | None) -> float:
