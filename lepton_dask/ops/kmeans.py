@@ -202,6 +202,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     oversampling_factor : float
     init_rounds : int
     random_state : int or None
+    verbose : int
+        With ``verbose >= 1``, one line per Lloyd iteration on stdout
+        (inertia and center shift), like scikit-learn's ``verbose``.
 
     Attributes
     ----------
@@ -227,6 +230,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         oversampling_factor: float = 2.0,
         init_rounds: int = 5,
         random_state: int | None = None,
+        verbose: int = 0,
     ):
         self.n_clusters = n_clusters
         self.init = init
@@ -235,6 +239,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.oversampling_factor = oversampling_factor
         self.init_rounds = init_rounds
         self.random_state = random_state
+        self.verbose = verbose
 
     def fit(self, X: Any, y: Any = None) -> KMeans:
         """Cluster ``X`` (samples x features)."""
@@ -252,14 +257,22 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             tol = self.tol * float(np.mean(m.var))
             sq_norms = float(m.count * (m.var + m.mean**2).sum())  # sum of ||x||^2
             centers = self._init_centers(rb, X, rng)
+            if self.verbose:
+                print("Initialization complete", flush=True)
             n_iter = 0
             for it in range(1, self.max_iter + 1):
                 n_iter = it
-                sums, counts, _ = rb.map_reduce(_lloyd_block, centers)
+                sums, counts, partial = rb.map_reduce(_lloyd_block, centers)
                 new = centers.copy()
                 nz = counts > 0
                 new[nz] = sums[nz] / counts[nz, None]
                 shift = float(((new - centers) ** 2).sum())
+                if self.verbose:  # the inertia of the centers this pass assigned to
+                    print(
+                        f"Iteration {it - 1}, inertia {max(partial + sq_norms, 0.0):.10g}, "
+                        f"center shift {shift:.3g} (tol {tol:.3g})",
+                        flush=True,
+                    )
                 centers = new
                 if shift <= tol:
                     break

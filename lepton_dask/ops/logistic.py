@@ -128,6 +128,9 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         Stop when the largest gradient component is below ``tol``.
     max_iter : int
     solver : {"lbfgs", "newton"}
+    verbose : int
+        With ``verbose >= 1``, one line per iteration on stdout (objective and
+        largest gradient component), like scikit-learn's ``verbose``.
 
     Attributes
     ----------
@@ -157,12 +160,14 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         tol: float = 1e-4,
         max_iter: int = 100,
         solver: str = "lbfgs",
+        verbose: int = 0,
     ):
         self.C = C
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
         self.solver = solver
+        self.verbose = verbose
 
     def _validate_params_(self) -> None:
         if not (isinstance(self.C, int | float) and self.C > 0):
@@ -214,13 +219,34 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         g[d] = gb / n if self.fit_intercept else 0.0
         return f, g
 
+    def _report(self, it: int, f: float, g: np.ndarray) -> None:
+        if self.verbose:
+            print(
+                f"{self.solver} iteration {it}: objective {f:.10g}, "
+                f"max |gradient| {np.max(np.abs(g)):.3g} (tol {self.tol:g})",
+                flush=True,
+            )
+
     def _lbfgs(self, rb, w0, n, reg):
+        last: dict[str, Any] = {}
+
+        def objective(w):
+            last["f"], last["g"] = self._objective(rb, w, n, reg)
+            return last["f"], last["g"]
+
+        def callback(intermediate_result):
+            # (called after each iteration's line search: the last evaluation
+            # is at the new iterate)
+            last["it"] = last.get("it", 0) + 1
+            self._report(last["it"], last["f"], last["g"])
+
         # scikit-learn's L-BFGS-B settings (sklearn/linear_model/_logistic.py)
         res = scipy.optimize.minimize(
-            lambda w: self._objective(rb, w, n, reg),
+            objective,
             w0,
             method="L-BFGS-B",
             jac=True,
+            callback=callback if self.verbose else None,
             options={
                 "maxiter": self.max_iter,
                 "maxls": 50,
@@ -252,6 +278,8 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
                 g[d] = 0.0
                 H[d, :] = H[:, d] = 0.0
                 H[d, d] = 1.0
+            if it > 1:  # the iterate after it - 1 steps
+                self._report(it - 1, f, g)
             if np.max(np.abs(g)) <= self.tol:
                 return w, it - 1
             step = np.linalg.solve(H, g)

@@ -481,3 +481,33 @@ def test_persist_on_places_reads_on_the_workers_with_the_resource(store):
         }
         assert ran == {"cpu"}
         np.testing.assert_array_equal(X.sum(axis=0).compute(), [6000.0] * 4)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton"])
+def test_verbose_logistic_regression_prints_one_line_per_iteration(solver, capsys):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 3))
+    y = (x @ [1.0, -2.0, 0.5] + rng.normal(size=400) > 0).astype(int)
+    ops.LogisticRegression(solver=solver).fit(x, y)
+    assert capsys.readouterr().out == ""
+    clf = ops.LogisticRegression(solver=solver, verbose=1).fit(x, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == clf.n_iter_[0]
+    assert all(ln.startswith(f"{solver} iteration ") for ln in lines)
+    # the objective decreases; the last gradient is within tol
+    objectives = [float(ln.split("objective ")[1].split(",")[0]) for ln in lines]
+    assert objectives == sorted(objectives, reverse=True)
+    if solver == "newton":  # stops at the first iterate within tol
+        assert float(lines[-1].split("max |gradient| ")[1].split(" ")[0]) <= 1e-4
+
+
+def test_verbose_kmeans_prints_inertia_per_iteration(capsys):
+    rng = np.random.default_rng(2)
+    x = np.vstack([rng.normal(c, 1.0, size=(200, 2)) for c in (0, 6, 12)])
+    km = ops.KMeans(3, random_state=0, verbose=1).fit(x)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Initialization complete"
+    assert len(lines) == 1 + km.n_iter_
+    inertias = [float(ln.split("inertia ")[1].split(",")[0]) for ln in lines[1:]]
+    assert inertias == sorted(inertias, reverse=True)  # Lloyd never increases it
+    assert inertias[-1] == pytest.approx(km.inertia_, rel=1e-9)  # converged: same
