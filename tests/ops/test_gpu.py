@@ -47,6 +47,14 @@ def test_moments_gram_covariance_on_gpu_match_numpy():
     )
 
 
+def test_folded_column_reductions_on_the_device():
+    """The two-stage column reductions (what makes moments fast on a GPU) on
+    cupy blocks at their real width, against numpy and the CPU kernel."""
+    from tests.ops.folding import check_folded_reductions, tall_block
+
+    check_folded_reductions(cupy, tall_block())
+
+
 def test_estimators_on_gpu_match_cpu():
     x, y = _data()
     X = da.from_array(x, chunks=(3000, 8))

@@ -137,6 +137,12 @@ def test_gpu_moments_kernel_equals_cpu_kernel(case):
         np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-6, err_msg=name)
 
 
+def test_folded_reductions_at_full_width_on_numpy():
+    from tests.ops.folding import check_folded_reductions, tall_block
+
+    check_folded_reductions(np, tall_block())
+
+
 def test_moments_stable_with_large_offset():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10_000, 3)) + 1e9
