@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -31,3 +32,25 @@ def cluster_with(monitor, n_workers=2, **kw):
         scheduler_kwargs={"plugins": [monitor]},
         **kw,
     )
+
+
+@contextlib.contextmanager
+def nanny_cluster(**workers: dict):
+    """One single-threaded worker process per keyword (its name: its extra
+    options, e.g. ``cpu={"resources": {"CPU": 1}}``) and a Client; yields the
+    client and the worker names by address."""
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    spec = {
+        name: {"cls": Nanny, "options": {"nthreads": 1, **opts}}
+        for name, opts in workers.items()
+    }
+    with (
+        SpecCluster(
+            workers=spec,
+            scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+        yield client, names

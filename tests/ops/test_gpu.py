@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -81,50 +80,9 @@ def test_estimators_on_gpu_match_cpu():
 
 def test_mixed_cluster_cpu_reads_gpu_computes(store):
     """CPU workers read blocks from MongoDB, the GPU worker computes; each
-    block moves once."""
-    from distributed import Client, Nanny, Scheduler, SpecCluster
+    block moves once (the check is shared with a numpy test in test_ops.py)."""
+    from tests.ops.placement import check_two_kind_placement
 
     x, _ = _data(n=12_000)
-    store.put_array("mixed", x, chunks=(2000, 8))
-    spec = {
-        "cpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"CPU": 1}}},
-        "gpu": {
-            "cls": Nanny,
-            "options": {"nthreads": 1, "resources": {"GPU": 1}, "memory_limit": 0},
-        },
-    }
-    with (
-        SpecCluster(
-            workers=spec,
-            scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        from distributed import get_task_stream, wait
-
-        with get_task_stream(client) as ts:
-            X = ops.persist_on(store.get_array("mixed"), {"CPU": 1})
-            wait(X)
-            Xg = ops.persist_on(ops.to_gpu(X), {"GPU": 1})
-            wait(Xg)
-            # submitted with the GPU resource: otherwise work stealing may move a
-            # cupy block to the idle CPU worker
-            with dask.annotate(resources={"GPU": 1}):
-                g = client.compute(ops.gram(Xg), sync=True)
-        np.testing.assert_allclose(g, x.T @ x, rtol=1e-10)
-        from dask.utils import key_split
-
-        workers = {
-            w["name"]: addr for addr, w in client.scheduler_info()["workers"].items()
-        }
-        ran: dict[str, set] = {}
-        transfers = 0
-        for rec in ts.data:
-            ran.setdefault(key_split(rec["key"]), set()).add(rec["worker"])
-            transfers += sum(1 for s in rec["startstops"] if s["action"] == "transfer")
-        assert ran["lepton-read-mixed"] == {workers["cpu"]}
-        assert ran["asarray"] == {workers["gpu"]}  # to_gpu
-        assert ran["block_gram"] == {
-            workers["gpu"]
-        }  # (key_split drops the leading "_")
-        assert transfers <= 6  # one per block (6 blocks), nothing moves twice
+    # cupy data lives in device memory: no host-memory limit on the GPU worker
+    check_two_kind_placement(store, x, ops.to_gpu, "asarray", memory_limit=0)

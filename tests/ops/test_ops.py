@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import dask
 import dask.array as da
 import numpy as np
@@ -19,6 +17,7 @@ from sklearn.exceptions import NotFittedError
 
 from lepton_dask import ops
 from lepton_dask.ops._backend import aligned
+from tests.helpers import nanny_cluster
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -464,21 +463,10 @@ def test_persist_on_places_reads_on_the_workers_with_the_resource(store):
     """Resource restrictions apply at submission (dask/dask#10937): persist_on
     puts the reads on the CPU-resource worker of a two-kind cluster."""
     from dask.utils import key_split
-    from distributed import Client, Nanny, Scheduler, SpecCluster, get_task_stream, wait
+    from distributed import get_task_stream, wait
 
     store.put_array("placed", np.ones((6000, 4)), chunks=(1000, 4))
-    spec = {
-        "cpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"CPU": 1}}},
-        "other": {"cls": Nanny, "options": {"nthreads": 1}},
-    }
-    with (
-        SpecCluster(
-            workers=spec,
-            scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+    with nanny_cluster(cpu={"resources": {"CPU": 1}}, other={}) as (client, names):
         with get_task_stream(client) as ts:
             X = ops.persist_on(store.get_array("placed"), {"CPU": 1})
             wait(X)
@@ -495,56 +483,15 @@ def _copy_block(b):
     return np.array(b)
 
 
-def _slow_colsum(b):
-    time.sleep(0.5)  # long enough for work stealing to move tasks off a busy worker
-    return b.sum(axis=0, keepdims=True)
-
-
 def test_two_kind_cluster_reads_on_one_kind_computes_on_the_other(store):
-    """The placement of test_gpu's mixed-cluster test, with numpy blocks (the
-    resource name is only a label to the scheduler): reads on the ``CPU``
-    worker, the move and the Gram blocks on the ``GPU`` worker, each block
-    transferred once. Without the annotation at compute, work stealing moves
-    slow block tasks (here ``_slow_colsum``; on a GPU machine, the first
-    cupy kernels) to the idle CPU worker: seen on an H100, and here when the
-    annotation is removed."""
-    from dask.utils import key_split
-    from distributed import Client, Nanny, Scheduler, SpecCluster, get_task_stream, wait
+    """test_gpu's mixed-cluster check with numpy blocks (the resource name is
+    only a label to the scheduler)."""
+    from tests.ops.placement import check_two_kind_placement
 
     x = np.random.default_rng(0).normal(size=(12_000, 8))
-    store.put_array("two-kind", x, chunks=(2000, 8))
-    spec = {
-        "cpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"CPU": 1}}},
-        "gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
-    }
-    with (
-        SpecCluster(
-            workers=spec,
-            scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
-        with get_task_stream(client) as ts:
-            X = ops.persist_on(store.get_array("two-kind"), {"CPU": 1})
-            wait(X)
-            Xg = ops.persist_on(X.map_blocks(_copy_block, dtype=X.dtype), {"GPU": 1})
-            wait(Xg)
-            with dask.annotate(resources={"GPU": 1}):
-                g = client.compute(ops.gram(Xg), sync=True)
-                s = Xg.map_blocks(_slow_colsum, chunks=(1, 8)).compute()
-        np.testing.assert_allclose(g, x.T @ x, rtol=1e-10)
-        np.testing.assert_allclose(s.sum(axis=0), x.sum(axis=0), rtol=1e-10)
-        ran: dict[str, set] = {}
-        transfers = 0
-        for rec in ts.data:
-            ran.setdefault(key_split(rec["key"]), set()).add(names[rec["worker"]])
-            transfers += sum(1 for s in rec["startstops"] if s["action"] == "transfer")
-        assert ran["lepton-read-two-kind"] == {"cpu"}
-        assert ran["copy_block"] == {"gpu"}  # (key_split drops the leading "_")
-        assert ran["block_gram"] == {"gpu"}
-        assert ran["slow_colsum"] == {"gpu"}
-        assert transfers <= 6  # one per block, nothing moves twice
+    check_two_kind_placement(
+        store, x, lambda X: X.map_blocks(_copy_block, dtype=X.dtype), "copy_block"
+    )
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton"])
