@@ -5,10 +5,12 @@ where its behaviour is tested instead."""
 
 from __future__ import annotations
 
+import copy
 import re
 import textwrap
 from pathlib import Path
 
+import dask
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -66,6 +68,10 @@ def test_readme_python_examples_run(mongo_uri, monkeypatch, tmp_path):
             for i in range(3000)
         ]
     )
+    # each Client sets dask's default scheduler and restores it on close only
+    # when closed in reverse order of creation: the examples' clients are
+    # closed in any order, so the whole configuration is restored after them
+    config_before = copy.deepcopy(dask.config.config)
     clients_before = set(Client._instances)
     clusters_before = set(SpecCluster._instances)
     ns: dict = {"__name__": "readme"}
@@ -92,3 +98,5 @@ def test_readme_python_examples_run(mongo_uri, monkeypatch, tmp_path):
             c.close()
         for c in set(SpecCluster._instances) - clusters_before:
             c.close()
+        dask.config.config.clear()
+        dask.config.config.update(config_before)
