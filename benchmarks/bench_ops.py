@@ -100,8 +100,6 @@ def run_ours(client, X, y, repeat):
     ops.gram(warm).compute()
     ops.StandardScaler().fit(warm)
     t["gram"], res["gram"] = timed(lambda: ops.gram(X).compute(), repeat=repeat)
-    # (k-means and standardize start with these; on the GPU they were the bottleneck)
-    t["moments"], _ = timed(lambda: ops.column_moments(X).compute(), repeat=repeat)
 
     def standardize():
         Z = ops.StandardScaler().fit_transform(X).persist()
