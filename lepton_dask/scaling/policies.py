@@ -484,11 +484,11 @@ class StockAdaptivePolicy:
             targets[pool.name] = have - len(firm)
             if firm:
                 release[pool.name] = firm
-        d = Decision(
-            targets, f"stock Adaptive, target_duration={self.target_duration:g}s"
+        return Decision(
+            targets,
+            f"stock Adaptive, target_duration={self.target_duration:g}s",
+            release=release,
         )
-        d.detail["release"] = release
-        return d
 
 
 POLICIES = {

@@ -1,8 +1,12 @@
-"""What a scaling policy sees and what it returns (plain data, no I/O).
+"""What a scaling policy sees and what it returns.
 
-The real loop (:class:`~lepton_dask.scaling.adaptive.CostAwareAdaptive`) builds
-a :class:`ClusterView` from the scheduler and the CostMonitor; the simulator
-builds it from its own state. Both hand it to the same policy object.
+:class:`ScalerState` is the contract between whatever observes a cluster and
+the policies: the CostMonitor's ``scaler_state`` (on a real scheduler) and the
+simulator both produce it, and :class:`ViewBuilder` turns it into the
+:class:`ClusterView` that a policy decides from. The policy's answer is a
+:class:`Decision`. The dataclasses are plain data; ``ViewBuilder`` and
+``ArrivalEstimator`` keep the little history a view needs (arrival rate, idle
+gaps, busy periods).
 """
 
 from __future__ import annotations
@@ -10,7 +14,51 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
+
+EPS_WORK = 1e-9  # thread-seconds of outstanding work below which there is none
+
+
+class WorkerState(TypedDict, total=False):
+    """One arrived worker in :class:`ScalerState`."""
+
+    name: str
+    pool: str
+    billed_since: float  # when billing began (the launch request)
+    busy: bool  # running a task now
+    holds_data: bool  # holds the only copy of some result
+
+
+class BatchState(TypedDict, total=False):
+    """One submission batch (a ``compute``/``submit`` call, a burst) with
+    unfinished work, in :class:`ScalerState`."""
+
+    id: str
+    arrival: float  # when its first task was submitted (state clock)
+    work: dict[str, float]  # unfinished work per kind, reference thread-seconds
+    done: dict[str, float]  # work already finished per kind
+    tasks: int  # unfinished tasks
+    longest: float  # longest unfinished task, seconds
+    critical: float  # longest chain of unfinished tasks, seconds (>= longest)
+    deadline_s: float | None  # seconds after arrival, as the user stated it
+
+
+class ScalerState(TypedDict, total=False):
+    """What a scaling policy needs from the cluster, per kind of work
+    (``"cpu"``, ``"gpu"``): produced by ``CostMonitor.scaler_state`` and by the
+    simulator, consumed by :meth:`ViewBuilder.build`."""
+
+    now: float
+    backlog: dict[str, float]  # running + queued work, thread-seconds
+    tasks: dict[str, float]  # running + queued tasks
+    pending: dict[str, float]  # work waiting for dependencies
+    pending_tail: float  # longest task among those
+    completed: dict[str, float]  # work finished so far
+    workers: list[WorkerState]
+    threads: float  # threads of the arrived workers
+    minimum_billing: float
+    spend_usd: float
+    batches: list[BatchState]  # unfinished batches, oldest first
 
 
 @dataclass(frozen=True)
@@ -71,8 +119,15 @@ class PoolSpec:
             )
 
     @classmethod
-    def from_catalog(cls, name: str, instance_type: str, pricing: str = "on-demand", *,
-                     catalog: Any = None, **kwargs: Any) -> PoolSpec:  # fmt: skip
+    def from_catalog(
+        cls,
+        name: str,
+        instance_type: str,
+        pricing: str = "on-demand",
+        *,
+        catalog: Any = None,
+        **kwargs: Any,
+    ) -> PoolSpec:
         """A pool priced from the price catalog (as the CostMonitor prices it).
 
         >>> PoolSpec.from_catalog("gpu", "g5.xlarge", kind="gpu").usd_per_hour
@@ -108,6 +163,24 @@ class WorkerView:
 
 
 @dataclass
+class BatchView:
+    """A submission batch with unfinished work (see :class:`BatchState`)."""
+
+    id: str
+    arrival: float
+    work: dict[str, float]
+    done: dict[str, float] = field(default_factory=dict)
+    tasks: int = 0
+    longest: float = 0.0
+    critical: float = 0.0
+    deadline_s: float | None = None
+
+    @property
+    def remaining(self) -> float:
+        return sum(self.work.values())
+
+
+@dataclass
 class ClusterView:
     """The state a policy decides from, at time ``now``.
 
@@ -117,7 +190,8 @@ class ClusterView:
     of those, which runs after the rest); ``arrival_rate`` the work
     arriving per second lately; ``idle_gaps`` the recent lengths of idle periods
     (no backlog) in seconds, newest last; ``busy_since`` when the current busy
-    period (non-zero backlog) began.
+    period (non-zero backlog) began; ``batches`` the submission batches with
+    unfinished work, oldest first.
     """
 
     now: float
@@ -134,6 +208,7 @@ class ClusterView:
     busy_since: float | None = None
     idle_gaps: list[float] = field(default_factory=list)
     throughput_factor: float = 1.0
+    batches: list[BatchView] = field(default_factory=list)
 
     def in_pool(self, pool: str) -> list[WorkerView]:
         return [w for w in self.workers if w.pool == pool]
@@ -166,6 +241,9 @@ class Decision:
     predicted_cost_usd: float = 0.0
     infeasible: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+    #: Workers to release by name, per pool. ``None``: the applier chooses
+    #: among :func:`releasable` workers (idle, paid minimum used up).
+    release: dict[str, list[str]] | None = None
 
     def as_log(self, now: float) -> tuple[float, dict[str, Any]]:
         """An entry for the bounded decision log (Adaptive's format)."""
@@ -344,7 +422,7 @@ class ViewBuilder:
 
     def build(
         self,
-        st: dict[str, Any],
+        st: ScalerState,
         pools: dict[str, PoolSpec],
         pending_workers: list[WorkerView] = (),
     ) -> ClusterView:
@@ -364,24 +442,48 @@ class ViewBuilder:
         ] + list(pending_workers)
         backlog, pending = st["backlog"], st["pending"]
         total = sum(backlog.values()) + sum(pending.values())
-        if total > 1e-9 and self.idle_since is not None:
+        if total > EPS_WORK and self.idle_since is not None:
             self.idle_gaps = [*self.idle_gaps, now - self.idle_since][-16:]
             self.idle_since = None
             self.busy_since = now
-        elif total <= 1e-9 and self.idle_since is None:
+        elif total <= EPS_WORK and self.idle_since is None:
             self.idle_since = now
-        if self.busy_since is None and total > 1e-9:
+        if self.busy_since is None and total > EPS_WORK:
             self.busy_since = now
         self.arrivals.observe(
             now, {k: backlog[k] + pending[k] for k in backlog}, st["completed"]
         )
         threads = st.get("threads", 0.0)
-        self._periods.tick(now, total > 1e-9, threads, sum(st["completed"].values()))
+        self._periods.tick(
+            now, total > EPS_WORK, threads, sum(st["completed"].values())
+        )
+        batches = [
+            BatchView(
+                str(b["id"]),
+                float(b["arrival"]),
+                dict(b["work"]),
+                dict(b.get("done", {})),
+                int(b.get("tasks", 0)),
+                float(b.get("longest", 0.0)),
+                float(b.get("critical", b.get("longest", 0.0))),
+                b.get("deadline_s"),
+            )
+            for b in st.get("batches", ())
+        ]
         return ClusterView(
-            now=now, pools=pools, workers=workers, backlog=backlog,
-            tasks_ready={k: math.ceil(v) for k, v in st["tasks"].items()}, pending=pending,
-            pending_tail=st["pending_tail"], arrival_rate=self.arrivals.rate(),
-            minimum_billing=st["minimum_billing"], spend_usd=st["spend_usd"],
-            idle_since=self.idle_since, busy_since=self.busy_since, idle_gaps=list(self.idle_gaps),
+            now=now,
+            pools=pools,
+            workers=workers,
+            backlog=backlog,
+            tasks_ready={k: math.ceil(v) for k, v in st["tasks"].items()},
+            pending=pending,
+            pending_tail=st["pending_tail"],
+            arrival_rate=self.arrivals.rate(),
+            minimum_billing=st["minimum_billing"],
+            spend_usd=st["spend_usd"],
+            idle_since=self.idle_since,
+            busy_since=self.busy_since,
+            idle_gaps=list(self.idle_gaps),
             throughput_factor=self.model.throughput_factor(total, max(threads, 1.0)),
-        )  # fmt: skip
+            batches=batches,
+        )

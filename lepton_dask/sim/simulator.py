@@ -4,7 +4,12 @@ Fake clock; tasks (independent or a graph) with durations and a resource kind;
 pools of workers with startup delay, per-second billing with a minimum (from
 the launch request, to release or death), spot preemptions (Poisson), and a
 policy consulted every ``interval`` seconds exactly as ``CostAwareAdaptive``
-consults it. Workers take ready tasks first-in first-out.
+consults it: each tick emits the same :class:`~lepton_dask.scaling.state.ScalerState`
+as ``CostMonitor.scaler_state`` and turns it into a view with the production
+:class:`~lepton_dask.scaling.state.ViewBuilder`. Submissions at time ``t`` come
+before the tick at ``t`` (as in Dask, where ``update_graph`` runs before the
+next adaptive callback sees the scheduler). Workers take ready tasks
+first-in first-out.
 
 It simulates 1,000 workers and 1,000,000 tasks in well under a minute (see
 ``benchmarks/bench_scaling.py``).
@@ -20,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from lepton_dask.scaling.model import BusyPeriods, ErnestModel
 from lepton_dask.scaling.state import (
-    ArrivalEstimator,
     ClusterView,
     PoolSpec,
+    ScalerState,
+    ViewBuilder,
     WorkerView,
     releasable,
 )
@@ -134,6 +139,7 @@ class Simulator:
         submit = tr.submit.tolist()
         duration = tr.duration.tolist()
         kind = tr.kind.tolist()
+        batch_of = tr.burst.tolist()
         order = sorted(range(n), key=submit.__getitem__)
         deps_left = [len(d) for d in tr.deps] if tr.deps is not None else [0] * n
         dependents: list[list[int]] = [[] for _ in range(n)]
@@ -141,17 +147,16 @@ class Simulator:
             for i, d in enumerate(tr.deps):
                 for j in d:
                     dependents[j].append(i)
+        level = _bottom_levels(duration, dependents, tr.deps)
+        batches = _Batches(tr, level)
         submitted = [False] * n
-        done = [False] * n
         ready = {0: deque(), 1: deque()}
         queued_work = [0.0, 0.0]
         pending_work = [0.0, 0.0]
         pending_durations: list[float] = []  # max-heap (negated), lazily cleaned
         pending_live: dict[float, int] = {}
         completed_work = [0.0, 0.0]
-        arrivals = ArrivalEstimator(60.0)
-        model = ErnestModel()
-        periods = BusyPeriods(model)
+        views = ViewBuilder()
         run_end_sum = [0.0, 0.0]
         run_count = [0, 0]
         running_at: dict[
@@ -178,9 +183,6 @@ class Simulator:
         preemptions = 0
         runs = 0
         tasks_done = 0
-        idle_since: float | None = 0.0
-        busy_since: float | None = None
-        idle_gaps: list[float] = []
         next_wid = 0
 
         def push(t, typ, payload):
@@ -240,12 +242,20 @@ class Simulator:
                 running_at[i] = (wid, t, end_t, attempt[i])
                 run_end_sum[k] += end_t
                 run_count[k] += 1
+                batches.start(i, t, end_t)
                 runs += 1
                 w.running.add(i)
                 w.free -= 1
                 if w.free == 0:
                     del fw[wid]
                 push(end_t, _FINISH, (i, attempt[i]))
+
+        def unrun(i: int, end_t: float):
+            k = kind[i]
+            run_end_sum[k] -= end_t
+            run_count[k] -= 1
+            if run_count[k] == 0:
+                run_end_sum[k] = 0.0  # no float residue when nothing runs
 
         for name, count in self.initial.items():
             for _ in range(count):
@@ -256,9 +266,9 @@ class Simulator:
         end_time = None
         while events or ptr < n:
             next_submit = submit[order[ptr]] if ptr < n else math.inf
-            if events and events[0][0] <= next_submit:
+            if events and events[0][0] < next_submit:
                 t, _, typ, payload = heapq.heappop(events)
-            else:
+            else:  # submissions come before events (and ticks) at the same time
                 t, typ, payload = next_submit, None, None
             now = t
             if typ is None:  # submissions at this time
@@ -266,6 +276,7 @@ class Simulator:
                     i = order[ptr]
                     ptr += 1
                     submitted[i] = True
+                    batches.submit(i, now)
                     if deps_left[i] == 0:
                         make_ready(i)
                     else:
@@ -283,15 +294,12 @@ class Simulator:
                 wid, _, end_t, _ = info
                 del running_at[i]
                 k = kind[i]
-                run_end_sum[k] -= end_t
-                run_count[k] -= 1
-                if run_count[k] == 0:
-                    run_end_sum[k] = 0.0  # no float residue when nothing runs
-                done[i] = True
+                unrun(i, end_t)
+                batches.finish(i, end_t)
                 completed_work[k] += duration[i]
                 tasks_done += 1
                 last_finish = now
-                burst_last[int(tr.burst[i])] = now
+                burst_last[batch_of[i]] = now
                 w = workers.get(wid)
                 if w is not None:
                     w.running.discard(i)
@@ -317,11 +325,9 @@ class Simulator:
                 preemptions += 1
                 for i in list(w.running):
                     _, start, end_t, _ = running_at.pop(i)
+                    unrun(i, end_t)
+                    batches.lose(i, end_t)
                     k = kind[i]
-                    run_end_sum[k] -= end_t
-                    run_count[k] -= 1
-                    if run_count[k] == 0:
-                        run_end_sum[k] = 0.0
                     lost += now - start
                     ready[k].appendleft(i)
                     queued_work[k] += duration[i]
@@ -330,53 +336,17 @@ class Simulator:
                 for kk in (0, 1):
                     dispatch(kk, now)
             elif typ == _TICK:
-                backlog = [
-                    queued_work[k] + max(0.0, run_end_sum[k] - run_count[k] * now)
-                    for k in (0, 1)
+                st = self._state(
+                    now, workers, queued_work, pending_work, run_end_sum, run_count,
+                    ready, completed_work, spent, batches, tasks_done,
+                    self._tail(pending_durations, pending_live),
+                )  # fmt: skip
+                pending = [
+                    WorkerView(str(w.wid), w.pool.name, w.billed_since, False, False)
+                    for w in workers.values()
+                    if not w.arrived
                 ]
-                total = backlog[0] + backlog[1] + pending_work[0] + pending_work[1]
-                arrivals.observe(
-                    now,
-                    {
-                        "cpu": backlog[0] + pending_work[0],
-                        "gpu": backlog[1] + pending_work[1],
-                    },
-                    {"cpu": completed_work[0], "gpu": completed_work[1]},
-                )
-                if total > 1e-12 and idle_since is not None:
-                    if now > 0:
-                        idle_gaps.append(now - idle_since)
-                    idle_since = None
-                    busy_since = now
-                elif total <= 1e-12 and idle_since is None:
-                    idle_since = now
-                worker_views = []
-                threads_now = 0.0
-                for w in workers.values():
-                    worker_views.append(
-                        WorkerView(str(w.wid), w.pool.name, w.billed_since, bool(w.running), w.arrived)
-                    )  # fmt: skip
-                    if w.arrived and w.alive:
-                        threads_now += w.pool.threads * w.pool.speed
-                if self.hold_results and 0 < tasks_done < n:  # released at the end
-                    held = [v for v in worker_views if v.arrived]
-                    if held:
-                        min(held, key=lambda v: v.billed_since).holds_data = True
-                periods.tick(
-                    now, total > 1e-12, threads_now, completed_work[0] + completed_work[1]
-                )  # fmt: skip
-                view = ClusterView(
-                    now=now, pools=self.pools,
-                    workers=worker_views,
-                    backlog={"cpu": backlog[0], "gpu": backlog[1]},
-                    pending={"cpu": pending_work[0], "gpu": pending_work[1]},
-                    arrival_rate=arrivals.rate(),
-                    pending_tail=self._tail(pending_durations, pending_live),
-                    tasks_ready={KIND_NAMES[k]: len(ready[k]) + run_count[k] for k in (0, 1)},
-                    minimum_billing=self.minimum, spend_usd=spent,
-                    idle_since=idle_since, idle_gaps=idle_gaps[-16:], busy_since=busy_since,
-                    throughput_factor=model.throughput_factor(total, max(threads_now, 1.0)),
-                )  # fmt: skip
+                view = views.build(st, self.pools, pending)
                 decision = self.policy.decide(view)
                 if len(decisions) < 100_000:
                     decisions.append(decision.as_log(now))
@@ -406,13 +376,59 @@ class Simulator:
         for name, start, stop, _ in lifetimes:
             ws[name] = ws.get(name, 0.0) + max(stop - start, self.minimum)
         lat = {b: burst_last.get(b, math.inf) - a for b, a in burst_arrival.items()}
-        met = [lat[b] <= d for b, d in tr.deadline.items() if b in lat]
+        met = [lat[b] <= d + 1e-9 for b, d in tr.deadline.items() if b in lat]
         t0 = float(tr.submit.min()) if n else 0.0
         return SimResult(
-            tr.name, getattr(self.policy, "label", type(self.policy).__name__), cost, last_finish - t0,
-            lat, (sum(met) / len(met)) if met else 1.0, ws, lost, preemptions, tasks_done, runs,
-            timeline, decisions, lifetimes,
-        )  # fmt: skip
+            tr.name,
+            getattr(self.policy, "label", type(self.policy).__name__),
+            cost,
+            last_finish - t0,
+            lat,
+            (sum(met) / len(met)) if met else 1.0,
+            ws,
+            lost,
+            preemptions,
+            tasks_done,
+            runs,
+            timeline,
+            decisions,
+            lifetimes,
+        )
+
+    def _state(
+        self, now, workers, queued_work, pending_work, run_end_sum, run_count,
+        ready, completed_work, spent, batches, tasks_done, tail,
+    ) -> ScalerState:  # fmt: skip
+        """The tick's :class:`ScalerState`, as ``CostMonitor.scaler_state``
+        reports it on a real scheduler."""
+        backlog = [
+            queued_work[k] + max(0.0, run_end_sum[k] - run_count[k] * now)
+            for k in (0, 1)
+        ]
+        arrived = []
+        threads = 0.0
+        for w in workers.values():
+            if w.arrived:
+                arrived.append({"name": str(w.wid), "pool": w.pool.name,
+                                "billed_since": w.billed_since, "busy": bool(w.running),
+                                "holds_data": False})  # fmt: skip
+                threads += w.pool.threads * w.pool.speed
+        if self.hold_results and 0 < tasks_done < len(self.trace) and arrived:
+            # the client holds results: they live on the oldest worker
+            min(arrived, key=lambda d: d["billed_since"])["holds_data"] = True
+        return {
+            "now": now,
+            "backlog": {"cpu": backlog[0], "gpu": backlog[1]},
+            "tasks": {KIND_NAMES[k]: len(ready[k]) + run_count[k] for k in (0, 1)},
+            "pending": {"cpu": pending_work[0], "gpu": pending_work[1]},
+            "pending_tail": tail,
+            "completed": {"cpu": completed_work[0], "gpu": completed_work[1]},
+            "workers": arrived,
+            "threads": threads,
+            "minimum_billing": self.minimum,
+            "spend_usd": spent,
+            "batches": batches.state(now),
+        }
 
     @staticmethod
     def _tail(heap: list[float], live: dict[float, int]) -> float:
@@ -424,7 +440,6 @@ class Simulator:
     def _apply(
         self, decision, view: ClusterView, workers: dict, launch, end, now: float
     ) -> None:
-        release = decision.detail.get("release", {})
         for name, target in decision.targets.items():
             pool = self.pools[name]
             target = min(max(int(target), pool.min_workers), pool.max_workers)
@@ -435,14 +450,14 @@ class Simulator:
                     launch(pool, now)
             elif target < have:
                 drop = have - target
-                if "release" in decision.detail:
-                    # stock Adaptive: close launches that have not arrived first,
-                    # then the idle workers it named
+                if decision.release is not None:
+                    # named releases (stock Adaptive): close launches that have
+                    # not arrived first, then the idle workers it named
                     pending = [w for w in mine if not w.arrived]
                     for w in pending[:drop]:
                         end(w, now)
                     drop -= min(drop, len(pending))
-                    names = set(release.get(name, [])[:drop])
+                    names = set(decision.release.get(name, [])[:drop])
                     victims = [
                         w
                         for w in mine
@@ -454,3 +469,123 @@ class Simulator:
                     victims = [w for w in mine if str(w.wid) in ids and not w.running]
                 for w in victims[:drop]:
                     end(w, now)
+
+
+def _bottom_levels(
+    duration: list[float], dependents: list[list[int]], deps: list[list[int]] | None
+) -> list[float]:
+    """Each task's duration plus the longest chain of its dependents: the time
+    from its start to the end of everything that waits on it."""
+    if deps is None:
+        return list(duration)
+    n = len(duration)
+    indeg = [len(dependents[i]) for i in range(n)]
+    level = list(duration)
+    stack = [i for i in range(n) if indeg[i] == 0]
+    while stack:  # reverse topological order: sinks first
+        i = stack.pop()
+        for j in deps[i]:
+            level[j] = max(level[j], duration[j] + level[i])
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                stack.append(j)
+    return level
+
+
+class _Batches:
+    """Unfinished work per submission batch (a trace's burst), for the
+    ``batches`` entry of the scaler state: work left per kind (running tasks
+    count what is left of them), work done, tasks left, and the longest task
+    and chain of tasks still to finish (lazy max-heaps)."""
+
+    def __init__(self, trace: Trace, level: list[float]):
+        self.trace = trace
+        self.kind = trace.kind.tolist()
+        self.batch = trace.burst.tolist()
+        self.duration = trace.duration.tolist()
+        self.level = level
+        self.deadline = {int(b): float(d) for b, d in trace.deadline.items()}
+        self.active: dict[int, dict[str, Any]] = {}
+        self.finished: dict[int, tuple[float, list[float]]] = {}
+        self.done = [False] * len(level)
+        self.started: dict[int, float] = {}
+
+    def _get(self, b: int, now: float) -> dict[str, Any]:
+        rec = self.active.get(b)
+        if rec is None:
+            # a batch finished earlier may get more tasks: it keeps its arrival
+            arrival, done = self.finished.pop(b, (now, [0.0, 0.0]))
+            rec = self.active[b] = {
+                "arrival": arrival, "unstarted": [0.0, 0.0], "end_sum": [0.0, 0.0],
+                "running": [0, 0], "done": done, "tasks": 0, "levels": [],
+                "longest": [],
+            }  # fmt: skip
+        return rec
+
+    def submit(self, i: int, now: float) -> None:
+        rec = self._get(self.batch[i], now)
+        rec["unstarted"][self.kind[i]] += self.duration[i]
+        rec["tasks"] += 1
+        heapq.heappush(rec["levels"], (-self.level[i], i))
+        heapq.heappush(rec["longest"], (-self.duration[i], i))
+
+    def start(self, i: int, now: float, end_t: float) -> None:
+        rec = self.active[self.batch[i]]
+        k = self.kind[i]
+        rec["unstarted"][k] -= self.duration[i]
+        rec["end_sum"][k] += end_t
+        rec["running"][k] += 1
+        self.started[i] = now
+
+    def lose(self, i: int, end_t: float) -> None:
+        """A run of ``i`` lost to a preemption: its work is unstarted again."""
+        rec = self.active[self.batch[i]]
+        k = self.kind[i]
+        rec["end_sum"][k] -= end_t
+        rec["running"][k] -= 1
+        rec["unstarted"][k] += self.duration[i]
+        self.started.pop(i, None)
+
+    def finish(self, i: int, end_t: float) -> None:
+        b = self.batch[i]
+        rec = self.active[b]
+        k = self.kind[i]
+        rec["end_sum"][k] -= end_t
+        rec["running"][k] -= 1
+        rec["done"][k] += self.duration[i]
+        rec["tasks"] -= 1
+        self.done[i] = True
+        self.started.pop(i, None)
+        if rec["tasks"] == 0:
+            # finished for now (more of the batch may still be submitted)
+            del self.active[b]
+            self.finished[b] = (rec["arrival"], rec["done"])
+
+    def _top(self, heap: list, now: float) -> float:
+        while heap and self.done[heap[0][1]]:
+            heapq.heappop(heap)
+        if not heap:
+            return 0.0
+        value, i = -heap[0][0], heap[0][1]
+        if i in self.started:  # running: part of it is done
+            value -= now - self.started[i]
+        return max(value, 0.0)
+
+    def state(self, now: float) -> list[dict[str, Any]]:
+        out = []
+        for b, rec in self.active.items():
+            work = [
+                max(0.0, rec["unstarted"][k])
+                + max(0.0, rec["end_sum"][k] - rec["running"][k] * now)
+                for k in (0, 1)
+            ]
+            longest = self._top(rec["longest"], now)
+            out.append({
+                "id": str(b), "arrival": rec["arrival"],
+                "work": {"cpu": work[0], "gpu": work[1]},
+                "done": {"cpu": rec["done"][0], "gpu": rec["done"][1]},
+                "tasks": rec["tasks"], "longest": longest,
+                "critical": max(longest, self._top(rec["levels"], now)),
+                "deadline_s": self.deadline.get(b),
+            })  # fmt: skip
+        return out

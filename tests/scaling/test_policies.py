@@ -221,7 +221,7 @@ def test_stock_adaptive_keeps_the_last_worker_holding_data():
     view = ClusterView(now=100.0, pools={"cpu": pool}, workers=ws, backlog={"cpu": 0.0})
     policy = StockAdaptivePolicy(5.0, wait_count=1)
     d = policy.decide(view)
-    assert d.targets["cpu"] == 1 and d.detail["release"]["cpu"] == ["b"]
+    assert d.targets["cpu"] == 1 and d.release["cpu"] == ["b"]
     ws[0].holds_data = False  # the client let go of its results
     assert policy.decide(view).targets["cpu"] == 0
 
