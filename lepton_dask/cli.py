@@ -186,8 +186,23 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from lepton_dask.deploy import kubernetes
 
+    kw = {
+        key: getattr(args, key)
+        for key in (
+            "name", "namespace", "image", "release", "capacity_label",
+            "budget_usd_per_hour", "budget_usd", "scaler_policy",
+        )
+        if getattr(args, key, None) is not None
+    }  # fmt: skip
+    try:
+        if args.pool:
+            kw["groups"] = tuple(kubernetes.parse_pool(p) for p in args.pool)
+        spec = kubernetes.DeploySpec(**kw)
+    except ValueError as e:
+        print(f"lepton-dask deploy: {e}", file=sys.stderr)
+        return 2
     return _write_or_check(
-        kubernetes.render(), args.dir, args.action, "deploy kubernetes"
+        kubernetes.render(spec), args.dir, args.action, "deploy kubernetes"
     )
 
 
@@ -496,6 +511,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", choices=["kubernetes"])
     p.add_argument("action", choices=["write", "check"])
     p.add_argument("--dir", default="deploy/kubernetes", help="output folder")
+    p.add_argument("--name", help="DaskCluster name (default lepton)")
+    p.add_argument("--namespace", help="namespace (default lepton)")
+    p.add_argument(
+        "--image", help="pinned lepton-dask image for scheduler and CPU pools"
+    )
+    p.add_argument(
+        "--pool",
+        action="append",
+        metavar="NAME=TYPE[:PRICING][,key=value]",
+        help="a worker pool, first one the default CPU group; keys replicas, "
+        "min, max, threads, image (e.g. cpu=m6i.large:spot,min=1,max=20); repeat",
+    )
+    p.add_argument("--release", help="release label of the monitors and rules")
+    p.add_argument("--capacity-label", help="node label of spot/on-demand capacity")
+    p.add_argument("--budget-usd-per-hour", type=float)
+    p.add_argument("--budget-usd", type=float)
+    p.add_argument("--scaler-policy", choices=["balanced", "deadline", "budget"])
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser(

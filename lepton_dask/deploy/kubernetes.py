@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 
 from lepton_dask import __version__
+from lepton_dask.deploy import alerts
+from lepton_dask.deploy.sizing import PodSize, node_selector, pod_size
 
 API = "kubernetes.dask.org/v1"
 #: images built from deploy/docker/ (tags pinned to the package version)
@@ -39,26 +41,47 @@ MONGO_SECRET = "lepton-mongo"
 class WorkerGroup:
     """A pool of workers: one ``DaskWorkerGroup`` (or the cluster's default group).
 
-    ``kind="gpu"`` needs an explicit GPU ``image`` (with CUDA and cupy): a GPU
-    group on the CPU image would start workers that cannot run GPU tasks.
+    Its pods are sized to fill one node of ``instance_type`` (the catalog's
+    allocatable table, :func:`~lepton_dask.deploy.sizing.pod_size`) and are
+    tied to such nodes of the ``pricing``'s capacity type by a nodeSelector.
+    ``threads`` defaults to the instance's vCPUs. A GPU instance type makes a
+    GPU group, which needs an explicit GPU ``image`` (with CUDA and cupy): a
+    GPU group on the CPU image would start workers that cannot run GPU tasks.
     """
 
     name: str
     instance_type: str
-    kind: str = "cpu"
+    kind: str | None = None
     pricing: str = "on-demand"
     image: str | None = None
-    threads: int = 2
-    memory: str = "8Gi"
+    threads: int | None = None
     replicas: int = 0
     min_replicas: int = 0
     max_replicas: int = 10
-    gpus: int = 1
 
     def __post_init__(self):
+        size = pod_size(self.instance_type)  # raises for an unknown type
+        kind = "gpu" if size.gpus else "cpu"
+        if self.kind is None:
+            object.__setattr__(self, "kind", kind)
         if self.kind not in ("cpu", "gpu"):
             raise ValueError(
                 f"worker group {self.name!r}: kind must be 'cpu' or 'gpu', got {self.kind!r}"
+            )
+        if self.kind != kind:
+            raise ValueError(
+                f"worker group {self.name!r}: {self.instance_type} has "
+                f"{size.gpus} GPUs, so the group is {kind}, not {self.kind}"
+            )
+        if self.pricing not in ("on-demand", "spot"):
+            raise ValueError(
+                f"worker group {self.name!r}: pricing must be 'on-demand' or "
+                f"'spot', got {self.pricing!r}"
+            )
+        if self.threads is not None and not 1 <= self.threads <= size.threads:
+            raise ValueError(
+                f"worker group {self.name!r}: threads must be 1..{size.threads} "
+                f"(the vCPUs of {self.instance_type}), got {self.threads}"
             )
         if self.kind == "gpu" and (self.image is None or self.image == IMAGE):
             raise ValueError(
@@ -76,25 +99,84 @@ class WorkerGroup:
                 "(give a version tag or a digest, not :latest)"
             )
 
+    @property
+    def size(self) -> PodSize:
+        return pod_size(self.instance_type)
+
+    @property
+    def nthreads(self) -> int:
+        """Dask threads: as given, else one per GPU or one per vCPU."""
+        if self.threads:
+            return self.threads
+        return self.size.gpus if self.kind == "gpu" else self.size.threads
+
+
+def default_groups() -> tuple[WorkerGroup, ...]:
+    """A CPU pool on m6i.large (on-demand) and a GPU pool on g5.xlarge."""
+    return (
+        WorkerGroup("cpu", "m6i.large", replicas=2, min_replicas=1, max_replicas=50),
+        WorkerGroup("gpu", "g5.xlarge", image=GPU_IMAGE, replicas=0, max_replicas=8),
+    )
+
+
+def parse_pool(text: str) -> WorkerGroup:
+    """A worker group from ``NAME=TYPE[:PRICING][,key=value...]`` (the CLI's
+    ``--pool``); keys: replicas, min, max, threads, image. A GPU type without
+    ``image=`` gets :data:`GPU_IMAGE`.
+
+    >>> g = parse_pool("gpu=g5.xlarge:spot,max=4")
+    >>> g.kind, g.pricing, g.max_replicas, g.image == GPU_IMAGE
+    ('gpu', 'spot', 4, True)
+    """
+    head, *opts = text.split(",")
+    name, sep, itype = head.partition("=")
+    if not sep or not name or not itype:
+        raise ValueError(f"--pool {text!r}: expected NAME=TYPE[:PRICING][,key=value]")
+    itype, _, pricing = itype.partition(":")
+    kw: dict[str, Any] = {"pricing": pricing or "on-demand"}
+    keys = {"replicas": "replicas", "min": "min_replicas", "max": "max_replicas"}
+    for opt in opts:
+        key, sep, value = opt.partition("=")
+        if key in keys:
+            kw[keys[key]] = int(value)
+        elif key == "threads":
+            kw["threads"] = int(value)
+        elif key == "image":
+            kw["image"] = value
+        else:
+            raise ValueError(
+                f"--pool {text!r}: unknown option {key!r} "
+                "(use replicas, min, max, threads, image)"
+            )
+    if pod_size(itype).gpus and "image" not in kw:
+        kw["image"] = GPU_IMAGE
+    kw.setdefault("replicas", kw.get("min_replicas", 0))
+    kw.setdefault("max_replicas", max(10, kw["replicas"]))
+    return WorkerGroup(name, itype, **kw)
+
 
 @dataclass(frozen=True)
 class DeploySpec:
-    """Everything the manifests are generated from."""
+    """Everything the manifests are generated from.
+
+    ``release`` is the ``release`` label the Prometheus Operator's monitor
+    and rule selectors match (kube-prometheus-stack selects its Helm release
+    name); ``capacity_label`` the node label of spot/on-demand capacity
+    (:data:`~lepton_dask.deploy.sizing.CAPACITY_LABELS`); budgets become the
+    scheduler's ``lepton.cost.budget-*`` settings.
+    """
 
     name: str = "lepton"
     namespace: str = "lepton"
     image: str = IMAGE
-    groups: tuple[WorkerGroup, ...] = field(
-        default_factory=lambda: (
-            WorkerGroup("cpu", "m6i.large", replicas=2, min_replicas=1, max_replicas=50),
-            WorkerGroup(
-                "gpu", "g5.xlarge", kind="gpu", image=GPU_IMAGE, threads=1,
-                memory="16Gi", replicas=0, max_replicas=8,
-            ),
-        )
-    )  # fmt: skip
+    groups: tuple[WorkerGroup, ...] = field(default_factory=default_groups)
     scaler_policy: str = "balanced"
     scaler_interval: str = "10s"
+    release: str = "kube-prometheus-stack"
+    capacity_label: str = "karpenter.sh/capacity-type"
+    budget_usd_per_hour: float | None = None
+    budget_usd: float | None = None
+    scrape_interval: str = "15s"
 
     def __post_init__(self):
         if not self.groups or self.groups[0].kind != "cpu":
@@ -104,8 +186,20 @@ class DeploySpec:
         names = [g.name for g in self.groups]
         if len(set(names)) != len(names):
             raise ValueError(f"worker group names must be unique, got {names}")
+        if "default" in names[1:]:
+            raise ValueError("'default' names the cluster's own group; rename it")
         if not _pinned(self.image):
             raise ValueError(f"image {self.image!r} is not pinned")
+        for g in self.groups:
+            node_selector(g.instance_type, g.pricing, self.capacity_label)
+        for b in (self.budget_usd_per_hour, self.budget_usd):
+            if b is not None and not b > 0:
+                raise ValueError(f"budgets must be > 0, got {b}")
+
+    @property
+    def scheduler_job(self) -> str:
+        """The ``job`` label Prometheus gives the scheduler (the Service name)."""
+        return f"{self.name}-scheduler"
 
 
 def _pinned(image: str) -> bool:
@@ -125,6 +219,9 @@ def group_resource(spec: DeploySpec, group: WorkerGroup) -> tuple[str, str]:
 
     The first group is the DaskCluster's own; the operator names the others'
     DaskWorkerGroups ``<cluster>-<group>``.
+
+    >>> group_resource(DeploySpec(), DeploySpec().groups[1])
+    ('DaskWorkerGroup', 'lepton-gpu')
     """
     if group is spec.groups[0]:
         return "DaskCluster", spec.name
@@ -138,7 +235,14 @@ def _env(spec: DeploySpec, group: WorkerGroup | None) -> list[dict[str, Any]]:
             "valueFrom": {"secretKeyRef": {"name": MONGO_SECRET, "key": "uri"}},
         },
     ]
-    if group is not None:
+    if group is None:
+        for key, value in (
+            ("BUDGET_USD_PER_HOUR", spec.budget_usd_per_hour),
+            ("BUDGET_USD", spec.budget_usd),
+        ):
+            if value is not None:
+                env.append({"name": f"DASK_LEPTON__COST__{key}", "value": str(value)})
+    else:
         env += [
             {"name": "LEPTON_INSTANCE_TYPE", "value": group.instance_type},
             {"name": "LEPTON_PRICING", "value": group.pricing},
@@ -148,27 +252,27 @@ def _env(spec: DeploySpec, group: WorkerGroup | None) -> list[dict[str, Any]]:
 
 
 def _worker_spec(spec: DeploySpec, group: WorkerGroup) -> dict[str, Any]:
+    size = group.size
     args = [
         "dask",
         "worker",
         "--name",
         "$(DASK_WORKER_NAME)",
         "--nthreads",
-        str(group.threads),
+        str(group.nthreads),
         "--memory-limit",
-        group.memory.replace("Gi", "GiB"),
+        size.dask_memory_limit,
         "--dashboard-address",
         str(WORKER_DASHBOARD_PORT),
         "--preload",
         "lepton_dask.cost.preload",
     ]
-    resources: dict[str, Any] = {
-        "requests": {"cpu": str(group.threads), "memory": group.memory},
-        "limits": {"memory": group.memory},
-    }
+    # requests == limits: the pod fills its node and is never throttled or
+    # evicted for going over what it was scheduled with (Guaranteed QoS)
+    amounts: dict[str, str] = {"cpu": size.cpu, "memory": size.memory}
     if group.kind == "gpu":
-        args += ["--resources", f"GPU={group.gpus}"]
-        resources["limits"]["nvidia.com/gpu"] = group.gpus
+        args += ["--resources", f"GPU={size.gpus}"]
+        amounts["nvidia.com/gpu"] = str(size.gpus)  # quantities are strings
     container = {
         "name": "worker",
         "image": group.image or spec.image,
@@ -176,9 +280,14 @@ def _worker_spec(spec: DeploySpec, group: WorkerGroup) -> dict[str, Any]:
         "args": args,
         "env": _env(spec, group),
         "ports": [{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD_PORT}],
-        "resources": resources,
+        "resources": {"requests": dict(amounts), "limits": dict(amounts)},
     }
-    pod: dict[str, Any] = {"containers": [container]}
+    pod: dict[str, Any] = {
+        "nodeSelector": node_selector(
+            group.instance_type, group.pricing, spec.capacity_label
+        ),
+        "containers": [container],
+    }
     if group.kind == "gpu":
         pod["tolerations"] = [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -263,12 +372,27 @@ def worker_groups(spec: DeploySpec) -> list[dict[str, Any]]:
 
 
 def monitoring(spec: DeploySpec) -> list[dict[str, Any]]:
-    """Prometheus Operator scrape configuration for scheduler and workers."""
+    """Prometheus Operator scrape configuration for scheduler and workers, and
+    the alerting rules (:mod:`lepton_dask.deploy.alerts`), each labelled with
+    ``release`` so that the operator's selectors pick them up."""
+
+    def meta(name: str) -> dict[str, Any]:
+        return {
+            "name": f"{spec.name}-{name}",
+            "namespace": spec.namespace,
+            "labels": {"release": spec.release, "app.kubernetes.io/part-of": "lepton"},
+        }
+
+    endpoint = {
+        "port": "http-dashboard",
+        "path": "/metrics",
+        "interval": spec.scrape_interval,
+    }
     return [
         {
             "apiVersion": "monitoring.coreos.com/v1",
             "kind": "ServiceMonitor",
-            "metadata": {"name": f"{spec.name}-scheduler", "namespace": spec.namespace},
+            "metadata": meta("scheduler"),
             "spec": {
                 "selector": {
                     "matchLabels": {
@@ -276,15 +400,13 @@ def monitoring(spec: DeploySpec) -> list[dict[str, Any]]:
                         "dask.org/component": "scheduler",
                     }
                 },
-                "endpoints": [
-                    {"port": "http-dashboard", "path": "/metrics", "interval": "15s"}
-                ],
+                "endpoints": [endpoint],
             },
         },
         {
             "apiVersion": "monitoring.coreos.com/v1",
             "kind": "PodMonitor",
-            "metadata": {"name": f"{spec.name}-workers", "namespace": spec.namespace},
+            "metadata": meta("workers"),
             "spec": {
                 "selector": {
                     "matchLabels": {
@@ -292,10 +414,14 @@ def monitoring(spec: DeploySpec) -> list[dict[str, Any]]:
                         "dask.org/component": "worker",
                     }
                 },
-                "podMetricsEndpoints": [
-                    {"port": "http-dashboard", "path": "/metrics", "interval": "15s"}
-                ],
+                "podMetricsEndpoints": [endpoint],
             },
+        },
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PrometheusRule",
+            "metadata": meta("alerts"),
+            "spec": {"groups": alerts.rules(scheduler_job=spec.scheduler_job)},
         },
     ]
 
@@ -309,7 +435,7 @@ def scaler_groups(spec: DeploySpec) -> list[dict[str, Any]]:
             {
                 "pool": g.name, "resource": kind, "name": name, "kind": g.kind,
                 "instance_type": g.instance_type, "pricing": g.pricing,
-                "threads": g.threads, "min_replicas": g.min_replicas,
+                "threads": g.nthreads, "min_replicas": g.min_replicas,
                 "max_replicas": g.max_replicas, "startup_s": 90 if g.kind == "gpu" else 60,
             }
         )  # fmt: skip
@@ -360,6 +486,9 @@ def scaler(spec: DeploySpec) -> list[dict[str, Any]]:
             "metadata": meta,
             "spec": {
                 "replicas": 1,
+                # never two scalers at once (RollingUpdate starts the new one
+                # before the old one stops)
+                "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": {"app": name}},
                 "template": {
                     "metadata": {"labels": {"app": name}},

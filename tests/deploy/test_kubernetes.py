@@ -95,7 +95,7 @@ def test_manifests_valid_pinned_and_consistent():
     # the GPU group asks for a GPU and advertises the Dask resource
     gpu = next(d for d in all_docs if d["kind"] == "DaskWorkerGroup")
     c = gpu["spec"]["worker"]["spec"]["containers"][0]
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and "GPU=1" in c["args"]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and "GPU=1" in c["args"]
     assert gpu["spec"]["cluster"] == cluster["metadata"]["name"]
     # the scaler may patch exactly the worker-group resources
     role = next(d for d in all_docs if d["kind"] == "Role")
@@ -108,6 +108,94 @@ def test_manifests_valid_pinned_and_consistent():
         assert (g["resource"], g["name"]) in names
 
 
+def _quantity(q: str) -> float:
+    """cpu in cores, memory in MiB (the forms the generator writes)."""
+    if q.endswith("m"):
+        return int(q[:-1]) / 1000
+    if q.endswith("Mi"):
+        return int(q[:-2])
+    if q.endswith("Gi"):
+        return int(q[:-2]) * 1024
+    return float(q)
+
+
+def test_worker_pods_fit_the_nodes_they_are_priced_as():
+    from lepton_dask.deploy.sizing import allocatable_table
+
+    table = allocatable_table()
+    assert "EKS" in table["source"]
+    groups = [d for d in docs() if d["kind"] in ("DaskCluster", "DaskWorkerGroup")]
+    assert len(groups) == 2
+    for d in groups:
+        pod = d["spec"]["worker"]["spec"]
+        (c,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        itype, pricing = env["LEPTON_INSTANCE_TYPE"], env["LEPTON_PRICING"]
+        # the nodeSelector names the very instance type and capacity it is priced as
+        assert pod["nodeSelector"] == {
+            "node.kubernetes.io/instance-type": itype,
+            "karpenter.sh/capacity-type": pricing,
+        }
+        alloc = table["instance-types"][itype]
+        req = c["resources"]["requests"]
+        assert c["resources"]["limits"] == req  # Guaranteed QoS
+        assert all(isinstance(v, str) for v in req.values())
+        assert _quantity(req["cpu"]) * 1000 <= alloc["cpu-m"]
+        assert _quantity(req["memory"]) <= alloc["memory-mi"]
+        # the worker's memory limit is the pod's, its threads the instance's vCPUs
+        args = c["args"]
+        assert args[args.index("--memory-limit") + 1] == req["memory"] + "B"
+    # two pools of one type on one capacity class are allowed; a type with no
+    # allocatable row is not (it would be priced for a node it may not fit)
+    with pytest.raises(ValueError, match="no Kubernetes allocatable"):
+        k8s.WorkerGroup("cpu", "local")
+    with pytest.raises(ValueError, match="pricing must be"):
+        k8s.WorkerGroup("cpu", "m6i.large", pricing="reserved")
+    with pytest.raises(ValueError, match="capacity label"):
+        k8s.DeploySpec(capacity_label="example.com/capacity")
+
+
+def test_write_options_reach_the_manifests(tmp_path):
+    from lepton_dask.cli import main
+
+    rc = main(
+        ["deploy", "kubernetes", "write", "--dir", str(tmp_path),
+         "--namespace", "ml", "--image", "example.org/lepton:1.2.3",
+         "--pool", "cpu=m6i.xlarge:spot,min=1,max=7",
+         "--pool", "gpu=g6.xlarge,max=2",
+         "--release", "prom", "--budget-usd-per-hour", "3.5"]
+    )  # fmt: skip
+    assert rc == 0
+    out = [
+        d
+        for p in sorted(tmp_path.glob("*.yaml"))
+        for d in yaml.safe_load_all(p.read_text())
+        if d
+    ]
+    assert {d["metadata"].get("namespace", d["metadata"]["name"]) for d in out} == {
+        "ml"
+    }
+    cluster = next(d for d in out if d["kind"] == "DaskCluster")
+    w = cluster["spec"]["worker"]["spec"]
+    assert w["nodeSelector"]["node.kubernetes.io/instance-type"] == "m6i.xlarge"
+    assert w["nodeSelector"]["karpenter.sh/capacity-type"] == "spot"
+    assert w["containers"][0]["image"] == "example.org/lepton:1.2.3"
+    sched_env = {
+        e["name"]: e.get("value")
+        for e in cluster["spec"]["scheduler"]["spec"]["containers"][0]["env"]
+    }
+    assert sched_env["DASK_LEPTON__COST__BUDGET_USD_PER_HOUR"] == "3.5"
+    monitors = [d for d in out if d["apiVersion"].startswith("monitoring.coreos")]
+    assert len(monitors) == 3
+    assert {d["metadata"]["labels"]["release"] for d in monitors} == {"prom"}
+    cm = next(d for d in out if d["kind"] == "ConfigMap")
+    pools = {g["pool"]: g for g in yaml.safe_load(cm["data"]["groups.yaml"])}
+    assert pools["cpu"]["max_replicas"] == 7 and pools["cpu"]["pricing"] == "spot"
+    assert pools["gpu"]["kind"] == "gpu"
+    assert main(["deploy", "kubernetes", "write", "--dir", str(tmp_path),
+                 "--pool", "cpu=m6i.large:reserved"]) == 2  # fmt: skip
+
+
 def test_gpu_group_without_gpu_image_is_rejected():
     with pytest.raises(ValueError, match="GPU group but has no GPU image"):
         k8s.WorkerGroup("gpu", "g5.xlarge", kind="gpu")
@@ -115,6 +203,8 @@ def test_gpu_group_without_gpu_image_is_rejected():
         k8s.WorkerGroup("gpu", "g5.xlarge", kind="gpu", image=k8s.IMAGE)
     with pytest.raises(ValueError, match="not pinned"):
         k8s.WorkerGroup("gpu", "g5.xlarge", kind="gpu", image="example/cuda:latest")
+    with pytest.raises(ValueError, match="so the group is gpu"):
+        k8s.WorkerGroup("gpu", "g5.xlarge", kind="cpu")
     with pytest.raises(ValueError, match="must be CPU"):
         k8s.DeploySpec(
             groups=(k8s.WorkerGroup("g", "g5.xlarge", kind="gpu", image=k8s.GPU_IMAGE),)
@@ -241,3 +331,48 @@ def test_groups_file_errors_name_the_problem(tmp_path):
         ),
         GroupRef,
     )
+
+
+def test_every_manifest_passes_the_api_schemas():
+    from tests.deploy.schemas import errors
+
+    all_docs = docs()
+    assert all_docs
+    problems = [e for d in all_docs for e in errors(d)]
+    assert problems == []
+    # and so do the manifests of other options (spot pools, EKS labels, budgets)
+    spec = k8s.DeploySpec(
+        name="team-a",
+        namespace="ml",
+        capacity_label="eks.amazonaws.com/capacityType",
+        budget_usd_per_hour=2.5,
+        budget_usd=100.0,
+        groups=(
+            k8s.WorkerGroup("cpu", "m6i.2xlarge", pricing="spot", max_replicas=4),
+            k8s.WorkerGroup("mem", "r6i.xlarge", replicas=1, max_replicas=2),
+            k8s.WorkerGroup("gpu", "g6.xlarge", image=k8s.GPU_IMAGE, pricing="spot"),
+        ),
+    )
+    other = [d for ds in k8s.manifests(spec).values() for d in ds]
+    assert [e for d in other for e in errors(d)] == []
+
+
+def test_the_schema_check_rejects_what_the_server_rejects():
+    from tests.deploy.schemas import errors
+
+    gpu = next(d for d in docs() if d["kind"] == "DaskWorkerGroup")
+    bad = yaml.safe_load(yaml.safe_dump(gpu))
+    limits = bad["spec"]["worker"]["spec"]["containers"][0]["resources"]["limits"]
+    limits["nvidia.com/gpu"] = 1  # an integer quantity: the CRD types them as strings
+    assert any("nvidia.com/gpu" in e and "string" in e for e in errors(bad))
+    bad = yaml.safe_load(yaml.safe_dump(gpu))
+    bad["spec"]["worker"]["spec"]["nodeSelectors"] = {}  # misspelt field
+    assert any("nodeSelectors" in e for e in errors(bad))
+    dep = next(d for d in docs() if d["kind"] == "Deployment")
+    bad = yaml.safe_load(yaml.safe_dump(dep))
+    bad["spec"]["strategy"]["typ"] = "Recreate"
+    assert errors(bad)
+    rule = next(d for d in docs() if d["kind"] == "PrometheusRule")
+    bad = yaml.safe_load(yaml.safe_dump(rule))
+    bad["spec"]["groups"][0]["rules"][0]["fore"] = "5m"
+    assert any("fore" in e for e in errors(bad))
