@@ -5,12 +5,15 @@ is around ``adaptive_core``): every ``interval`` it asks the scheduler's
 CostMonitor for the state of the work and the workers, adds the launches the
 cluster has requested but that have not arrived, hands the resulting
 :class:`~lepton_dask.scaling.state.ClusterView` to the policy, applies the
-decision to the cluster's pools, and reports it to the monitor (bounded log,
-``lepton_scaler_*`` metrics).
+decision to the cluster's pools (:class:`~lepton_dask.scaling.managers.ManagedPools`),
+and reports it to the monitor (bounded log, ``lepton_scaler_*`` metrics).
 
-Use it as ``cluster.adapt(Adaptive=CostAwareAdaptive, policy=BalancedPolicy(1.0))``
-on a :class:`~lepton_dask.scaling.pools.LocalPoolCluster` whose scheduler runs a
-CostMonitor.
+Use it on the cluster you have, any ``SpecCluster``::
+
+    cluster.adapt(Adaptive=CostAwareAdaptive, policy=BalancedPolicy(1.0),
+                  minimum=0, maximum=4)
+
+A scheduler without a CostMonitor gets one, once.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from typing import Any
 import dask.config
 from distributed.deploy.adaptive import Adaptive
 
+from lepton_dask.scaling.managers import ManagedPools
 from lepton_dask.scaling.policies import BalancedPolicy, BudgetPolicy, DeadlinePolicy
 from lepton_dask.scaling.state import (
     ClusterView,
     Decision,
+    PoolSpec,
     ViewBuilder,
     WorkerView,
     releasable,
@@ -62,23 +67,50 @@ def policy_from_config() -> Any:
 
 
 class CostAwareAdaptive(Adaptive):
-    """Adaptive scaling that trades speed for spend.
+    """Adaptive scaling that trades speed for spend, on any SpecCluster.
 
     Parameters
     ----------
-    cluster : LocalPoolCluster
-        A cluster with named pools (``pools``, ``scale_pool``, ``retire``,
-        ``pool_counts``, ``launch_times``) and a CostMonitor on its scheduler.
+    cluster : SpecCluster
+        ``distributed.LocalCluster``, a dask-jobqueue, dask-cloudprovider or
+        classic dask-kubernetes cluster, a ``LocalPoolCluster``, ...
     policy : object, optional
         A policy (``decide(ClusterView) -> Decision``); default from
         ``lepton.scaling``.
     interval : str or float, optional
         Seconds between decisions (``lepton.scaling.interval``).
+    minimum, maximum : int, optional
+        Total workers, honoured as stock ``Adaptive`` honours them.
+    pool : PoolSpec, optional
+        The whole cluster as this one pool (price, startup, threads, pricing).
+    pools : dict of str to PoolSpec, or list of PoolSpec, optional
+        Several pools, by worker-spec key or name prefix.
+    templates : dict of str to worker spec, optional
+        The spec each pool grows by.
+    instance_type, pricing : str, optional
+        Price the one pool from the catalog as this instance type.
+    monitor : CostMonitor, optional
+        Installed on the scheduler when it has none (default: ``CostMonitor()``).
 
     Attributes
     ----------
     log : deque of (time, dict)
-        Every decision with its reason, predicted finish and predicted cost.
+        Every decision with its reason, predicted finish and predicted cost,
+        and the workers it launched and retired.
+    managed : ManagedPools
+        The pools, their workers, launches and learned startup delays.
+
+    Examples
+    --------
+    >>> import dask
+    >>> from distributed import LocalCluster
+    >>> from lepton_dask.scaling import BalancedPolicy
+    >>> with dask.config.set({"lepton.cost.ledger": False}), LocalCluster(
+    ...         n_workers=0, processes=False, dashboard_address=None) as c:
+    ...     ad = c.adapt(Adaptive=CostAwareAdaptive, policy=BalancedPolicy(1.0),
+    ...                  minimum=0, maximum=4)
+    ...     ad.managed.pools["default"].max_workers
+    4
     """
 
     def __init__(
@@ -86,61 +118,123 @@ class CostAwareAdaptive(Adaptive):
         cluster: Any = None,
         policy: Any = None,
         interval: Any = None,
+        minimum: int | None = None,
+        maximum: int | float | None = None,
+        *,
+        pool: PoolSpec | None = None,
+        pools: Any = None,
+        templates: dict[str, Any] | None = None,
+        instance_type: str | None = None,
+        pricing: str | None = None,
+        monitor: Any = None,
         **kwargs: Any,
     ):
+        self.state = "inactive"  # (Adaptive.__del__ reads these even if we refuse)
+        self.periodic_callback = None
         self.policy = policy if policy is not None else policy_from_config()
         self.views = ViewBuilder()
         self.last: Decision | None = None
+        self.monitor = monitor
+        self._monitor_checked = False
         if interval is None:
             interval = dask.config.get("lepton.scaling.interval")
-        self.state = "inactive"  # (Adaptive.__del__ reads these even if we refuse)
-        self.periodic_callback = None
-        for name in ("pools", "scale_pool", "retire", "pool_counts", "launch_times"):
-            if cluster is not None and not hasattr(cluster, name):
-                raise TypeError(
-                    f"CostAwareAdaptive needs a cluster with named pools (LocalPoolCluster); "
-                    f"{type(cluster).__name__} has no {name!r}"
-                )
-        # SpecCluster.adapt passes minimum/maximum: the pools' own limits apply
-        kwargs.pop("minimum", None)
-        kwargs.pop("maximum", None)
+        minimum = (
+            dask.config.get("distributed.adaptive.minimum")
+            if minimum is None
+            else minimum
+        )
+        maximum = (
+            dask.config.get("distributed.adaptive.maximum")
+            if maximum is None
+            else maximum
+        )
+        if isinstance(maximum, float) and math.isfinite(maximum):
+            maximum = int(maximum)
+        self.managed = None
+        if cluster is not None:
+            self.managed = ManagedPools(
+                cluster, pool=pool, pools=pools, templates=templates,
+                instance_type=instance_type, pricing=pricing,
+                minimum=int(minimum), maximum=maximum,
+            )  # fmt: skip
+        elif minimum > maximum:
+            raise ValueError(f"minimum ({minimum}) > maximum ({maximum})")
+        kwargs.setdefault("wait_count", 1)  # the policies keep workers from churning
         super().__init__(
-            cluster,
-            interval=interval,
-            minimum=0,
-            maximum=math.inf,
-            wait_count=1,
-            **kwargs,
+            cluster, interval=interval, minimum=int(minimum), maximum=maximum, **kwargs
         )
 
-    async def view(self) -> ClusterView:
-        """The state to decide from (scheduler state + pending launches)."""
-        st = await self.scheduler.lepton_scaler_state()
-        arrived = {str(w["name"]) for w in st["workers"]}
-        launched = self.cluster.launch_times()
-        pending = [
-            WorkerView(
-                str(name),
-                self.cluster.pool_of(name),
-                launched.get(name, st["now"]),
-                False,
-                False,
+    # -- the monitor -----------------------------------------------------------------------
+    async def ensure_monitor(self) -> bool:
+        """Install a CostMonitor on the scheduler unless it has one; True when
+        this call installed it. In-process schedulers get it through
+        ``register_scheduler_plugin`` (start, then ``add_plugin``); remote ones
+        over RPC. Idempotent by the plugin's name."""
+        if self._monitor_checked:
+            return False
+        from distributed import Scheduler
+
+        from lepton_dask.cost.monitor import CostMonitor
+
+        sched = getattr(self.cluster, "scheduler", None)
+        installed = False
+        if isinstance(sched, Scheduler):
+            have = [p for p in sched.plugins.values() if isinstance(p, CostMonitor)]
+            if have:
+                self.monitor = have[0]
+            else:
+                self.monitor = self.monitor or CostMonitor()
+                await sched.register_scheduler_plugin(
+                    self.monitor, name=self.monitor.name, idempotent=True
+                )
+                installed = True
+        else:
+            from distributed.protocol import pickle
+
+            monitor = self.monitor or CostMonitor()
+            await self.scheduler.register_scheduler_plugin(
+                plugin=pickle.dumps(monitor), name=monitor.name, idempotent=True
             )
-            for name in self.cluster.worker_spec
-            if str(name) not in arrived
+            installed = True  # (or found one of that name: idempotent)
+        if installed:
+            logger.info("installed a CostMonitor on the scheduler")
+        self._monitor_checked = True
+        return installed
+
+    # -- the loop -------------------------------------------------------------------------
+    async def view(self) -> ClusterView:
+        """The state to decide from: the scheduler's, with each worker in its
+        pool and the launched workers that have not arrived yet."""
+        st = await self.scheduler.lepton_scaler_state()
+        plan = self.managed.plan()
+        arrived = {str(w["name"]) for w in st["workers"]}
+        self.managed.observe(st["now"], arrived)
+        launched = self.managed.launch_times()
+        # only workers the cluster still asks for count (retiring ones are going)
+        workers = [
+            {**w, "pool": plan[str(w["name"])][0]}
+            for w in st["workers"]
+            if str(w["name"]) in plan
         ]
-        return self.views.build(st, self.cluster.pools, pending)
+        pending = [
+            WorkerView(name, pool, launched.get(name, st["now"]), False, False)
+            for name, (pool, _) in plan.items()
+            if name not in arrived
+        ]
+        return self.views.build({**st, "workers": workers}, self.managed.pools, pending)
 
     async def adapt(self) -> None:
         if self._adapting:
             return
         self._adapting = True
         try:
+            await self.ensure_monitor()
             view = await self.view()
             decision = self.policy.decide(view)
-            changed = await self.apply(decision, view)
+            launched, retired = await self.apply(decision, view)
+            changed = bool(launched or retired)
             entry = decision.as_log(view.now)
-            entry[1]["changed"] = changed
+            entry[1].update(changed=changed, launched=launched, retired=retired)
             if changed or self.last is None or decision.reason != self.last.reason:
                 self.log.append(entry)
             self.last = decision
@@ -150,23 +244,95 @@ class CostAwareAdaptive(Adaptive):
         finally:
             self._adapting = False
 
-    async def apply(self, decision: Decision, view: ClusterView) -> bool:
-        """Grow pools to their targets; retire idle paid-out workers down to them."""
-        changed = False
-        counts = self.cluster.pool_counts()
-        for pool, target in decision.targets.items():
+    def bounded(
+        self, targets: dict[str, int], counts: dict[str, int]
+    ) -> dict[str, int]:
+        """Per-pool targets within each pool's limits and the total within
+        ``minimum``/``maximum``: growth of the dearest pools is cut first, and
+        a shortfall is made up in the cheapest pools."""
+        pools = self.managed.pools
+        out = {
+            p: min(
+                max(int(targets.get(p, counts.get(p, 0))), s.min_workers), s.max_workers
+            )
+            for p, s in pools.items()
+        }
+        order = self.managed.cheapest_first()
+        for over_current in (True, False):
+            for p in reversed(order):
+                floor = (
+                    max(counts.get(p, 0), pools[p].min_workers)
+                    if over_current
+                    else pools[p].min_workers
+                )
+                while sum(out.values()) > self.maximum and out[p] > floor:
+                    out[p] -= 1
+        for p in order:
+            while sum(out.values()) < self.minimum and out[p] < pools[p].max_workers:
+                out[p] += 1
+        return out
+
+    def choose_retirees(self, pool: str, n: int, decision: Decision,
+                        view: ClusterView, forced: int) -> list[str]:  # fmt: skip
+        """Which ``n`` workers of ``pool`` go: the ones the policy names, else
+        idle paid-out ones; past those, ``forced`` more (to honour ``maximum``):
+        not yet arrived, then idle, then busy."""
+        named = (decision.detail.get("release") or {}).get(pool)
+        chosen = (
+            list(named)
+            if named is not None
+            else [w.name for w in releasable(view, pool)]
+        )
+        chosen = chosen[:n]
+        if forced > 0 and len(chosen) < n:
+            rest = sorted(
+                (w for w in view.in_pool(pool) if w.name not in chosen),
+                key=lambda w: (w.arrived, w.busy, w.holds_data, -w.billed_since),
+            )
+            chosen += [w.name for w in rest][: min(forced, n - len(chosen))]
+        return chosen
+
+    async def apply(
+        self, decision: Decision, view: ClusterView
+    ) -> tuple[list[str], list[str]]:
+        """Grow pools to their targets; retire chosen workers, by name, down to
+        them. Returns (launched, retired) worker names."""
+        counts = self.managed.counts()
+        wanted = {p: int(t) for p, t in decision.targets.items() if p in counts}
+        targets = self.bounded(wanted, counts)
+        launched: list[str] = []
+        retire: list[str] = []
+        for pool, target in targets.items():
             have = counts.get(pool, 0)
             if target > have:
-                new = await self.cluster.scale_pool(pool, target)
-                changed |= bool(new)
+                new = await self.managed.grow(pool, target - have)
+                launched += new
+                await self._report_launches(pool, new)
                 if new:
                     logger.info(
                         "scaling %s up to %d: %s", pool, target, decision.reason
                     )
             elif target < have:
-                names = [w.name for w in releasable(view, pool)][: have - target]
-                if names:
-                    logger.info("retiring %s: %s", names, decision.reason)
-                    await self.cluster.retire(names)
-                    changed = True
-        return changed
+                forced = max(0, wanted.get(pool, have) - target)
+                retire += self.choose_retirees(
+                    pool, have - target, decision, view, forced
+                )
+        if retire:
+            plan = self.managed.plan()
+            names = [plan[n][1] for n in retire if n in plan]
+            logger.info("retiring %s: %s", retire, decision.reason)
+            await self.scale_down(names)
+        return launched, retire
+
+    async def _report_launches(self, pool: str, names: list[str]) -> None:
+        """Bill each launched worker from its request (the CostMonitor's
+        ``lepton_cost_launch``)."""
+        spec = self.managed.pools[pool]
+        for name in names:
+            try:
+                await self.scheduler.lepton_cost_launch(
+                    name=name, instance_type=spec.instance_type,
+                    pricing=spec.pricing, pool=pool,
+                )  # fmt: skip
+            except Exception as e:  # the scaler still works; billing starts on arrival
+                logger.debug("launch of %s not reported to a CostMonitor: %s", name, e)

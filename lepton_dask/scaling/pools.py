@@ -7,6 +7,11 @@ long before it starts) and spot preemptions are simulated by killing workers
 at the pool's rate, so experiments see the behaviour of a cloud cluster.
 Workers declare their type to the CostMonitor, and every launch request is
 reported to it, so billing starts at the request.
+
+It is one SpecCluster among others for
+:class:`~lepton_dask.scaling.CostAwareAdaptive`: its pools are the named
+templates the scaler grows (:meth:`LocalPoolCluster.new_pool_spec`), and its
+launch times are the ones the scaler counts startup from.
 """
 
 from __future__ import annotations
@@ -164,7 +169,7 @@ class LocalPoolCluster(SpecCluster):
 
     def new_worker_spec(self) -> dict[str, Any]:
         """Used by ``scale(n)`` (Dask's own Adaptive): a worker of the first pool,
-        named and billed like the ones :meth:`scale_pool` starts."""
+        named and billed like the ones :meth:`new_pool_spec` starts."""
         import time
 
         pool = next(iter(self.pools))
@@ -205,36 +210,17 @@ class LocalPoolCluster(SpecCluster):
         """When each worker was requested (scheduler-clock seconds)."""
         return dict(self._launched)
 
-    async def scale_pool(self, pool: str, n: int) -> list[str]:
-        """Grow ``pool`` to ``n`` workers (never shrinks: see :meth:`retire`).
-        Reports each launch request to the CostMonitor. Returns new names."""
+    def new_pool_spec(self, pool: str) -> dict[str, Any]:
+        """Name and spec of one more worker of ``pool`` (its startup delay
+        injected): what :class:`~lepton_dask.scaling.CostAwareAdaptive` adds to
+        grow the pool. The request time is kept (:meth:`launch_times`)."""
         import time
 
         if pool not in self.pools:
             raise ValueError(f"unknown pool {pool!r}; pools: {', '.join(self.pools)}")
-        n = min(int(n), self.pools[pool].max_workers)
-        have = self.pool_counts()[pool]
-        new = []
-        for _ in range(max(0, n - have)):
-            name, spec = self._worker(pool, delay=True)
-            self.worker_spec[name] = spec
-            self._launched[name] = time.time()
-            new.append(name)
-            await self._report_launch(name)
-        if new:
-            await self._correct_state()
-        return new
-
-    async def retire(self, names: list[str]) -> None:
-        """Retire named workers gracefully (their data moves elsewhere)."""
-        if not names:
-            return
-        await self.scheduler_comm.retire_workers(
-            names=list(names), remove=True, close_workers=True
-        )
-        for name in names:
-            self.worker_spec.pop(name, None)
-        await self._correct_state()
+        name, spec = self._worker(pool, delay=True)
+        self._launched[name] = time.time()
+        return {name: spec}
 
     async def _preemptions(self, tick: float = 1.0) -> None:
         """Kill spot workers at their pool's rate (a simulated reclaim)."""

@@ -1,4 +1,6 @@
-"""CostAwareAdaptive on a real LocalPoolCluster (in-process workers; one test with worker processes)."""
+"""CostAwareAdaptive on a real LocalPoolCluster (in-process workers; one test with
+worker processes). Other managers: test_managers.py; Adaptive's contract:
+test_adaptive_contract.py."""
 
 from __future__ import annotations
 
@@ -140,12 +142,17 @@ def test_spot_preemption_reschedules_and_spend_is_still_counted():
         assert preempted_lives and monitor.snapshot()["spend_usd"] > 0
 
 
-def test_requires_a_pool_cluster_and_config_policy():
-    from distributed import LocalCluster
+def test_requires_a_spec_cluster_and_config_policy():
+    import asyncio
 
-    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as lc:
-        with pytest.raises(TypeError, match="needs a cluster with named pools"):
-            CostAwareAdaptive(lc, policy=BalancedPolicy(1.0))
+    from distributed.deploy import Cluster
+
+    async def plain_cluster():  # a Cluster that is no SpecCluster
+        async with Cluster(asynchronous=True) as c:
+            CostAwareAdaptive(c, policy=BalancedPolicy(1.0))
+
+    with pytest.raises(TypeError, match=r"needs a distributed\.deploy\.SpecCluster"):
+        asyncio.run(plain_cluster())
     with dask.config.set(
         {"lepton.scaling.policy": "deadline", "lepton.scaling.within": None}
     ):
