@@ -184,8 +184,13 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
 
 # -- deploy ------------------------------------------------------------------------------
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from lepton_dask.deploy import kubernetes
+    from lepton_dask.deploy import alerts, kubernetes
 
+    if args.target == "compose":
+        directory = args.dir if args.dir != "deploy/kubernetes" else "deploy/compose"
+        return _write_or_check(
+            {"alerts.yml": alerts.rule_file()}, directory, args.action, "deploy compose"
+        )
     kw = {
         key: getattr(args, key)
         for key in (
@@ -508,7 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "deploy", help="write or check the generated Kubernetes manifests"
     )
-    p.add_argument("target", choices=["kubernetes"])
+    p.add_argument(
+        "target", choices=["kubernetes", "compose"], help="compose: its alert rules"
+    )
     p.add_argument("action", choices=["write", "check"])
     p.add_argument("--dir", default="deploy/kubernetes", help="output folder")
     p.add_argument("--name", help="DaskCluster name (default lepton)")
