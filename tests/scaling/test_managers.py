@@ -1,0 +1,382 @@
+"""CostAwareAdaptive on the managers users have: a stock LocalCluster (threads
+and processes), a plain SpecCluster with two worker templates as two pools, and
+dask-jobqueue's SLURMCluster on a real SLURM (slurmctld + slurmd + munged,
+started here from the Debian packages).
+
+In every case: it scales up under load, within adapt's minimum and maximum,
+retires the worker it chose by name (not another), learns the startup delay,
+and installs the CostMonitor exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import dask
+import pytest
+from distributed import Client, LocalCluster, Scheduler, SpecCluster, Worker
+
+from lepton_dask.cost import CostMonitor
+from lepton_dask.scaling import BalancedPolicy, CostAwareAdaptive, PoolSpec
+from lepton_dask.scaling.managers import ManagedPools
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+INTERVAL = 0.2
+
+
+@pytest.fixture(autouse=True)
+def _config():
+    with dask.config.set(
+        {"lepton.cost.ledger": False, "lepton.cost.minimum-billing": "1s"}
+    ):
+        yield
+
+
+def hold(x, s=0.3):
+    time.sleep(s)
+    return x
+
+
+def monitors(cluster):
+    return [p for p in cluster.scheduler.plugins.values() if isinstance(p, CostMonitor)]
+
+
+def workers_on_scheduler(cluster):
+    return {str(ws.name) for ws in cluster.scheduler.workers.values()}
+
+
+def arrivals(monitor):
+    """When each worker reached the scheduler (the monitor's own record)."""
+    return {e["worker"]: t for t, e in monitor.log if e["event"] == "add-worker"}
+
+
+def check_learned_startup(ad, monitor, pool):
+    """The learned delay lies between the true delays (asked -> arrived), less
+    a little, and the slowest one plus a decision interval (it is seen at a tick)."""
+    asked, came = ad.managed.launch_times(), arrivals(monitor)
+    true = [came[n] - asked[n] for n in asked if n in came]
+    learned = ad.managed.learned_startup()[pool]
+    assert true and min(true) - 0.05 <= learned <= max(true) + INTERVAL + 0.5
+    assert ad.managed.pools[pool].startup_s == learned  # the policy sees it
+
+
+def check_retires_the_chosen_worker(client, cluster, ad, then=None):
+    """Workers of which the newest spec entry (the one stock ``scale(n)`` would
+    drop) runs a long pinned task: the scaler retires the others, idle, by
+    name, and never the busy one. ``then(busy)`` runs once the others are gone."""
+    order = [str(k) for k in cluster.worker_spec]
+    names = sorted(workers_on_scheduler(cluster), key=order.index)
+    assert len(names) >= 2
+    busy, idle = names[-1], names[:-1]
+    addr = next(
+        a for a, ws in cluster.scheduler.workers.items() if str(ws.name) == busy
+    )  # fmt: skip
+    long = client.submit(hold, 1, 4.0, workers=[addr], pure=False)
+    retired = lambda: {n for e in ad.log for n in e[1]["retired"]}  # noqa: E731
+    wait_for(lambda: set(idle) <= retired(), 30)
+    wait_for(lambda: not set(idle) & workers_on_scheduler(cluster), 30)
+    assert busy in workers_on_scheduler(cluster) and busy not in retired()
+    if then is not None:
+        then(busy)
+    assert long.result(timeout=30) == 1
+
+
+def run_local_cluster(processes):
+    with (
+        LocalCluster(
+            n_workers=0,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=":0",
+            **({"host": "127.0.0.1"} if processes else {}),
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        assert not monitors(cluster)
+        ad = cluster.adapt(
+            Adaptive=CostAwareAdaptive,
+            policy=BalancedPolicy(weight=100.0),
+            minimum=1,
+            maximum=3,
+            interval=INTERVAL,
+            instance_type="m6i.large",
+        )
+        assert ad.managed.pools["default"].usd_per_hour == 0.096  # the catalog's
+        wait_for(lambda: len(cluster.scheduler.workers) == 1, 60)  # the minimum
+        (monitor,) = monitors(cluster)
+        futures = client.map(hold, range(30), pure=False)
+        most = 0
+        while not all(f.done() for f in futures):
+            most = max(most, len(cluster.worker_spec), len(cluster.scheduler.workers))
+            time.sleep(0.02)
+        assert most == 3  # scaled up to the maximum under load, never past it
+        del futures
+        check_learned_startup(ad, monitor, "default")
+        # down to the minimum, never below: idle paid-out workers go
+        wait_for(lambda: len(cluster.worker_spec) == 1, 30)
+        decisions = monitor.scaler_decisions
+        wait_for(lambda: monitor.scaler_decisions >= decisions + 5, 10)
+        assert len(cluster.worker_spec) == 1
+        # a second worker under a little load, then the chosen one goes
+        ad2 = cluster.adapt(
+            Adaptive=CostAwareAdaptive,
+            policy=BalancedPolicy(weight=100.0),
+            minimum=1,
+            maximum=2,
+            interval=INTERVAL,
+        )
+        futures = client.map(hold, range(8), pure=False)
+        wait_for(lambda: len(cluster.scheduler.workers) == 2, 60)
+        check_retires_the_chosen_worker(client, cluster, ad2)
+        assert len(client.gather(futures)) == 8
+        del futures
+        assert monitors(cluster) == [monitor]  # installed once, kept on re-adapt
+        assert "lepton-cost" in cluster.scheduler.plugins
+
+
+def test_stock_local_cluster_threads():
+    run_local_cluster(processes=False)
+
+
+def test_stock_local_cluster_processes():
+    run_local_cluster(processes=True)
+
+
+def test_spec_cluster_with_two_templates_as_two_pools():
+    """A plain SpecCluster: a CPU worker already there (its spec is the CPU
+    template) and a GPU template (a GPU resource label); GPU work grows the
+    GPU pool only, CPU work the CPU pool; a maximum of 3 workers in all."""
+    cpu = {"cls": Worker, "options": {"nthreads": 1}}
+    gpu = {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}}
+    monitor = CostMonitor(ledger=False, minimum_billing=1.0)
+    with (
+        SpecCluster(
+            workers={"cpu-0": cpu},
+            scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        pools = {
+            "cpu-": PoolSpec.from_catalog("cpu", "m6i.large"),
+            "gpu-": PoolSpec.from_catalog("gpu", "g5.xlarge", kind="gpu"),
+        }
+        ad = cluster.adapt(
+            Adaptive=CostAwareAdaptive,
+            policy=BalancedPolicy(weight=1000.0),
+            pools=pools,
+            templates={"gpu": gpu},
+            minimum=1,
+            maximum=3,
+            interval=INTERVAL,
+            monitor=monitor,
+        )
+        wait_for(lambda: monitor in monitors(cluster), 10)
+        with dask.annotate(resources={"GPU": 1}):
+            futures = client.map(hold, range(12), pure=False)
+        most = gpus = 0
+        specs = {}
+        while not all(f.done() for f in futures):
+            specs.update(cluster.worker_spec)
+            counts = ad.managed.counts()
+            most, gpus = max(most, sum(counts.values())), max(gpus, counts["gpu"])
+            assert counts["cpu"] == 1  # GPU work does not grow the CPU pool
+            time.sleep(0.02)
+        assert most == 3 and gpus == 2  # up to the maximum, no further
+        ran = client.run_on_scheduler(lambda dask_scheduler: {
+            str(ws.name) for ws in dask_scheduler.workers.values() if ws.resources.get("GPU")
+        })  # fmt: skip
+        assert ran and all(n.startswith("gpu-") for n in ran)
+        assert specs["gpu-0"]["options"]["resources"] == {"GPU": 1}  # the template
+        check_learned_startup(ad, monitor, "gpu")
+        del futures
+        # idle: down to the minimum, kept in the cheaper pool
+        wait_for(lambda: ad.managed.counts() == {"cpu": 1, "gpu": 0}, 30)
+        # CPU work grows the CPU pool, from the spec of its first worker
+        futures = client.map(hold, range(12), pure=False)
+        wait_for(lambda: ad.managed.counts()["cpu"] == 3, 30)
+        wait_for(lambda: len(cluster.scheduler.workers) == 3, 30)
+        assert ad.managed.counts()["gpu"] == 0
+        assert cluster.worker_spec["cpu-2"]["options"] == {"nthreads": 1}
+        check_retires_the_chosen_worker(client, cluster, ad)
+        assert len(client.gather(futures)) == 12
+        assert monitors(cluster) == [monitor]
+
+
+def test_bad_input_fails_at_construction():
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as c:
+        with pytest.raises(
+            ValueError, match=r"unknown instance type 'm9.huge'.*known types"
+        ):
+            CostAwareAdaptive(c, instance_type="m9.huge")
+        with pytest.raises(ValueError, match=r"minimum \(3\) > maximum \(2\)"):
+            c.adapt(Adaptive=CostAwareAdaptive, minimum=3, maximum=2)
+        with pytest.raises(
+            ValueError, match=r"pool 'gpu' \(prefix 'gpu-'\) matches no worker"
+        ):
+            CostAwareAdaptive(c, pools={"gpu-": PoolSpec("gpu", kind="gpu")})
+    with dask.config.set({"lepton.scaling.pools": [{"name": "x", "colour": "red"}]}):
+        with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
+            ManagedPools(
+                LocalCluster(n_workers=0, processes=False, dashboard_address=":0")
+            )
+
+
+def test_pool_from_explicit_spec_then_config_then_catalog():
+    spot = {"name": "spot", "instance-type": "m6i.large", "pricing": "spot",
+            "threads": 2, "startup": "45s"}  # fmt: skip
+    with LocalCluster(n_workers=0, threads_per_worker=3, processes=False,
+                      dashboard_address=":0") as c:  # fmt: skip
+        explicit = PoolSpec("mine", usd_per_hour=1.5, threads=4, startup_s=9.0)
+        with dask.config.set({"lepton.scaling.pools": [spot]}):
+            assert ManagedPools(c, pool=explicit).pools == {"mine": explicit}
+            (p,) = ManagedPools(c).pools.values()
+            assert (p.name, p.pricing, p.usd_per_hour, p.threads, p.startup_s) == (
+                "spot", "spot", 0.0384, 2, 45.0)  # fmt: skip
+        (p,) = ManagedPools(c, instance_type="g5.xlarge", pricing="spot").pools.values()
+        assert (p.instance_type, p.threads, p.startup_s) == ("g5.xlarge", 3, 0.0)
+        (p,) = ManagedPools(c).pools.values()  # lepton.cost.default-instance-type
+        assert p.instance_type == dask.config.get("lepton.cost.default-instance-type")
+
+
+# -- SLURM ---------------------------------------------------------------------------
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def slurm(tmp):
+    """A one-node SLURM (munged, slurmctld, slurmd) in ``tmp``, on free ports,
+    with the node declaring 8 CPUs; yields the environment that points
+    ``sbatch``/``scancel`` at it."""
+    need = ["munged", "slurmctld", "slurmd", "sbatch", "sinfo", "scancel"]
+    missing = [b for b in need if shutil.which(b) is None]
+    assert not missing, (
+        f"SLURM is not installed ({', '.join(missing)} missing): "
+        "apt-get install slurmctld slurmd slurm-client munge (.ci/system-deps)"
+    )
+    key = tmp / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    sock = tmp / "munge.sock"
+    host = socket.gethostname().split(".")[0]
+    conf = tmp / "slurm.conf"
+    conf.write_text(f"""\
+ClusterName=lepton
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+AuthType=auth/munge
+AuthInfo=socket={sock}
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmdParameters=config_overrides
+StateSaveLocation={tmp}/state
+SlurmdSpoolDir={tmp}/spool
+SlurmctldPidFile={tmp}/slurmctld.pid
+SlurmdPidFile={tmp}/slurmd.pid
+SlurmctldLogFile={tmp}/slurmctld.log
+SlurmdLogFile={tmp}/slurmd.log
+ReturnToService=2
+MpiDefault=none
+NodeName={host} NodeAddr=127.0.0.1 CPUs=8 RealMemory=8000 State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+""")
+    (tmp / "state").mkdir()
+    (tmp / "spool").mkdir()
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            ["munged", "-F", "-f", f"--key-file={key}", f"--socket={sock}",
+             f"--pid-file={tmp}/munged.pid", f"--log-file={tmp}/munged.log",
+             f"--seed-file={tmp}/munged.seed"]))  # fmt: skip
+        wait_for(sock.exists, 10)
+        procs.append(subprocess.Popen(["slurmctld", "-D", "-f", str(conf)], env=env))
+        procs.append(subprocess.Popen(["slurmd", "-D", "-f", str(conf)], env=env))
+
+        def idle():
+            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env,
+                                 capture_output=True, text=True)  # fmt: skip
+            return out.stdout.strip() == "idle"
+
+        wait_for(idle, 60, interval=0.3)
+        yield env
+    finally:
+        subprocess.run(
+            ["scancel", "--full", "-u", "root"], env=env, capture_output=True
+        )
+        for p in reversed(procs):
+            p.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(10)
+            if p.poll() is None:
+                p.kill()
+
+
+def test_slurm_cluster_on_a_real_slurm(tmp_path, monkeypatch):
+    """dask-jobqueue's SLURMCluster: sbatch submits each worker's job script
+    to a real slurmctld, slurmd runs it; the scaler grows the cluster through
+    SLURMCluster.scale, retires by name (scancel of that job), and learns how
+    long a job takes from sbatch to a registered worker."""
+    from dask_jobqueue import SLURMCluster
+
+    with slurm(tmp_path) as env:
+        monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])
+        with (
+            SLURMCluster(
+                cores=1, processes=1, memory="500MB", nanny=False,
+                python=sys.executable, walltime="00:10:00",
+                log_directory=str(tmp_path / "logs"),
+                scheduler_options={"host": "127.0.0.1", "dashboard_address": None},
+            ) as cluster,
+            Client(cluster) as client,
+        ):  # fmt: skip
+            assert "#SBATCH" in cluster.job_script()
+            ad = cluster.adapt(
+                Adaptive=CostAwareAdaptive, policy=BalancedPolicy(weight=1000.0),
+                minimum=0, maximum=2, interval=INTERVAL, instance_type="m6i.large",
+            )  # fmt: skip
+            wait_for(lambda: monitors(cluster), 10)
+            (monitor,) = monitors(cluster)
+            futures = client.map(hold, range(30), [0.5] * 30, pure=False)
+            most = 0
+            while not all(f.done() for f in futures):
+                most = max(
+                    most, len(cluster.worker_spec), len(cluster.scheduler.workers)
+                )
+                time.sleep(0.05)
+            assert most == 2  # up under load, to the maximum and no further
+            jobs = subprocess.run(["squeue", "-h", "-o", "%i"], env=env,
+                                  capture_output=True, text=True).stdout.split()  # fmt: skip
+            assert len(jobs) == 2  # real SLURM jobs
+            check_learned_startup(ad, monitor, "default")
+            del futures
+
+            def only_the_busy_workers_job_is_left(busy):
+                def jobs():
+                    out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env,
+                                         capture_output=True, text=True)  # fmt: skip
+                    return set(out.stdout.split())
+
+                wait_for(lambda: jobs() == {cluster.workers[busy].job_id}, 30)
+
+            check_retires_the_chosen_worker(
+                client, cluster, ad, then=only_the_busy_workers_job_is_left
+            )
+            assert monitors(cluster) == [monitor]
