@@ -159,7 +159,6 @@ class CostAwareAdaptive(Adaptive):
             )  # fmt: skip
         elif minimum > maximum:
             raise ValueError(f"minimum ({minimum}) > maximum ({maximum})")
-        kwargs.setdefault("wait_count", 1)  # the policies keep workers from churning
         super().__init__(
             cluster, interval=interval, minimum=int(minimum), maximum=maximum, **kwargs
         )
