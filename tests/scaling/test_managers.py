@@ -1,7 +1,8 @@
 """CostAwareAdaptive on the managers users have: a stock LocalCluster (threads
-and processes), a plain SpecCluster with two worker templates as two pools, and
+and processes), a plain SpecCluster with two worker templates as two pools,
 dask-jobqueue's SLURMCluster on a real SLURM (slurmctld + slurmd + munged,
-started here from the Debian packages).
+started here from the Debian packages), and a SpecCluster whose scheduler
+runs in another process (the monitor goes over RPC).
 
 In every case: it scales up under load, within adapt's minimum and maximum,
 retires the worker it chose by name (not another), learns the startup delay,
@@ -21,6 +22,7 @@ import time
 import dask
 import pytest
 from distributed import Client, LocalCluster, Scheduler, SpecCluster, Worker
+from distributed.deploy.spec import ProcessInterface
 
 from lepton_dask.cost import CostMonitor
 from lepton_dask.scaling import BalancedPolicy, CostAwareAdaptive, PoolSpec
@@ -380,3 +382,55 @@ def test_slurm_cluster_on_a_real_slurm(tmp_path, monkeypatch):
                 client, cluster, ad, then=only_the_busy_workers_job_is_left
             )
             assert monitors(cluster) == [monitor]
+
+
+class SchedulerProcess(ProcessInterface):
+    """A scheduler in its own process (``dask scheduler``), as a cloud
+    manager's scheduler runs on another machine."""
+
+    async def start(self):
+        import asyncio
+
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+            "--port", "0", "--dashboard-address", ":0", stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        while self.address is None:
+            line = (await asyncio.wait_for(self.proc.stderr.readline(), 60)).decode()
+            assert line, "the scheduler process exited"
+            if "Scheduler at:" in line:
+                self.address = line.split("Scheduler at:")[1].strip()
+        self._drain = asyncio.ensure_future(self.proc.stderr.read())
+        await super().start()
+
+    async def close(self):
+        self.proc.terminate()
+        await self.proc.wait()
+        await self._drain
+        await super().close()
+
+
+def test_monitor_installed_over_rpc_on_a_remote_scheduler():
+    def monitors_remote(client):
+        return client.run_on_scheduler(lambda dask_scheduler: [
+            n for n, p in dask_scheduler.plugins.items() if type(p).__name__ == "CostMonitor"
+        ])  # fmt: skip
+
+    with (
+        SpecCluster(
+            scheduler={"cls": SchedulerProcess, "options": {}},
+            worker={"cls": Worker, "options": {"nthreads": 1}},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        assert monitors_remote(client) == []
+        ad = cluster.adapt(Adaptive=CostAwareAdaptive, policy=BalancedPolicy(100.0),
+                           minimum=0, maximum=2, interval=INTERVAL)  # fmt: skip
+        futures = client.map(hold, range(12), pure=False)
+        wait_for(lambda: len(cluster.worker_spec) == 2, 30)  # decides from its state
+        assert len(client.gather(futures)) == 12
+        cluster.adapt(Adaptive=CostAwareAdaptive, policy=BalancedPolicy(100.0),
+                      minimum=0, maximum=2, interval=INTERVAL)  # fmt: skip
+        wait_for(lambda: cluster._adaptive._monitor_checked, 10)
+        assert ad.monitor is None  # it lives in the scheduler's process
+        assert monitors_remote(client) == ["lepton-cost"]  # once
