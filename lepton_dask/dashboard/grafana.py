@@ -2,12 +2,16 @@
 
 ``dashboards/*.json`` and ``dashboards/provisioning/`` are written by
 ``lepton-dask dashboards write`` (``make dashboards``); a test checks that the
-committed files are what these functions generate, and another evaluates every
-panel's PromQL against a real Prometheus scraping a real scheduler.
+committed files are what these functions generate, another checks them
+against Grafana's own dashboard schema (grafana-foundation-sdk's models), and
+another evaluates every panel's and annotation's PromQL against a real
+Prometheus scraping a real scheduler.
 
-Dashboards refer to their data source by uid (:data:`DATASOURCE_UID`, the
-one the provisioning file creates) and have stable uids, so links survive
-re-imports.
+They import anywhere: every panel uses the ``${datasource}`` template
+variable (the import dialog asks for it through ``__inputs``; the compose
+provisioning's data source is the default), and ``job``, ``namespace`` and
+``pool`` variables select the cluster. Ratios are over the dashboard's time
+range (``$__range``), rates over ``$__rate_interval``.
 """
 
 from __future__ import annotations
@@ -17,12 +21,18 @@ from typing import Any
 
 import yaml
 
-#: the Prometheus data source every panel uses (provisioned with this uid)
+#: the Prometheus data source the compose provisioning creates (the default)
 DATASOURCE_UID = "lepton-prometheus"
-DATASOURCE = {"type": "prometheus", "uid": DATASOURCE_UID}
+#: every panel's data source: the dashboard's ``datasource`` variable
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 #: dashboard JSON schema version (Grafana 11)
 SCHEMA_VERSION = 39
 TAGS = ["lepton", "dask", "cost"]
+#: label matchers of a scheduler's series, and of its per-pool series
+SEL = 'job=~"$job", namespace=~"$namespace"'
+POOL = SEL + ', pool=~"$pool"'
+#: what Grafana puts in for its own variables when the test evaluates queries
+BUILTINS = ("$__range", "$__rate_interval", "$__interval")
 
 
 def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -44,12 +54,36 @@ def panel(
     description: str = "",
     stack: bool = False,
     decimals: int | None = None,
+    thresholds: list[tuple[float | None, str]] | None = None,
+    mappings: dict[str, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """One panel; ``queries`` are ``(PromQL, legend)`` pairs. Layout is set
-    by :func:`dashboard`."""
+    by :func:`dashboard`. ``thresholds`` are ``(from value, colour)`` steps
+    (the first from ``None``); ``mappings`` map a value to ``(text, colour)``.
+
+    >>> p = panel("x", [("up", "up")], kind="stat", thresholds=[(None, "green"), (1, "red")])
+    >>> p["fieldConfig"]["defaults"]["thresholds"]["steps"][1]
+    {'color': 'red', 'value': 1}
+    """
     defaults: dict[str, Any] = {"unit": unit}
     if decimals is not None:
         defaults["decimals"] = decimals
+    if thresholds:
+        defaults["thresholds"] = {
+            "mode": "absolute",
+            "steps": [{"color": c, "value": v} for v, c in thresholds],
+        }
+        defaults["color"] = {"mode": "thresholds"}
+    if mappings:
+        defaults["mappings"] = [
+            {
+                "type": "value",
+                "options": {
+                    value: {"text": text, "color": color, "index": i}
+                    for i, (value, (text, color)) in enumerate(mappings.items())
+                },
+            }
+        ]
     if kind == "timeseries":
         defaults["custom"] = {
             "drawStyle": "line",
@@ -59,7 +93,7 @@ def panel(
             "showPoints": "never",
             "spanNulls": True,
         }
-    p: dict[str, Any] = {
+    return {
         "type": kind,
         "title": title,
         "description": description,
@@ -72,10 +106,79 @@ def panel(
         "options": (
             {"legend": {"displayMode": "list", "placement": "bottom"}}
             if kind == "timeseries"
-            else {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"}
+            else {
+                "reduceOptions": {
+                    "calcs": ["lastNotNull"],
+                    "fields": "",
+                    "values": False,
+                },
+                "colorMode": "value" if thresholds else "none",
+            }
         ),
     }
-    return p
+
+
+def _query_variable(name: str, label: str, query: str, multi: bool) -> dict[str, Any]:
+    return {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": f"{name}-variable"},
+        "refresh": 2,  # on time range change: new clusters appear
+        "sort": 1,
+        "includeAll": True,
+        "allValue": ".*",  # also matches series without the label (compose)
+        "multi": multi,
+        "current": {"text": "All", "value": "$__all"},
+    }
+
+
+def variables() -> list[dict[str, Any]]:
+    """``datasource``, ``job``, ``namespace`` and ``pool`` template variables."""
+    return [
+        {
+            "type": "datasource",
+            "name": "datasource",
+            "label": "Data source",
+            "query": "prometheus",
+            "current": {"text": "${DS_PROMETHEUS}", "value": "${DS_PROMETHEUS}"},
+            "hide": 0,
+        },
+        _query_variable(
+            "job", "Job", "label_values(lepton_budget_exceeded, job)", multi=True
+        ),
+        _query_variable(
+            "namespace",
+            "Namespace",
+            'label_values(lepton_budget_exceeded{job=~"$job"}, namespace)',
+            multi=True,
+        ),
+        _query_variable(
+            "pool", "Pool", f"label_values(lepton_workers{{{SEL}}}, pool)", multi=True
+        ),
+    ]
+
+
+def annotations() -> list[dict[str, Any]]:
+    """Grafana's own annotations, and one mark per scaler decision."""
+    return [
+        {
+            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True,
+            "hide": True,
+            "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts",
+            "type": "dashboard",
+        },
+        {
+            "datasource": DATASOURCE,
+            "enable": True,
+            "iconColor": "orange",
+            "name": "Scaler decisions",
+            "expr": f"increase(lepton_scaler_decisions_total{{{SEL}}}[$__interval]) > 0",
+        },
+    ]
 
 
 def dashboard(uid: str, title: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
@@ -92,6 +195,22 @@ def dashboard(uid: str, title: str, panels: list[dict[str, Any]]) -> dict[str, A
         x += w
         row_h = max(row_h, h)
     return {
+        "__inputs": [
+            {
+                "name": "DS_PROMETHEUS",
+                "label": "Prometheus",
+                "description": "the Prometheus that scrapes the lepton schedulers",
+                "type": "datasource",
+                "pluginId": "prometheus",
+                "pluginName": "Prometheus",
+            }
+        ],
+        "__requires": [
+            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
+            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+            {"type": "panel", "id": "stat", "name": "Stat", "version": ""},
+            {"type": "panel", "id": "timeseries", "name": "Time series", "version": ""},
+        ],
         "uid": uid,
         "title": title,
         "tags": TAGS,
@@ -102,8 +221,8 @@ def dashboard(uid: str, title: str, panels: list[dict[str, Any]]) -> dict[str, A
         "graphTooltip": 1,
         "refresh": "10s",
         "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": []},
-        "annotations": {"list": []},
+        "templating": {"list": variables()},
+        "annotations": {"list": annotations()},
         "links": [
             {
                 "type": "dashboards",
@@ -113,77 +232,121 @@ def dashboard(uid: str, title: str, panels: list[dict[str, Any]]) -> dict[str, A
             }
         ],
         "panels": laid,
-    }
+    }  # fmt: skip
 
 
 def cost_dashboard() -> dict[str, Any]:
+    spend = f"sum(lepton_spend_usd_total{{{POOL}}})"
+    rate = f"sum(lepton_spend_rate_usd_per_hour{{{POOL}}})"
+    left = f"(max(lepton_budget_usd{{{SEL}}}) - sum(lepton_spend_usd_total{{{SEL}}}))"
     return dashboard(
         "lepton-cost",
         "lepton: cost",
         [
-            panel("Spend", [("sum(lepton_spend_usd_total)", "USD")], unit="currencyUSD", kind="stat", decimals=4),
-            panel("Spend rate", [("sum(lepton_spend_rate_usd_per_hour)", "USD/h")], unit="currencyUSD", kind="stat", decimals=2),
-            panel("Cost per task", [("lepton_cost_per_task_usd", "USD/task")], unit="currencyUSD", kind="stat", decimals=6),
-            panel("Budget exceeded", [("max(lepton_budget_exceeded)", "exceeded")], kind="stat"),
+            panel("Spend", [(spend, "USD")], unit="currencyUSD", kind="stat", decimals=4),
+            panel("Spend rate", [(rate, "USD/h")], unit="currencyUSD", kind="stat", decimals=2),
+            panel(
+                "Cost per task",
+                [(f"sum(increase(lepton_spend_usd_total{{{POOL}}}[$__range])) / sum(increase(lepton_tasks_completed_total{{{POOL}}}[$__range]))", "USD/task")],
+                unit="currencyUSD", kind="stat", decimals=6,
+                description="spend over tasks completed in the dashboard's time range",
+            ),
+            panel(
+                "Budget exceeded",
+                [(f"max(lepton_budget_exceeded{{{SEL}}})", "exceeded")],
+                kind="stat",
+                thresholds=[(None, "green"), (1, "red")],
+                mappings={"0": ("within budget", "green"), "1": ("EXCEEDED", "red")},
+                description="1 when a configured budget (per hour or total) is exceeded",
+            ),
+            panel("Total budget", [(f"max(lepton_budget_usd{{{SEL}}})", "USD")], unit="currencyUSD", kind="stat", decimals=2),
+            panel(
+                "Time to budget exhaustion",
+                [(f"{left} / sum(lepton_spend_rate_usd_per_hour{{{SEL}}}) * 3600", "left")],
+                unit="s", kind="stat",
+                thresholds=[(None, "red"), (3600, "orange"), (6 * 3600, "green")],
+                description="USD left of lepton.cost.budget-usd at the current spend rate",
+            ),
+            panel(
+                "Unpriced workers",
+                [(f"max(lepton_unpriced_workers{{{SEL}}})", "unpriced")],
+                kind="stat",
+                thresholds=[(None, "green"), (1, "red")],
+                description="workers whose instance type is missing from the price catalog",
+            ),
+            panel(
+                "Spend in range",
+                [(f"sum(increase(lepton_spend_usd_total{{{POOL}}}[$__range]))", "USD")],
+                unit="currencyUSD", kind="stat", decimals=4,
+            ),
             panel(
                 "Spend rate vs budget",
-                [
-                    ("sum(lepton_spend_rate_usd_per_hour)", "spend rate"),
-                    ("lepton_budget_usd_per_hour", "budget"),
-                ],
+                [(rate, "spend rate"), (f"max(lepton_budget_usd_per_hour{{{SEL}}})", "budget")],
                 unit="currencyUSD",
                 description="USD per hour now, against lepton.cost.budget-usd-per-hour",
             ),
-            panel("Cumulative spend", [("sum(lepton_spend_usd_total)", "spend")], unit="currencyUSD"),
+            panel(
+                "Cumulative spend vs total budget",
+                [(spend, "spend"), (f"max(lepton_budget_usd{{{SEL}}})", "budget")],
+                unit="currencyUSD",
+            ),
             panel(
                 "Spend by pool",
-                [("sum by (pool) (lepton_spend_usd_total)", "{{pool}}")],
+                [(f"sum by (pool) (lepton_spend_usd_total{{{POOL}}})", "{{pool}}")],
                 unit="currencyUSD",
                 stack=True,
             ),
             panel(
                 "Cost per task and per GB",
                 [
-                    ("lepton_cost_per_task_usd", "per task"),
-                    ("lepton_cost_per_gigabyte_usd", "per GB of results"),
+                    (f"sum(rate(lepton_spend_usd_total{{{POOL}}}[$__rate_interval])) / sum(rate(lepton_tasks_completed_total{{{POOL}}}[$__rate_interval]))", "per task"),
+                    (f"sum(rate(lepton_spend_usd_total{{{POOL}}}[$__rate_interval])) / sum(rate(lepton_computed_bytes_total{{{POOL}}}[$__rate_interval])) * 1e9", "per GB of results"),
                 ],
                 unit="currencyUSD",
+                description="over each point's interval (not since the scheduler started)",
             ),
         ],
     )  # fmt: skip
 
 
 def throughput_dashboard() -> dict[str, Any]:
+    busy = f"sum(increase(lepton_task_compute_seconds_total{{{POOL}}}[$__range]))"
+    paid = f"sum(increase(lepton_paid_thread_seconds_total{{{POOL}}}[$__range]))"
     return dashboard(
         "lepton-throughput",
         "lepton: throughput",
         [
-            panel("Tasks/s", [("lepton_throughput_tasks_per_second", "tasks/s")], kind="stat", decimals=1),
-            panel("Results", [("lepton_throughput_bytes_per_second", "bytes/s")], unit="Bps", kind="stat"),
-            panel("Utilization", [("sum(lepton_task_compute_seconds_total) / sum(lepton_paid_thread_seconds_total)", "busy/paid")], unit="percentunit", kind="stat"),
-            panel("Workers", [("dask_scheduler_workers", "workers")], kind="stat"),
+            panel("Tasks/s", [(f"sum(rate(lepton_tasks_completed_total{{{POOL}}}[$__rate_interval]))", "tasks/s")], kind="stat", decimals=1),
+            panel("Results", [(f"sum(rate(lepton_computed_bytes_total{{{POOL}}}[$__rate_interval]))", "bytes/s")], unit="Bps", kind="stat"),
+            panel(
+                "Utilization",
+                [(f"{busy} / {paid}", "busy/paid")],
+                unit="percentunit", kind="stat",
+                description="busy over paid thread-seconds in the dashboard's time range",
+            ),
+            panel("Workers", [(f"sum(dask_scheduler_workers{{{SEL}}})", "workers")], kind="stat", decimals=0),
             panel(
                 "Tasks per second",
                 [
-                    ("lepton_throughput_tasks_per_second", "last minute (monitor)"),
-                    ("sum by (pool) (rate(lepton_tasks_completed_total[1m]))", "{{pool}}"),
+                    (f"sum(lepton_throughput_tasks_per_second{{{SEL}}})", "last minute (monitor)"),
+                    (f"sum by (pool) (rate(lepton_tasks_completed_total{{{POOL}}}[$__rate_interval]))", "{{pool}}"),
                 ],
                 unit="ops",
             ),
             panel(
                 "Result bytes per second",
-                [("lepton_throughput_bytes_per_second", "bytes/s")],
+                [(f"sum by (pool) (rate(lepton_computed_bytes_total{{{POOL}}}[$__rate_interval]))", "{{pool}}")],
                 unit="Bps",
             ),
             panel(
                 "Utilization by pool",
-                [("lepton_utilization_ratio", "{{pool}}")],
+                [(f"sum by (pool) (rate(lepton_task_compute_seconds_total{{{POOL}}}[$__rate_interval])) / sum by (pool) (rate(lepton_paid_thread_seconds_total{{{POOL}}}[$__rate_interval]))", "{{pool}}")],
                 unit="percentunit",
-                description="busy thread-seconds over paid thread-seconds",
+                description="busy thread-seconds over paid thread-seconds, per interval",
             ),
             panel(
                 "Queue: tasks by state",
-                [("sum by (state) (dask_scheduler_tasks)", "{{state}}")],
+                [(f"sum by (state) (dask_scheduler_tasks{{{SEL}}})", "{{state}}")],
                 stack=True,
             ),
         ],
@@ -195,34 +358,42 @@ def scaling_dashboard() -> dict[str, Any]:
         "lepton-scaling",
         "lepton: scaling",
         [
-            panel("Decisions (5 min)", [("increase(lepton_scaler_decisions_total[5m])", "decisions")], kind="stat", decimals=0),
-            panel("Infeasible", [("lepton_scaler_infeasible", "infeasible")], kind="stat"),
-            panel("Predicted finish", [("lepton_scaler_predicted_finish_seconds", "finish")], unit="s", kind="stat"),
-            panel("Predicted spend", [("lepton_scaler_predicted_spend_usd", "USD")], unit="currencyUSD", kind="stat", decimals=4),
+            panel("Decisions (in range)", [(f"sum(increase(lepton_scaler_decisions_total{{{SEL}}}[$__range]))", "decisions")], kind="stat", decimals=0),
+            panel(
+                "Infeasible",
+                [(f"max(lepton_scaler_infeasible{{{SEL}}})", "infeasible")],
+                kind="stat",
+                thresholds=[(None, "green"), (1, "red")],
+                mappings={"0": ("feasible", "green"), "1": ("INFEASIBLE", "red")},
+            ),
+            panel("Predicted finish", [(f"max(lepton_scaler_predicted_finish_seconds{{{SEL}}})", "finish")], unit="s", kind="stat"),
+            panel("Predicted spend", [(f"sum(lepton_scaler_predicted_spend_usd{{{SEL}}})", "USD")], unit="currencyUSD", kind="stat", decimals=4),
             panel(
                 "Workers by pool",
-                [("sum by (pool) (lepton_workers)", "{{pool}}")],
+                [(f"sum by (pool) (lepton_workers{{{POOL}}})", "{{pool}}")],
                 stack=True,
             ),
             panel(
-                "Target vs actual workers",
+                "Desired vs actual workers",
                 [
-                    ("lepton_scaler_target_workers", "target {{pool}}"),
-                    ("sum by (pool) (lepton_workers)", "actual {{pool}}"),
+                    (f"sum by (pool) (lepton_scaler_target_workers{{{POOL}}})", "target {{pool}}"),
+                    (f"sum by (pool) (lepton_workers{{{POOL}}})", "actual {{pool}}"),
+                    (f"sum(dask_scheduler_desired_workers{{{SEL}}})", "Dask's desired"),
                 ],
+                description="what the cost-aware scaler asks for, what is running, and what Dask's own adaptive would ask for",
             ),
             panel(
                 "Predicted finish vs deadline",
                 [
-                    ("lepton_scaler_predicted_finish_seconds", "predicted finish"),
-                    ("lepton_scaler_time_to_deadline_seconds", "time to deadline"),
+                    (f"max(lepton_scaler_predicted_finish_seconds{{{SEL}}})", "predicted finish"),
+                    (f"max(lepton_scaler_time_to_deadline_seconds{{{SEL}}})", "time to deadline"),
                 ],
                 unit="s",
                 description="the deadline policy is on time while the first line is below the second",
             ),
             panel(
                 "Decisions per minute",
-                [("rate(lepton_scaler_decisions_total[1m]) * 60", "decisions/min")],
+                [(f"sum(rate(lepton_scaler_decisions_total{{{SEL}}}[$__rate_interval])) * 60", "decisions/min")],
             ),
         ],
     )  # fmt: skip
@@ -272,9 +443,41 @@ def provisioning(
     }
 
 
-def expressions(dash: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(panel title, PromQL)`` of every query in a dashboard."""
-    return [(p["title"], t["expr"]) for p in dash["panels"] for t in p["targets"]]
+def expressions(
+    dash: dict[str, Any], values: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """``(panel title, PromQL)`` of every query in a dashboard, and of its
+    query annotations; ``values`` replaces ``$name`` variables (longest
+    names first) as Grafana would, e.g. ``{"job": ".*", "__range": "5m"}``."""
+    out = [(p["title"], t["expr"]) for p in dash["panels"] for t in p["targets"]]
+    out += [
+        (f"annotation: {a['name']}", a["expr"])
+        for a in dash["annotations"]["list"]
+        if "expr" in a
+    ]
+    for name in sorted(values or {}, key=len, reverse=True):
+        out = [(t, e.replace(f"${name}", values[name])) for t, e in out]
+    return out
+
+
+def sidecar_configmap(name: str, namespace: str) -> dict[str, Any]:
+    """The dashboards as one ConfigMap for the Grafana sidecar (kube-prometheus-
+    stack's ``grafana.sidecar.dashboards``), which loads every ConfigMap
+    labelled ``grafana_dashboard``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"grafana_dashboard": "1", "app.kubernetes.io/part-of": "lepton"},
+            "annotations": {"grafana_folder": "lepton"},
+        },
+        "data": {
+            fname: json.dumps(fn(), indent=2, sort_keys=True)
+            for fname, fn in DASHBOARDS.items()
+        },
+    }
 
 
 def render() -> dict[str, str]:

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from lepton_dask import __version__
+from lepton_dask.dashboard import grafana
 from lepton_dask.deploy import alerts
 from lepton_dask.deploy.sizing import PodSize, node_selector, pod_size
 
@@ -548,6 +549,9 @@ def manifests(spec: DeploySpec | None = None) -> dict[str, list[dict[str, Any]]]
         "dask-cluster.yaml": [dask_cluster(spec), *worker_groups(spec)],
         "monitoring.yaml": monitoring(spec),
         "scaler.yaml": scaler(spec),
+        "grafana-dashboards.yaml": [
+            grafana.sidecar_configmap(f"{spec.name}-dashboards", spec.namespace)
+        ],
     }
 
 

@@ -101,7 +101,7 @@ def test_manifests_valid_pinned_and_consistent():
     role = next(d for d in all_docs if d["kind"] == "Role")
     assert role["rules"][0]["verbs"] == ["get", "list", "patch"]
     # the scaler's groups file names resources that exist
-    cm = next(d for d in all_docs if d["kind"] == "ConfigMap")
+    cm = next(d for d in all_docs if "groups.yaml" in d.get("data", {}))
     groups = yaml.safe_load(cm["data"]["groups.yaml"])
     names = {(d["kind"], d["metadata"]["name"]) for d in all_docs}
     for g in groups:
@@ -188,7 +188,7 @@ def test_write_options_reach_the_manifests(tmp_path):
     monitors = [d for d in out if d["apiVersion"].startswith("monitoring.coreos")]
     assert len(monitors) == 3
     assert {d["metadata"]["labels"]["release"] for d in monitors} == {"prom"}
-    cm = next(d for d in out if d["kind"] == "ConfigMap")
+    cm = next(d for d in out if "groups.yaml" in d.get("data", {}))
     pools = {g["pool"]: g for g in yaml.safe_load(cm["data"]["groups.yaml"])}
     assert pools["cpu"]["max_replicas"] == 7 and pools["cpu"]["pricing"] == "spot"
     assert pools["gpu"]["kind"] == "gpu"
