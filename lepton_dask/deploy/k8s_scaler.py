@@ -1,21 +1,40 @@
 """The cost-aware scaler for the dask-kubernetes operator.
 
 Same pure policies as :class:`~lepton_dask.scaling.CostAwareAdaptive`; what
-differs is how a decision is applied: as a JSON merge patch of
-``spec.worker.replicas`` on the ``DaskCluster`` (its default group) or a
-``DaskWorkerGroup``. The operator then starts pods or retires workers
-(gracefully, through the scheduler).
+differs is how a decision is applied to the operator's worker groups
+(``<cluster>-default`` for the DaskCluster's own workers, ``<cluster>-<pool>``
+for the others):
 
-:func:`replica_patches` is pure and is what the tests check; :class:`Scaler`
-is the loop (scheduler state -> view -> decision -> patches -> Kubernetes API).
+* **Growing**: a JSON merge patch of the group's ``spec.worker.replicas``;
+  the operator creates the worker Deployments.
+* **Shrinking**: never by lowering replicas alone. On scale-down the operator
+  asks the scheduler to retire *n* workers of the whole cluster
+  (dask-kubernetes#914), so shrinking the GPU group could retire a CPU
+  worker. The scaler chooses the releasable workers of that pool itself,
+  retires them by name through the scheduler, deletes exactly their
+  Deployments (worker name == Deployment name, checked against the group's
+  label), and only then lowers replicas to the Deployments left, so the
+  operator finds nothing to retire.
+
+Replicas are read live from every DaskWorkerGroup (including
+``<cluster>-default``, which ``DaskCluster.spec.worker.replicas`` does not
+follow once something scales the group); workers not yet at the scheduler
+are the group's Deployments the scheduler does not know, billed from their
+creation. The scaler refuses to run beside a DaskAutoscaler of the same
+cluster, and rereads its service-account token when the file changes.
+
+:func:`replica_patches` is pure; :class:`Scaler` is the loop.
 """
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
+import os
 import ssl
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +56,20 @@ logger = logging.getLogger(__name__)
 PLURAL = {"DaskCluster": "daskclusters", "DaskWorkerGroup": "daskworkergroups"}
 
 
+class AutoscalerConflict(RuntimeError):
+    """A DaskAutoscaler scales the same cluster."""
+
+
 @dataclass(frozen=True)
 class GroupRef:
     """A pool and the Kubernetes resource whose replicas size it."""
 
     pool: str
-    resource: str  # DaskCluster or DaskWorkerGroup
+    resource: str  # DaskWorkerGroup (DaskCluster accepted for old files)
     name: str
     spec: PoolSpec
+    cluster: str = ""
+    default: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GroupRef:
@@ -64,7 +89,10 @@ class GroupRef:
             max_workers=int(d.get("max_replicas", 10)),
             startup_s=float(d.get("startup_s", 60)),
         )
-        return cls(d["pool"], resource, d["name"], spec)
+        return cls(
+            d["pool"], resource, d["name"], spec,
+            cluster=str(d.get("cluster", "")), default=bool(d.get("default", False)),
+        )  # fmt: skip
 
 
 def load_groups(path: str | Path) -> list[GroupRef]:
@@ -84,24 +112,26 @@ def replica_patches(
     """The patches that apply ``decision``, given each group's current
     ``spec.worker.replicas``.
 
-    Growing is immediate (up to the pool's maximum). Shrinking goes no lower
-    than the workers that are *releasable* allow (idle, their paid minimum
-    used up): the operator retires workers of its own choosing, so the scaler
-    only shrinks by as many as the policy would have released itself.
+    Growing is immediate (up to the pool's maximum). Shrinking names the
+    workers to retire (``"retire"``): the pool's *releasable* ones (idle,
+    their paid minimum used up), paid-up longest first, and never more.
 
     >>> from lepton_dask.scaling.state import PoolSpec, ClusterView, Decision
     >>> g = [GroupRef("cpu", "DaskCluster", "lepton", PoolSpec("cpu", max_workers=5))]
     >>> v = ClusterView(now=0.0, pools={"cpu": g[0].spec}, workers=[], backlog={})
     >>> replica_patches(Decision({"cpu": 9}, "more"), v, g, {"cpu": 1})
-    [{'resource': 'DaskCluster', 'name': 'lepton', 'pool': 'cpu', 'from': 1, 'to': 5, 'patch': {'spec': {'worker': {'replicas': 5}}}}]
+    [{'resource': 'DaskCluster', 'name': 'lepton', 'pool': 'cpu', 'from': 1, 'to': 5, 'retire': [], 'patch': {'spec': {'worker': {'replicas': 5}}}}]
     """
     out = []
     for g in groups:
         have = int(replicas.get(g.pool, 0))
         want = int(decision.targets.get(g.pool, have))
         want = min(max(want, g.spec.min_workers), g.spec.max_workers)
+        retire: list[str] = []
         if want < have:
-            want = max(want, have - len(releasable(view, g.pool)))
+            free = releasable(view, g.pool)
+            want = max(want, have - len(free))
+            retire = [w.name for w in free[: have - want]]
         if want != have:
             out.append(
                 {
@@ -110,6 +140,7 @@ def replica_patches(
                     "pool": g.pool,
                     "from": have,
                     "to": want,
+                    "retire": retire,
                     "patch": {"spec": {"worker": {"replicas": want}}},
                 }
             )
@@ -118,44 +149,58 @@ def replica_patches(
 
 def pending_workers(
     view_workers: list[dict[str, Any]],
-    replicas: dict[str, int],
-    requested_at: dict[str, float],
+    deployments: dict[str, list[dict[str, Any]]],
 ) -> list[WorkerView]:
-    """Workers the groups' replicas ask for that have not reached the
-    scheduler yet (billed from when the scaler asked for them)."""
-    arrived: dict[str, int] = {}
-    for w in view_workers:
-        arrived[w["pool"]] = arrived.get(w["pool"], 0) + 1
-    out = []
-    for pool, n in replicas.items():
-        for i in range(max(0, n - arrived.get(pool, 0))):
-            out.append(
-                WorkerView(
-                    f"pending-{pool}-{i}",
-                    pool,
-                    requested_at.get(pool, 0.0),
-                    False,
-                    False,
-                )
-            )
-    return out
+    """Each pool's worker Deployments that have not reached the scheduler
+    yet, billed from the Deployment's creation (``deployments``: pool ->
+    ``[{"name", "created"}]``). A retired worker's Deployment is deleted, so
+    no phantom stays pending.
+
+    >>> pending_workers([{"name": "a", "pool": "cpu"}],
+    ...     {"cpu": [{"name": "a", "created": 1.0}, {"name": "b", "created": 5.0}]})
+    [WorkerView(name='b', pool='cpu', billed_since=5.0, busy=False, arrived=False, holds_data=False)]
+    """
+    arrived = {str(w["name"]) for w in view_workers}
+    return [
+        WorkerView(d["name"], pool, float(d["created"]), False, False)
+        for pool, deps in deployments.items()
+        for d in deps
+        if d["name"] not in arrived
+    ]
+
+
+def retire_by_name(client: Any, names: list[str]) -> list[str]:
+    """Retire exactly the workers named ``names`` through the scheduler
+    (gracefully: their unique data moves first); the names it retired."""
+    retired = client.sync(
+        client.scheduler.retire_workers, names=list(names), close_workers=True
+    )
+    return sorted(str(info["name"]) for info in (retired or {}).values())
+
+
+def _timestamp(text: str) -> float:
+    """RFC 3339 ``creationTimestamp`` -> epoch seconds.
+
+    >>> _timestamp("1970-01-01T00:01:00Z")
+    60.0
+    """
+    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
 
 
 class KubernetesAPI:
     """The few calls the scaler makes, over HTTPS with the pod's service
-    account (in-cluster) or a given server and token."""
+    account (in-cluster) or a given server and token file. The token is
+    reread whenever its file changes (projected tokens rotate)."""
 
     SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
     def __init__(
         self,
         server: str | None = None,
-        token: str | None = None,
+        token_file: str | None = None,
         ca_file: str | None = None,
     ):
         if server is None:
-            import os
-
             host = os.environ.get("KUBERNETES_SERVICE_HOST")
             port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
             if not host:
@@ -163,29 +208,43 @@ class KubernetesAPI:
                     "not in a Kubernetes pod: pass --api-server and --token-file"
                 )
             server = f"https://{host}:{port}"
-            token = token or (self.SA / "token").read_text().strip()
+            token_file = token_file or str(self.SA / "token")
             ca_file = ca_file or str(self.SA / "ca.crt")
         self.server = server.rstrip("/")
-        self.token = token
+        self.token_file = token_file
+        self._token: str | None = None
+        self._token_stamp: tuple[float, int] | None = None
         self.context = ssl.create_default_context(cafile=ca_file)
 
-    def _url(self, namespace: str, resource: str, name: str) -> str:
-        return (
-            f"{self.server}/apis/kubernetes.dask.org/v1/namespaces/{namespace}/"
-            f"{PLURAL[resource]}/{name}"
-        )
+    def token(self) -> str | None:
+        """The bearer token, reread when the file's mtime or size changed."""
+        if not self.token_file:
+            return None
+        st = os.stat(self.token_file)
+        stamp = (st.st_mtime, st.st_size)
+        if stamp != self._token_stamp:
+            self._token = Path(self.token_file).read_text().strip()
+            self._token_stamp = stamp
+        return self._token
 
-    def _call(self, method: str, url: str, body: bytes | None = None, ctype=None):
-        req = urllib.request.Request(url, data=body, method=method)
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        if ctype:
-            req.add_header("Content-Type", ctype)
+    def _call(self, method: str, path: str, body: Any = None, ctype=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.server + path, data=data, method=method)
+        token = self.token()
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            req.add_header("Content-Type", ctype or "application/json")
         with urllib.request.urlopen(req, context=self.context, timeout=30) as r:
             return json.loads(r.read())
 
+    @staticmethod
+    def _dask(namespace: str, plural: str, name: str = "") -> str:
+        path = f"/apis/kubernetes.dask.org/v1/namespaces/{namespace}/{plural}"
+        return f"{path}/{name}" if name else path
+
     def replicas(self, namespace: str, resource: str, name: str) -> int:
-        obj = self._call("GET", self._url(namespace, resource, name))
+        obj = self._call("GET", self._dask(namespace, PLURAL[resource], name))
         return int(obj["spec"]["worker"].get("replicas", 0))
 
     def patch(
@@ -193,9 +252,37 @@ class KubernetesAPI:
     ) -> None:
         self._call(
             "PATCH",
-            self._url(namespace, resource, name),
-            json.dumps(patch).encode(),
+            self._dask(namespace, PLURAL[resource], name),
+            patch,
             "application/merge-patch+json",
+        )
+
+    def autoscalers(self, namespace: str, cluster: str) -> list[str]:
+        """DaskAutoscalers of ``cluster`` (the scaler refuses to run beside one)."""
+        items = self._call("GET", self._dask(namespace, "daskautoscalers"))["items"]
+        return [
+            a["metadata"]["name"]
+            for a in items
+            if a.get("spec", {}).get("cluster") == cluster
+        ]
+
+    def worker_deployments(self, namespace: str, group: str) -> list[dict[str, Any]]:
+        """``[{"name", "created"}]`` of the worker Deployments of one group."""
+        sel = urllib.parse.quote(f"dask.org/workergroup-name={group}")
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments?labelSelector={sel}"
+        return [
+            {
+                "name": d["metadata"]["name"],
+                "created": _timestamp(d["metadata"]["creationTimestamp"]),
+            }
+            for d in self._call("GET", path)["items"]
+        ]
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        self._call(
+            "DELETE",
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            {"propagationPolicy": "Background"},
         )
 
 
@@ -219,40 +306,73 @@ class Scaler:
         self.policy = policy
         self.interval = interval
         self.views = ViewBuilder()
-        self.requested_at: dict[str, float] = {}
+
+    def check_alone(self) -> None:
+        """Refuse to run beside a DaskAutoscaler of the same cluster: two
+        loops would fight over the same replicas."""
+        for cluster in sorted({g.cluster for g in self.groups if g.cluster}):
+            found = self.api.autoscalers(self.namespace, cluster)
+            if found:
+                raise AutoscalerConflict(
+                    f"DaskAutoscaler {', '.join(found)} scales cluster {cluster!r}: "
+                    "delete it (or stop this scaler); both cannot run"
+                )
 
     def step(self) -> list[dict[str, Any]]:
-        """One decision; returns the patches sent."""
+        """One decision; returns the changes applied."""
+        self.check_alone()
         st = self.client.sync(self.client.scheduler.lepton_scaler_state)
         replicas = {
             g.pool: self.api.replicas(self.namespace, g.resource, g.name)
             for g in self.groups
         }
-        pending = pending_workers(st["workers"], replicas, self.requested_at)
+        deployments = {
+            g.pool: self.api.worker_deployments(self.namespace, g.name)
+            for g in self.groups
+        }
+        pending = pending_workers(st["workers"], deployments)
         view = self.views.build(st, self.pools, pending)
         decision = self.policy.decide(view)
-        patches = replica_patches(decision, view, self.groups, replicas)
-        for p in patches:
+        changes = replica_patches(decision, view, self.groups, replicas)
+        for p in changes:
+            if p["retire"]:
+                p["to"] = p["from"] - self.retire(p, deployments[p["pool"]])
+                p["patch"] = {"spec": {"worker": {"replicas": p["to"]}}}
             logger.info(
                 "%s %s: replicas %d -> %d (%s)",
                 p["resource"], p["name"], p["from"], p["to"], decision.reason,
             )  # fmt: skip
-            self.api.patch(self.namespace, p["resource"], p["name"], p["patch"])
-            if p["to"] > p["from"]:
-                self.requested_at[p["pool"]] = st["now"]
+            if p["to"] != p["from"]:
+                self.api.patch(self.namespace, p["resource"], p["name"], p["patch"])
         entry = decision.as_log(view.now)[1]
-        entry["changed"] = bool(patches)
+        entry["changed"] = any(p["to"] != p["from"] for p in changes)
         self.client.sync(
             self.client.scheduler.lepton_scaler_decision,
             decision={**entry, "time": view.now},
         )
-        return patches
+        return changes
+
+    def retire(self, change: dict[str, Any], deployments: list[dict[str, Any]]) -> int:
+        """Retire the chosen workers by name, delete exactly their
+        Deployments; returns how many went."""
+        mine = {d["name"] for d in deployments}
+        names = [n for n in change["retire"] if n in mine]
+        if not names:
+            return 0
+        gone = retire_by_name(self.client, names)
+        for name in gone:
+            if name in mine:
+                self.api.delete_deployment(self.namespace, name)
+        change["retired"] = gone
+        return sum(1 for n in gone if n in mine)
 
     def run(self) -> None:  # pragma: no cover - needs a Kubernetes cluster
         while True:
             started = time.monotonic()
             try:
                 self.step()
+            except AutoscalerConflict:
+                raise  # beside a DaskAutoscaler: stop
             except Exception as e:  # keep scaling through transient errors
                 logger.error("scaling step failed: %s", e)
             time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
@@ -267,11 +387,16 @@ def main(args: Any) -> int:  # pragma: no cover - needs a Kubernetes cluster
     from lepton_dask.scaling.adaptive import policy_from_config
 
     groups = load_groups(args.groups)
-    token = Path(args.token_file).read_text().strip() if args.token_file else None
-    api = KubernetesAPI(args.api_server, token, args.ca_file)
+    api = KubernetesAPI(args.api_server, args.token_file, args.ca_file)
     interval = parse_timedelta(args.interval)
     with Client(args.scheduler) as client:
-        Scaler(
+        scaler = Scaler(
             client, api, args.namespace, groups, policy_from_config(), interval
-        ).run()
+        )
+        try:
+            scaler.check_alone()
+        except AutoscalerConflict as e:
+            logger.error("%s", e)
+            return 2
+        scaler.run()
     return 0

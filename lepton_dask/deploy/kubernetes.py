@@ -13,7 +13,9 @@ What they describe:
 * a Prometheus Operator ``ServiceMonitor`` (scheduler) and ``PodMonitor``
   (workers);
 * the cost-aware scaler (:mod:`lepton_dask.deploy.k8s_scaler`): a Deployment
-  with a ServiceAccount allowed to patch the worker groups' replicas.
+  (``strategy: Recreate``: never two at once) with a ServiceAccount allowed
+  to resize the worker groups and delete the worker Deployments it retired;
+* a ConfigMap of the Grafana dashboards for the Grafana sidecar.
 """
 
 from __future__ import annotations
@@ -218,14 +220,16 @@ def _pinned(image: str) -> bool:
 def group_resource(spec: DeploySpec, group: WorkerGroup) -> tuple[str, str]:
     """(kind, name) of the resource whose ``spec.worker.replicas`` sizes ``group``.
 
-    The first group is the DaskCluster's own; the operator names the others'
-    DaskWorkerGroups ``<cluster>-<group>``.
+    Every group is a DaskWorkerGroup: the operator makes the DaskCluster's
+    own one ``<cluster>-default`` (and scales it, not the DaskCluster, when
+    the cluster is adapted), the others are ``<cluster>-<group>``.
 
-    >>> group_resource(DeploySpec(), DeploySpec().groups[1])
-    ('DaskWorkerGroup', 'lepton-gpu')
+    >>> spec = DeploySpec()
+    >>> [group_resource(spec, g) for g in spec.groups]
+    [('DaskWorkerGroup', 'lepton-default'), ('DaskWorkerGroup', 'lepton-gpu')]
     """
     if group is spec.groups[0]:
-        return "DaskCluster", spec.name
+        return "DaskWorkerGroup", f"{spec.name}-default"
     return "DaskWorkerGroup", f"{spec.name}-{group.name}"
 
 
@@ -361,6 +365,7 @@ def worker_groups(spec: DeploySpec) -> list[dict[str, Any]]:
     out = []
     for g in spec.groups[1:]:
         _, name = group_resource(spec, g)
+        # the operator names a group's workers after the group resource
         out.append(
             {
                 "apiVersion": API,
@@ -435,6 +440,7 @@ def scaler_groups(spec: DeploySpec) -> list[dict[str, Any]]:
         out.append(
             {
                 "pool": g.name, "resource": kind, "name": name, "kind": g.kind,
+                "cluster": spec.name, "default": g is spec.groups[0],
                 "instance_type": g.instance_type, "pricing": g.pricing,
                 "threads": g.nthreads, "min_replicas": g.min_replicas,
                 "max_replicas": g.max_replicas, "startup_s": 90 if g.kind == "gpu" else 60,
@@ -460,12 +466,25 @@ def scaler(spec: DeploySpec) -> list[dict[str, Any]]:
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": meta,
+            # what the scaler does and nothing more: read and resize worker
+            # groups, see DaskAutoscalers (it refuses to run beside one),
+            # list its workers' Deployments and delete those it retired
             "rules": [
                 {
                     "apiGroups": ["kubernetes.dask.org"],
-                    "resources": ["daskclusters", "daskworkergroups"],
-                    "verbs": ["get", "list", "patch"],
-                }
+                    "resources": ["daskworkergroups"],
+                    "verbs": ["get", "patch"],
+                },
+                {
+                    "apiGroups": ["kubernetes.dask.org"],
+                    "resources": ["daskautoscalers"],
+                    "verbs": ["list"],
+                },
+                {
+                    "apiGroups": ["apps"],
+                    "resources": ["deployments"],
+                    "verbs": ["list", "delete"],
+                },
             ],
         },
         {

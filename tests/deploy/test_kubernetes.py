@@ -97,15 +97,35 @@ def test_manifests_valid_pinned_and_consistent():
     c = gpu["spec"]["worker"]["spec"]["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and "GPU=1" in c["args"]
     assert gpu["spec"]["cluster"] == cluster["metadata"]["name"]
-    # the scaler may patch exactly the worker-group resources
+    # the scaler may resize worker groups, see autoscalers, and list and
+    # delete Deployments (its retired workers'), and nothing more
     role = next(d for d in all_docs if d["kind"] == "Role")
-    assert role["rules"][0]["verbs"] == ["get", "list", "patch"]
+    grants = {
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    assert grants == {
+        ("kubernetes.dask.org", "daskworkergroups", "get"),
+        ("kubernetes.dask.org", "daskworkergroups", "patch"),
+        ("kubernetes.dask.org", "daskautoscalers", "list"),
+        ("apps", "deployments", "list"),
+        ("apps", "deployments", "delete"),
+    }
+    scaler_dep = next(d for d in all_docs if d["kind"] == "Deployment")
+    assert scaler_dep["spec"]["strategy"] == {"type": "Recreate"}
     # the scaler's groups file names resources that exist
     cm = next(d for d in all_docs if "groups.yaml" in d.get("data", {}))
     groups = yaml.safe_load(cm["data"]["groups.yaml"])
     names = {(d["kind"], d["metadata"]["name"]) for d in all_docs}
     for g in groups:
-        assert (g["resource"], g["name"]) in names
+        if g["default"]:  # the operator creates <cluster>-default itself
+            assert ("DaskCluster", g["cluster"]) in names
+            assert g["name"] == f"{g['cluster']}-default"
+        else:
+            assert (g["resource"], g["name"]) in names
 
 
 def _quantity(q: str) -> float:
@@ -237,7 +257,9 @@ def test_scale_up_patches_the_cluster_and_the_gpu_group(groups):
     d = DeadlinePolicy(deadline=v.now + 600).decide(v)
     patches = replica_patches(d, v, groups, {"cpu": 1, "gpu": 0})
     by = {p["pool"]: p for p in patches}
-    assert by["cpu"]["resource"] == "DaskCluster" and by["cpu"]["name"] == "lepton"
+    # the default group is read and sized as the operator's <cluster>-default
+    assert by["cpu"]["resource"] == "DaskWorkerGroup"
+    assert by["cpu"]["name"] == "lepton-default"
     assert (
         by["gpu"]["resource"] == "DaskWorkerGroup" and by["gpu"]["name"] == "lepton-gpu"
     )
@@ -279,6 +301,8 @@ def test_scale_down_only_by_releasable_workers(groups):
     (p,) = patches
     # "a" and "d" are releasable (idle, paid up); "b" has paid time left, "c" is busy
     assert p["from"] == 4 and p["to"] == 2
+    # and the scaler names them itself (the one holding data last)
+    assert p["retire"] == ["a", "d"]
 
 
 def test_no_patch_when_nothing_changes(groups):
@@ -297,15 +321,22 @@ def test_no_patch_when_nothing_changes(groups):
     )
 
 
-def test_pending_workers_count_requested_replicas_not_yet_arrived():
-    arrived = [{"name": "w1", "pool": "cpu"}]
-    pend = pending_workers(arrived, {"cpu": 3, "gpu": 1}, {"cpu": 50.0})
-    assert sorted((w.pool, w.arrived) for w in pend) == [
-        ("cpu", False),
-        ("cpu", False),
-        ("gpu", False),
+def test_pending_workers_are_deployments_not_yet_at_the_scheduler():
+    arrived = [{"name": "lepton-default-worker-a", "pool": "cpu"}]
+    deps = {
+        "cpu": [
+            {"name": "lepton-default-worker-a", "created": 10.0},
+            {"name": "lepton-default-worker-b", "created": 50.0},
+        ],
+        "gpu": [{"name": "lepton-gpu-worker-c", "created": 70.0}],
+    }
+    pend = pending_workers(arrived, deps)
+    assert sorted((w.name, w.pool, w.billed_since, w.arrived) for w in pend) == [
+        ("lepton-default-worker-b", "cpu", 50.0, False),
+        ("lepton-gpu-worker-c", "gpu", 70.0, False),
     ]
-    assert {w.billed_since for w in pend if w.pool == "cpu"} == {50.0}
+    # a retired worker's Deployment is gone: nothing stays pending for it
+    assert pending_workers([], {"cpu": [], "gpu": []}) == []
 
 
 def test_groups_file_errors_name_the_problem(tmp_path):
