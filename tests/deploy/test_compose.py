@@ -111,3 +111,17 @@ def test_credentials_have_no_defaults_and_missing_ones_are_named():
     for name in CREDENTIALS:
         assert re.search(rf"^{name}=$", example, re.M), name  # named, no value
     assert "deploy/compose/.env" in (ROOT / ".gitignore").read_text()
+
+
+def test_worker_limits_match_their_priced_instance_type():
+    from lepton_dask.cost.catalog import load_catalog
+
+    catalog = load_catalog()
+    for name in ("worker-cpu", "worker-gpu"):
+        svc = load()["services"][name]
+        itype = catalog[svc["environment"]["LEPTON_INSTANCE_TYPE"]]
+        limits = svc["deploy"]["resources"]["limits"]
+        assert float(limits["cpus"]) == itype.vcpus, name
+        assert limits["memory"] == f"{int(itype.memory_gib)}G", name
+    # MongoDB is reachable from this machine only (the README's notebook snippet)
+    assert load()["services"]["mongo"]["ports"] == ["127.0.0.1:27017:27017"]
