@@ -207,7 +207,7 @@ def test_oracle_cost_keeps_the_harness_keys_and_dt_coarsens_with_length():
     pool = PoolSpec("cpu", threads=2, startup_s=10, usd_per_hour=PRICE)
     tr = Trace("s", np.zeros(3), np.full(3, 5.0), np.zeros(3, np.int8), np.zeros(3, int),
                {0: 40.0})  # fmt: skip
-    o = oracle_cost(tr, [pool], 20.0, time_limit=10)
+    o = oracle_cost(tr, [pool], 20.0, time_limit=10, online=True)
     assert 0 < o["lower_bound"] <= o["oracle"] <= o["online"]
     assert o["results"]["clairvoyant"].variant == "clairvoyant"
     assert choose_dt(tr, [pool], 20.0) == 1.0
