@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import importlib
 import logging
 import time
 import uuid
@@ -43,8 +44,15 @@ from lepton_dask.cost.catalog import (
     CatalogError,
     load_catalog,
 )
+from lepton_dask.cost.scaler_state import DONE_STATES, BatchTracker, ScalerState
 
 logger = logging.getLogger(__name__)
+
+#: the module that serves the dashboard's Cost page (``install(scheduler)``
+#: returns its path). Named, not imported: the page is a view one layer up
+#: that finds the monitor in ``scheduler.plugins``, and the cost package does
+#: not depend on it (as ``distributed.scheduler.http.routes`` names modules).
+PAGE_MODULE = "lepton_dask.dashboard.cost_page"
 
 
 @dataclass
@@ -161,6 +169,8 @@ class CostMonitor(SchedulerPlugin):
         #: (six hours at the default 5 s), for the dashboard's Cost page
         self.timeline: deque[dict[str, Any]] = deque(maxlen=4320)
         self.page: str | None = None
+        #: unfinished work per submission batch (the scaler state's ``batches``)
+        self.batches = BatchTracker()
 
     # -- configuration -------------------------------------------------------------
     def _validate_rules(self, rules: list) -> list[dict[str, Any]]:
@@ -236,9 +246,7 @@ class CostMonitor(SchedulerPlugin):
         register_monitor(self)
         if dask.config.get("lepton.cost.dashboard-page", True):
             try:
-                from lepton_dask.dashboard.cost_page import install
-
-                self.page = install(scheduler)
+                self.page = importlib.import_module(PAGE_MODULE).install(scheduler)
             except Exception as e:  # the page is a view; spend is still counted
                 logger.error("could not add the Cost page to the dashboard: %s", e)
 
@@ -339,9 +347,29 @@ class CostMonitor(SchedulerPlugin):
             )
         )
 
+    def update_graph(
+        self,
+        scheduler: Any,
+        *,
+        tasks: Any = (),
+        annotations: dict | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Each ``compute``/``submit`` call is a batch for the scaler."""
+        self.batches.update_graph(scheduler, tasks, annotations or {}, self.now())
+
     def transition(
         self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any
     ) -> None:
+        if finish in DONE_STATES:
+            self.batches.finished(
+                key,
+                sum(
+                    ss["stop"] - ss["start"]
+                    for ss in kwargs.get("startstops") or ()
+                    if ss.get("action") == "compute"
+                ),
+            )
         if finish != "memory" or start != "processing":
             if (
                 finish == "waiting"
@@ -398,7 +426,7 @@ class CostMonitor(SchedulerPlugin):
         if decision.get("changed"):
             self.log.append((self.now(), {"event": "scaler", **decision}))
 
-    def scaler_state(self) -> dict[str, Any]:
+    def scaler_state(self) -> ScalerState:
         """What a scaling policy needs from the scheduler, per kind of work:
         outstanding work (running + queued, from per-prefix durations as Dask's
         Adaptive measures them), work waiting for dependencies and the longest
@@ -451,6 +479,7 @@ class CostMonitor(SchedulerPlugin):
             "now": self.now(), "backlog": backlog, "tasks": tasks, "pending": pending,
             "pending_tail": tail, "completed": completed, "workers": workers, "threads": threads,
             "minimum_billing": self.minimum, "spend_usd": self.snapshot()["spend_usd"],
+            "batches": self.batches.state(s),
         }  # fmt: skip
 
     # -- periodic work ---------------------------------------------------------------

@@ -41,7 +41,10 @@ How it decides, per kind of work (``cpu``/``gpu``), every tick:
    density ``e^x / (e - 1)`` on ``[0, 1]`` (x the fraction of the buy cost),
    which is ``e / (e - 1) ~ 1.58``-competitive in expectation. Until the
    workload has come back once after an idle period there is no evidence it
-   recurs, and nothing is kept past its paid minimum.
+   recurs, and nothing is kept past its paid minimum. Once a few idle gaps
+   have been seen, the threshold is the one that would have cost least over
+   them (zero, break-even, or just past one of the gaps): when every gap
+   outlasts break-even, keeping workers only pays rent.
 
 Bad input is refused at construction (a deadline or latency that is not a
 positive finite number, a budget that is not positive, an unknown
@@ -53,12 +56,17 @@ parallelism.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import statistics
+import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import dask
 
 from lepton_dask.scaling.state import (
     EPS_WORK,
@@ -71,6 +79,40 @@ from lepton_dask.scaling.state import (
 
 KINDS = ("cpu", "gpu")
 FORECAST_STEPS = 8
+_PRIORITY_BASE = 1e10  # deadline priorities stay above Dask's default of 0
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Tasks submitted inside must be done within ``seconds`` of submission.
+
+    Annotates the tasks of each ``compute``/``submit``/``persist`` made inside
+    with ``lepton_deadline`` (the CostMonitor gives their batch that deadline,
+    which :class:`SLOPolicy` sizes for) and with a Dask ``priority`` that
+    runs earlier deadlines first (earliest deadline first, the order the
+    policy assumes). Annotate at submission, around the ``compute`` call.
+
+    >>> with deadline(90):
+    ...     dask.get_annotations()["lepton_deadline"]
+    90.0
+    >>> with deadline(0):
+    ...     pass
+    Traceback (most recent call last):
+    ...
+    ValueError: deadline must be a positive number of seconds, got 0
+    """
+    if not (
+        isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0
+    ):
+        raise ValueError(
+            f"deadline must be a positive number of seconds, got {seconds!r}"
+        )
+    due = time.time() + float(seconds)
+    with dask.annotate(lepton_deadline=float(seconds), priority=_PRIORITY_BASE - due):
+        yield
+
+
+MIN_GAPS = 4  # idle gaps seen before the keep-alive follows them
 
 
 @dataclass
@@ -559,7 +601,16 @@ class SLOPolicy:
                 self._fraction = math.log(1 + u * (math.e - 1))
         else:
             self._fraction = 1.0
-        keep_s = buy * self._fraction / (n_keep * price) if price > 0 else math.inf
+        rent = n_keep * price
+        keep_s = buy * self._fraction / rent if rent > 0 else math.inf
+        gaps = view.idle_gaps[-16:]
+        if len(gaps) >= MIN_GAPS and rent > 0:
+            # enough idle gaps seen: the threshold that would have cost least
+            # over them (rent while kept, a cold start when a gap outlasts it)
+            def regret(t: float) -> float:
+                return sum(rent * min(g, t) + (buy if g > t else 0.0) for g in gaps)
+
+            keep_s = min([0.0, keep_s, *(g + 1.0 for g in gaps)], key=regret)
         out["keep_alive_s"] = keep_s
         idle_since = view.idle_since if view.idle_since is not None else view.now
         # rent is paid once the workers' paid minimum is used up

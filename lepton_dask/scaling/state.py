@@ -1,8 +1,9 @@
 """What a scaling policy sees and what it returns.
 
-:class:`ScalerState` is the contract between whatever observes a cluster and
-the policies: the CostMonitor's ``scaler_state`` (on a real scheduler) and the
-simulator both produce it, and :class:`ViewBuilder` turns it into the
+The :class:`~lepton_dask.cost.scaler_state.ScalerState` dict is the contract
+between whatever observes a cluster and the policies: the CostMonitor's
+``scaler_state`` (on a real scheduler) and the simulator both produce it, and
+:class:`ViewBuilder` turns it into the
 :class:`ClusterView` that a policy decides from. The policy's answer is a
 :class:`Decision`. The dataclasses are plain data; ``ViewBuilder`` and
 ``ArrivalEstimator`` keep the little history a view needs (arrival rate, idle
@@ -14,51 +15,11 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
+
+from lepton_dask.cost.scaler_state import ScalerState
 
 EPS_WORK = 1e-9  # thread-seconds of outstanding work below which there is none
-
-
-class WorkerState(TypedDict, total=False):
-    """One arrived worker in :class:`ScalerState`."""
-
-    name: str
-    pool: str
-    billed_since: float  # when billing began (the launch request)
-    busy: bool  # running a task now
-    holds_data: bool  # holds the only copy of some result
-
-
-class BatchState(TypedDict, total=False):
-    """One submission batch (a ``compute``/``submit`` call, a burst) with
-    unfinished work, in :class:`ScalerState`."""
-
-    id: str
-    arrival: float  # when its first task was submitted (state clock)
-    work: dict[str, float]  # unfinished work per kind, reference thread-seconds
-    done: dict[str, float]  # work already finished per kind
-    tasks: int  # unfinished tasks
-    longest: float  # longest unfinished task, seconds
-    critical: float  # longest chain of unfinished tasks, seconds (>= longest)
-    deadline_s: float | None  # seconds after arrival, as the user stated it
-
-
-class ScalerState(TypedDict, total=False):
-    """What a scaling policy needs from the cluster, per kind of work
-    (``"cpu"``, ``"gpu"``): produced by ``CostMonitor.scaler_state`` and by the
-    simulator, consumed by :meth:`ViewBuilder.build`."""
-
-    now: float
-    backlog: dict[str, float]  # running + queued work, thread-seconds
-    tasks: dict[str, float]  # running + queued tasks
-    pending: dict[str, float]  # work waiting for dependencies
-    pending_tail: float  # longest task among those
-    completed: dict[str, float]  # work finished so far
-    workers: list[WorkerState]
-    threads: float  # threads of the arrived workers
-    minimum_billing: float
-    spend_usd: float
-    batches: list[BatchState]  # unfinished batches, oldest first
 
 
 @dataclass(frozen=True)

@@ -148,9 +148,10 @@ class Simulator:
                 for j in d:
                     dependents[j].append(i)
         level = _bottom_levels(duration, dependents, tr.deps)
+        burst_arrival = {b["burst"]: b["arrival"] for b in tr.bursts()}
         batches = _Batches(tr, level)
         submitted = [False] * n
-        ready = {0: deque(), 1: deque()}
+        ready = {0: _ready_queue(tr, burst_arrival), 1: _ready_queue(tr, burst_arrival)}
         queued_work = [0.0, 0.0]
         pending_work = [0.0, 0.0]
         pending_durations: list[float] = []  # max-heap (negated), lazily cleaned
@@ -172,9 +173,6 @@ class Simulator:
             name: (1 if p.kind == "gpu" else 0) for name, p in self.pools.items()
         }
         burst_last = {}
-        burst_arrival = {}
-        for b in tr.bursts():
-            burst_arrival[b["burst"]] = b["arrival"]
         lifetimes: list[tuple[str, float, float, float]] = []
         timeline: list = []
         decisions: list = []
@@ -469,6 +467,43 @@ class Simulator:
                     victims = [w for w in mine if str(w.wid) in ids and not w.running]
                 for w in victims[:drop]:
                     end(w, now)
+
+
+class _EDFQueue:
+    """Ready tasks in deadline order (the priority ``lepton_dask.deadline``
+    gives a batch's tasks in Dask), first-in first-out within a deadline."""
+
+    def __init__(self, due_of):
+        self.due_of = due_of
+        self.heap: list[tuple[float, int, int]] = []
+        self.seq = 0
+
+    def append(self, i: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (self.due_of(i), self.seq, i))
+
+    def appendleft(self, i: int) -> None:  # a run lost to a preemption goes first
+        self.seq += 1
+        heapq.heappush(self.heap, (self.due_of(i), -self.seq, i))
+
+    def popleft(self) -> int:
+        return heapq.heappop(self.heap)[2]
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+
+def _ready_queue(trace: Trace, arrival: dict[int, float]):
+    """First-in first-out (Dask's order) when it is also earliest deadline
+    first: every batch has the same relative deadline, or none has one.
+    Otherwise by each batch's due time, as tasks submitted under
+    ``lepton_dask.deadline`` are prioritised."""
+    rel = {float(d) for d in trace.deadline.values()}
+    if len(rel) <= 1 and (not trace.deadline or len(trace.deadline) == len(arrival)):
+        return deque()
+    due = {b: a + trace.deadline.get(b, math.inf) for b, a in arrival.items()}
+    burst = trace.burst.tolist()
+    return _EDFQueue(lambda i: due[burst[i]])
 
 
 def _bottom_levels(

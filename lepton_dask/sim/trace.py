@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,9 @@ class Trace:
     deadline : dict
         Burst -> seconds after the burst's first submission by which it should
         be finished (missing: no deadline).
+    latency : float, optional
+        For streams: the service level as the user states it, each batch
+        done within this many seconds of its arrival (every burst's deadline).
     deps : list of lists, optional
         Predecessors of each task (a task graph); None for independent tasks.
     """
@@ -39,6 +43,7 @@ class Trace:
     deadline: dict[int, float] = field(default_factory=dict)
     deps: list[list[int]] | None = None
     description: str = ""
+    latency: float | None = None
 
     def __post_init__(self):
         n = len(self.submit)
@@ -91,6 +96,7 @@ class Trace:
             {b: d * time_factor for b, d in self.deadline.items()},
             self.deps,
             self.description,
+            None if self.latency is None else self.latency * time_factor,
         )
 
     def to_json(self) -> str:
@@ -98,7 +104,7 @@ class Trace:
             "name": self.name, "submit": self.submit.tolist(), "duration": self.duration.tolist(),
             "kind": self.kind.tolist(), "burst": self.burst.tolist(),
             "deadline": {str(k): v for k, v in self.deadline.items()}, "deps": self.deps,
-            "description": self.description,
+            "description": self.description, "latency": self.latency,
         })  # fmt: skip
 
     @classmethod
@@ -108,6 +114,7 @@ class Trace:
             d["name"], np.array(d["submit"], float), np.array(d["duration"], float),
             np.array(d["kind"], np.int8), np.array(d["burst"], int),
             {int(k): v for k, v in d["deadline"].items()}, d.get("deps"), d.get("description", ""),
+            d.get("latency"),
         )  # fmt: skip
 
 
@@ -218,11 +225,125 @@ def cpu_gpu_pipeline(
     )
 
 
+def stream(
+    minutes: float = 60.0,
+    rate: float = 2.0,
+    task_s: float = 2.0,
+    spikes: tuple[tuple[float, float, float], ...] = (
+        (900, 60, 5.0),
+        (2100, 120, 3.0),
+        (3000, 45, 6.0),
+    ),
+    latency: float = 120.0,
+    seed: int = 4,
+) -> Trace:
+    """(5) A stream: Poisson arrivals of single tasks (each its own batch, as
+    ``client.submit`` calls) at ``rate`` per second, plus spikes
+    ``(start s, length s, rate multiplier)``; each done within ``latency``."""
+    rng = np.random.default_rng(seed)
+    end = minutes * 60.0
+    times, t = [], 0.0
+    while t < end:
+        mult = next((m for s0, ln, m in spikes if s0 <= t < s0 + ln), 1.0)
+        t += rng.exponential(1.0 / (rate * mult))
+        if t < end:
+            times.append(t)
+    submit = np.array(times)
+    n = len(submit)
+    return Trace(
+        "stream",
+        submit,
+        rng.gamma(2.0, task_s / 2.0, n),
+        np.zeros(n, np.int8),
+        np.arange(n),
+        dict.fromkeys(range(n), latency),
+        description="Poisson stream of single tasks with spikes; latency per task",
+        latency=latency,
+    )
+
+
+def multi_tenant(seed: int = 5) -> Trace:
+    """(6) Two users interleaved, each with its own deadline: an analyst's
+    interactive bursts (90 s) and a pipeline's batch stages (15 min)."""
+    rng = np.random.default_rng(seed)
+    parts, deadline, b = [], {}, 0
+    t = 0.0
+    for _ in range(10):  # interactive: 80 tasks of ~1 s, idle gaps 20 s - 5 min
+        parts.append((np.full(80, t), rng.gamma(4.0, 0.25, 80), "cpu", b))
+        deadline[b] = 90.0
+        b += 1
+        t += 8.0 + rng.uniform(20, 300)
+    for start in (60.0, 700.0, 1400.0):  # pipeline: 200 tasks of ~8 s
+        parts.append(
+            (np.full(200, start), rng.lognormal(np.log(8.0), 0.3, 200), "cpu", b)
+        )
+        deadline[b] = 900.0
+        b += 1
+    return _concat(
+        "multi-tenant",
+        "an analyst's interactive bursts (90 s) interleaved with a pipeline's stages (15 min)",
+        parts,
+        deadline,
+    )
+
+
+def sawtooth_recurring(repeats: int = 5, jitter: float = 0.1, seed: int = 6) -> Trace:
+    """(7) The sawtooth's day repeated ``repeats`` times, gaps and burst sizes
+    jittered by +/- ``jitter`` (for learning from history)."""
+    rng = np.random.default_rng(seed)
+    base = (10, 30, 45, 60, 90, 120, 200, 300, 600, 20, 40, 15)
+    parts, t, b, deadline = [], 0.0, 0, {}
+    for _ in range(repeats):
+        gaps = [g * rng.uniform(1 - jitter, 1 + jitter) for g in base] + [900.0]
+        for g in gaps:
+            n = max(1, round(120 * rng.uniform(1 - jitter, 1 + jitter)))
+            dur = rng.gamma(4.0, 0.25, n)
+            parts.append((np.full(n, t), dur, "cpu", b))
+            deadline[b] = 90.0
+            b += 1
+            t += dur.sum() / 10.0 + g
+    return _concat(
+        "sawtooth-5x",
+        "the sawtooth repeated five times with +/-10% jitter in gaps and sizes",
+        parts,
+        deadline,
+    )
+
+
+def diurnal_days(
+    days: int = 3, every_s: float = 300.0, peak_tasks: int = 60, seed: int = 7
+) -> Trace:
+    """(8) A team's daily rhythm over ``days`` days: a batch every ``every_s``
+    seconds whose size follows a half-sine over working hours (8:00-20:00) and
+    a trickle at night; each batch done within 10 minutes."""
+    rng = np.random.default_rng(seed)
+    parts, deadline, b = [], {}, 0
+    for t in np.arange(0.0, days * 86400.0, every_s):
+        hour = (t % 86400.0) / 3600.0
+        level = math.sin(math.pi * (hour - 8) / 12) if 8 <= hour < 20 else 0.0
+        n = rng.poisson(peak_tasks * max(level, 0.03))
+        if n == 0:
+            continue
+        parts.append((np.full(n, t), rng.gamma(2.0, 1.5, n), "cpu", b))
+        deadline[b] = 600.0
+        b += 1
+    return _concat(
+        "diurnal-3d",
+        "a batch every 5 minutes, sized by a half-sine over working hours, for three days",
+        parts,
+        deadline,
+    )
+
+
 TRACES = {
     "burst-reduce": burst_then_reduce,
     "sawtooth": sawtooth,
     "etl": etl_stage,
     "cpu-gpu-cpu": cpu_gpu_pipeline,
+    "stream": stream,
+    "multi-tenant": multi_tenant,
+    "sawtooth-5x": sawtooth_recurring,
+    "diurnal-3d": diurnal_days,
 }
 
 
