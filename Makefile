@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo    run the main job (embedded MongoDB-compatible server + LocalCluster)"
 	@echo "make test    run the whole test suite"
-	@echo "make lint    ruff check + format check"
+	@echo "make lint    ruff check + format check + import layers (lint-imports)"
 	@echo "make bench   run every benchmark (benchmarks/*.py)"
 	@echo "make dashboards        regenerate dashboards/ (Grafana JSON + provisioning)"
 	@echo "make dashboards-check  evaluate every panel's PromQL against a real Prometheus"
@@ -52,6 +52,7 @@ dashboards-check: setup
 lint: $(STAMP)
 	$(BIN)/ruff check lepton_dask tests benchmarks
 	$(BIN)/ruff format --check lepton_dask tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format lepton_dask tests benchmarks

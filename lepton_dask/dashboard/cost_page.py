@@ -1,4 +1,4 @@
-"""A **Cost** page in the Dask dashboard (``/cost``), registered by CostMonitor.
+"""A **Cost** page in the Dask dashboard (``/cost``), served by CostMonitor.
 
 Live spend rate against the budget, cumulative spend, workers by pool over
 time and the scaler's recent decisions, drawn with Bokeh in the dashboard's
@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 #: route of the page under the dashboard's prefix
 ROUTE = "cost"
+#: the plugin name the CostMonitor registers under on the scheduler; the page
+#: finds it there and reads only its ``snapshot()``, ``timeline``, ``log`` and
+#: ``budget_usd_per_hour`` (so the dashboard does not import the cost package)
+MONITOR = "lepton-cost"
 #: titles of the page's plots, in order (the Chromium test looks for them)
 TITLES = (
     "Spend rate (USD/hour)",
@@ -196,11 +200,7 @@ def cost_doc(scheduler: Any, extra: dict[str, Any], doc: Any) -> None:
     from distributed.dashboard.components import add_periodic_callback
     from distributed.dashboard.components.scheduler import BOKEH_THEME, env
 
-    from lepton_dask.cost.monitor import CostMonitor
-
-    monitor = next(
-        (p for p in scheduler.plugins.values() if isinstance(p, CostMonitor)), None
-    )
+    monitor = scheduler.plugins.get(MONITOR)
     doc.title = "Dask: Cost"
     if monitor is None:  # pragma: no cover - the page is installed by the monitor
         from bokeh.models import Div

@@ -20,6 +20,7 @@ from dask.array.core import normalize_chunks, slices_from_chunks
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from lepton_dask._client import current_client
 from lepton_dask._progress import bar, want_progress
 from lepton_dask.config import get_bytes, get_timedelta
 from lepton_dask.store import _caps
@@ -47,16 +48,6 @@ def _now() -> datetime.datetime:
     # MongoDB stores milliseconds; truncate so what we write is what we read.
     t = datetime.datetime.now(datetime.timezone.utc)
     return t.replace(microsecond=t.microsecond // 1000 * 1000, tzinfo=None)
-
-
-def _current_client():
-    """The active ``distributed.Client``, or None (then dask's local scheduler)."""
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
 
 
 class FeatureStore:
@@ -356,7 +347,7 @@ class FeatureStore:
                 zip(blocks, colls, np.ndindex(*x.numblocks), strict=False)
             )
         ]
-        client = _current_client()
+        client = current_client()
         if client is None:
             if show:
                 from dask.diagnostics import ProgressBar
