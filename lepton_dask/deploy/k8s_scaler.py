@@ -384,7 +384,7 @@ def main(args: Any) -> int:  # pragma: no cover - needs a Kubernetes cluster
     from dask.utils import parse_timedelta
     from distributed import Client
 
-    from lepton_dask.scaling.adaptive import policy_from_config
+    from lepton_dask.scaling.policies import policy_from_config
 
     groups = load_groups(args.groups)
     api = KubernetesAPI(args.api_server, args.token_file, args.ca_file)

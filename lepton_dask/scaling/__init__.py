@@ -8,8 +8,10 @@ from lepton_dask.scaling.policies import (
     DeadlinePolicy,
     StockAdaptivePolicy,
     make_policy,
+    policy_from_config,
 )
 from lepton_dask.scaling.pools import LocalPoolCluster
+from lepton_dask.scaling.slo import SLOPolicy, deadline
 from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, WorkerView
 
 __all__ = [
@@ -22,7 +24,10 @@ __all__ = [
     "ErnestModel",
     "LocalPoolCluster",
     "PoolSpec",
+    "SLOPolicy",
     "StockAdaptivePolicy",
     "WorkerView",
+    "deadline",
     "make_policy",
+    "policy_from_config",
 ]

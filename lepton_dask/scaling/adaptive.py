@@ -26,7 +26,7 @@ import dask.config
 from distributed.deploy.adaptive import Adaptive
 
 from lepton_dask.scaling.managers import ManagedPools
-from lepton_dask.scaling.policies import BalancedPolicy, BudgetPolicy, DeadlinePolicy
+from lepton_dask.scaling.policies import policy_from_config
 from lepton_dask.scaling.state import (
     ClusterView,
     Decision,
@@ -37,33 +37,6 @@ from lepton_dask.scaling.state import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def policy_from_config() -> Any:
-    """The policy ``lepton.scaling.*`` describes.
-
-    >>> type(policy_from_config()).__name__
-    'BalancedPolicy'
-    """
-    cfg = dask.config.get("lepton.scaling")
-    kind = cfg.get("policy", "balanced")
-    if kind == "balanced":
-        return BalancedPolicy(float(cfg.get("weight", 1.0)))
-    if kind == "deadline":
-        if cfg.get("within") is None:
-            raise ValueError(
-                "lepton.scaling.policy is 'deadline' but lepton.scaling.within is not set"
-            )
-        return DeadlinePolicy(within=float(cfg["within"]))
-    if kind == "budget":
-        if cfg.get("budget-usd-per-hour") is None:
-            raise ValueError(
-                "lepton.scaling.policy is 'budget' but lepton.scaling.budget-usd-per-hour is not set"
-            )
-        return BudgetPolicy(float(cfg["budget-usd-per-hour"]), cfg.get("budget-usd"))
-    raise ValueError(
-        f"lepton.scaling.policy must be balanced, deadline or budget, got {kind!r}"
-    )
 
 
 class CostAwareAdaptive(Adaptive):

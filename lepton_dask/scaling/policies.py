@@ -21,6 +21,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from lepton_dask.scaling.slo import SLOPolicy
 from lepton_dask.scaling.state import (
     ClusterView,
     Decision,
@@ -394,16 +395,28 @@ class BalancedPolicy(_CostAware):
             raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
         self.weight = float(weight)
 
-    def keep_gap(self, view, kind):
-        # waiting for a restart costs `weight` per hour of startup too
-        return super().keep_gap(view, kind)
-
     def choose(self, view, kind, plans):
         if not _has_work(view, kind):
             return plans[0], "", False
         finite = [p for p in plans if math.isfinite(p.finish_s)]
         if not finite:
             return plans[-1], f"no capacity can run the {kind} work", True
+        # whatever the weight, capacity keeps up with the arrivals (a backlog
+        # that grows without bound has no finite delay to trade for money)
+        rate = view.arrival_rate.get(kind, 0.0)
+        if rate > 0:
+            pools = [p for p in view.pools.values() if p.kind == kind]
+            now_t, soon = _threads(view, pools)
+            base = now_t + sum(c for _, c in soon)
+
+            def threads(plan: _Plan) -> float:
+                return base + sum(
+                    view.pools[n].threads * view.pools[n].speed * k
+                    for n, k in plan.adds.items()
+                )
+
+            keeping_up = [p for p in finite if threads(p) >= rate * (1 + 1e-9)]
+            finite = keeping_up or [max(finite, key=threads)]
         best = min(finite, key=lambda p: p.cost_usd + self.weight * p.finish_s / 3600.0)
         return (
             best,
@@ -492,25 +505,86 @@ class StockAdaptivePolicy:
 
 
 POLICIES = {
-    "deadline": DeadlinePolicy,
+    "slo": SLOPolicy,
     "budget": BudgetPolicy,
     "balanced": BalancedPolicy,
+    "busy-period-deadline": DeadlinePolicy,
 }
 
 
 def make_policy(name: str, **kwargs) -> object:
-    """Build a policy by name: ``deadline``, ``budget``, ``balanced`` or ``adaptive``.
+    """Build a policy by name: ``slo`` (deadlines per batch, stream latency,
+    budgets), ``balanced``, ``budget``, ``adaptive`` (Dask's own), or
+    ``busy-period-deadline`` (the old rolling deadline). ``deadline`` is
+    ``slo`` with ``deadline=``.
 
     >>> make_policy("balanced", weight=1.0).weight
     1.0
+    >>> make_policy("deadline", deadline=60).label
+    'slo deadline 60s'
     >>> make_policy("fastest")
     Traceback (most recent call last):
     ...
-    ValueError: unknown policy 'fastest'; use one of adaptive, balanced, budget, deadline
+    ValueError: unknown policy 'fastest'; use one of adaptive, balanced, budget, busy-period-deadline, deadline, slo
     """
-    table = {**POLICIES, "adaptive": StockAdaptivePolicy}
+    table = {**POLICIES, "deadline": SLOPolicy, "adaptive": StockAdaptivePolicy}
     if name not in table:
         raise ValueError(
             f"unknown policy {name!r}; use one of {', '.join(sorted(table))}"
         )
     return table[name](**kwargs)
+
+
+#: ``lepton.scaling`` keys -> keyword arguments, per policy
+_CONFIG_KEYS = {
+    "balanced": {"weight": "weight"},
+    "slo": {
+        "deadline": "deadline",
+        "latency": "latency",
+        "budget-usd-per-hour": "usd_per_hour",
+        "budget-usd": "total_usd",
+    },
+    "budget": {"budget-usd-per-hour": "usd_per_hour", "budget-usd": "total_usd"},
+}
+_CONFIG_KEYS["deadline"] = _CONFIG_KEYS["slo"]
+
+
+def policy_from_config(cfg: dict | None = None) -> object:
+    """The policy ``lepton.scaling`` describes (the one factory every scaler
+    uses: CostAwareAdaptive, the Kubernetes scaler, the CLI).
+
+    >>> type(policy_from_config()).__name__
+    'BalancedPolicy'
+    >>> policy_from_config({"policy": "slo", "deadline": 600}).deadline
+    600.0
+    >>> policy_from_config({"policy": "slo"})
+    Traceback (most recent call last):
+    ...
+    ValueError: lepton.scaling.policy is 'slo': set lepton.scaling.deadline, latency, budget-usd-per-hour or budget-usd
+    """
+    import dask.config
+
+    cfg = dict(dask.config.get("lepton.scaling") if cfg is None else cfg)
+    name = cfg.get("policy", "balanced")
+    if name not in _CONFIG_KEYS:
+        raise ValueError(
+            f"lepton.scaling.policy must be one of {', '.join(sorted(_CONFIG_KEYS))}, got {name!r}"
+        )
+    keys = _CONFIG_KEYS[name]
+    kwargs = {arg: float(cfg[k]) for k, arg in keys.items() if cfg.get(k) is not None}
+    if (
+        name in ("slo", "deadline")
+        and cfg.get("within") is not None
+        and "deadline" not in kwargs
+    ):
+        kwargs["deadline"] = float(cfg["within"])  # the old name of the deadline
+    if name in ("slo", "deadline") and not kwargs:
+        raise ValueError(
+            f"lepton.scaling.policy is {name!r}: set lepton.scaling.deadline, latency, "
+            "budget-usd-per-hour or budget-usd"
+        )
+    if name == "budget" and "usd_per_hour" not in kwargs:
+        raise ValueError(
+            "lepton.scaling.policy is 'budget' but lepton.scaling.budget-usd-per-hour is not set"
+        )
+    return make_policy(name, **kwargs)
