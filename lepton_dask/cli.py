@@ -254,8 +254,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from lepton_dask.cost import CostMonitor
     from lepton_dask.cost.ledger import Ledger
     from lepton_dask.scaling import CostAwareAdaptive, LocalPoolCluster, PoolSpec
-    from lepton_dask.store import FeatureStore
-    from lepton_dask.store._uri import redact_uri
+    from lepton_dask.store import FeatureStore, redact_uri
 
     if not _is_loopback(args.host) and not args.allow_remote:
         print(
