@@ -15,8 +15,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from lepton_dask.store import FeatureStore
-from lepton_dask.store._uri import redact_uri
+from lepton_dask.store import FeatureStore, redact_uri
 
 
 @dataclass

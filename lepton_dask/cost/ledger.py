@@ -14,7 +14,7 @@ from typing import Any
 import pymongo
 
 from lepton_dask.cost.billing import Lifetime, billed_seconds
-from lepton_dask.store._spec import StoreSpec
+from lepton_dask.store import StoreSpec
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,21 @@ class Ledger:
     Parameters
     ----------
     spec : StoreSpec
-        Where to write (URI, database, timeout).
+        Where to write (URI, database, timeout), e.g.
+        :meth:`StoreSpec.from_config() <lepton_dask.store.StoreSpec.from_config>`.
+
+    Examples
+    --------
+    >>> from lepton_dask.store import StoreSpec
+    >>> Ledger(StoreSpec("mongodb://db.example/", "lepton", 5.0))
+    Ledger(StoreSpec(uri='mongodb://db.example/', database='lepton', timeout=5.0))
     """
 
     def __init__(self, spec: StoreSpec):
         self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.spec!r})"
 
     @property
     def coll(self):

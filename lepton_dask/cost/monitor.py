@@ -699,16 +699,9 @@ def _budget(value: float | None, configured: Any, key: str) -> float | None:
 
 def _default_ledger():
     from lepton_dask.cost.ledger import Ledger
-    from lepton_dask.store._spec import StoreSpec
-    from lepton_dask.store.server import resolve_uri
+    from lepton_dask.store import StoreSpec
 
-    return Ledger(
-        StoreSpec(
-            resolve_uri(None),
-            dask.config.get("lepton.store.database"),
-            get_timedelta("lepton.store.timeout"),
-        )
-    )
+    return Ledger(StoreSpec.from_config())
 
 
 class Declaration:

@@ -1,5 +1,6 @@
 """MongoDB feature store: versioned chunked arrays and row collections."""
 
+from lepton_dask.store._spec import StoreSpec
 from lepton_dask.store._uri import redact_uri
 from lepton_dask.store.errors import (
     CollectionChangedError,
@@ -22,6 +23,7 @@ __all__ = [
     "ServerStartError",
     "StoreAuthError",
     "StoreError",
+    "StoreSpec",
     "StoreUnavailableError",
     "StoreWriteError",
     "VersionGoneError",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pymongo.errors
 
-from lepton_dask.store._spec import StoreSpec
+from lepton_dask.store._spec import StoreSpec, insert_idempotent
 from lepton_dask.store._uri import redact_uri
 from lepton_dask.store.errors import (
     CorruptBlockError,
@@ -48,21 +48,11 @@ def write_block(
         block, name=name, version=version, index=index, part_bytes=part_bytes
     )
     coll = spec.db()[collection]
-
-    def insert() -> None:
-        try:
-            coll.insert_many(docs, ordered=False)
-        except pymongo.errors.BulkWriteError as e:
-            errors = e.details.get("writeErrors", [])
-            if not errors or any(err.get("code") != 11000 for err in errors):
-                raise
-            # An earlier attempt of this task wrote these parts: overwrite them.
-            for err in errors:
-                doc = docs[err["index"]]
-                coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
-
     try:
-        spec.retry(insert, f"writing block {tuple(index)} of {name!r}")
+        spec.retry(
+            lambda: insert_idempotent(coll, docs),
+            f"writing block {tuple(index)} of {name!r}",
+        )
     except (pymongo.errors.OperationFailure, pymongo.errors.BulkWriteError) as e:
         raise refused_write(spec, e, name, version, index) from None
     return int(block.nbytes)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import dask.config
+import pymongo.collection
 import pymongo.database
 import pymongo.errors
 
+from lepton_dask.config import get_timedelta
 from lepton_dask.store._uri import (
     AUTH_CODES,
     CONNECTION_ERRORS,
@@ -60,6 +63,26 @@ class StoreSpec:
     database: str
     timeout: float
 
+    @classmethod
+    def from_config(
+        cls, uri: str | None = None, database: str | None = None
+    ) -> StoreSpec:
+        """The store the configuration names: the URI from
+        :func:`~lepton_dask.store.resolve_uri` (``uri``, ``LEPTON_MONGO_URI``,
+        ``lepton.store.uri``, else a running or new embedded server), ``database``
+        or ``lepton.store.database``, and ``lepton.store.timeout``.
+
+        >>> StoreSpec.from_config("mongodb://db.example/", "features")
+        StoreSpec(uri='mongodb://db.example/', database='features', timeout=10.0)
+        """
+        from lepton_dask.store.server import resolve_uri
+
+        return cls(
+            resolve_uri(uri),
+            database or dask.config.get("lepton.store.database"),
+            get_timedelta("lepton.store.timeout"),
+        )
+
     def __repr__(self) -> str:
         return (
             f"StoreSpec(uri={redact_uri(self.uri)!r}, database={self.database!r}, "
@@ -101,3 +124,22 @@ class StoreSpec:
                 )
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
+
+
+def insert_idempotent(
+    coll: pymongo.collection.Collection, docs: Sequence[dict]
+) -> None:
+    """``insert_many`` that a retried task can repeat: documents whose ``_id``
+    an earlier attempt already wrote are replaced instead of refused.
+
+    Any other write error is raised (a ``BulkWriteError``).
+    """
+    try:
+        coll.insert_many(docs, ordered=False)
+    except pymongo.errors.BulkWriteError as e:
+        errors = e.details.get("writeErrors", [])
+        if not errors or any(err.get("code") != 11000 for err in errors):
+            raise
+        for err in errors:
+            doc = docs[err["index"]]
+            coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
-import datetime
-import itertools
 import logging
 import os
 import socket
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import dask
@@ -22,12 +21,13 @@ from dask.highlevelgraph import HighLevelGraph
 
 from lepton_dask._client import current_client
 from lepton_dask._progress import bar, want_progress
-from lepton_dask.config import get_bytes, get_timedelta
+from lepton_dask.config import get_bytes
 from lepton_dask.store import _caps
 from lepton_dask.store._blocks import read_block, write_block
 from lepton_dask.store._spec import StoreSpec
 from lepton_dask.store._uri import redact_uri
 from lepton_dask.store.errors import VersionGoneError
+from lepton_dask.store.gc import collect, now, remove_version
 from lepton_dask.store.layout import (
     VERSIONS,
     block_group,
@@ -35,19 +35,11 @@ from lepton_dask.store.layout import (
     check_dtype,
     decode_chunks,
     encode_chunks,
-    parse_blocks_collection,
     validate_name,
     version_id,
 )
-from lepton_dask.store.server import resolve_uri
 
 logger = logging.getLogger(__name__)
-
-
-def _now() -> datetime.datetime:
-    # MongoDB stores milliseconds; truncate so what we write is what we read.
-    t = datetime.datetime.now(datetime.timezone.utc)
-    return t.replace(microsecond=t.microsecond // 1000 * 1000, tzinfo=None)
 
 
 class FeatureStore:
@@ -73,11 +65,9 @@ class FeatureStore:
     """
 
     def __init__(self, uri: str | None = None, database: str | None = None):
-        self.uri = resolve_uri(uri)
-        self.database = database or dask.config.get("lepton.store.database")
-        self.spec = StoreSpec(
-            self.uri, self.database, get_timedelta("lepton.store.timeout")
-        )
+        self.spec = StoreSpec.from_config(uri, database)
+        self.uri = self.spec.uri
+        self.database = self.spec.database
         self._ready = False
 
     def __repr__(self) -> str:
@@ -185,7 +175,7 @@ class FeatureStore:
                 "_id": version_id(name, version),
                 "name": name,
                 "version": version,
-                "created": _now(),
+                "created": now(),
                 "writer": {"host": socket.gethostname(), "pid": os.getpid()},
                 **fields,
             }
@@ -369,7 +359,7 @@ class FeatureStore:
         res = self._retry(
             lambda: self.db[VERSIONS].update_one(
                 {"_id": vid, "state": "writing"},
-                {"$set": {"state": "complete", "completed": _now()}},
+                {"$set": {"state": "complete", "completed": now()}},
             ),
             f"publishing {name!r}",
         )
@@ -384,9 +374,9 @@ class FeatureStore:
         try:
             self.db[VERSIONS].update_one(
                 {"_id": version_id(name, version), "state": "writing"},
-                {"$set": {"state": "failed", "failed": _now()}},
+                {"$set": {"state": "failed", "failed": now()}},
             )
-            self._remove_version(name, version)
+            remove_version(self.spec, name, version)
         except Exception as e:
             logger.warning(
                 "could not clean up the failed write of %r version %d (%s); "
@@ -395,36 +385,6 @@ class FeatureStore:
                 version,
                 e,
             )
-
-    def _remove_version(self, name: str, version: int) -> None:
-        prefix = blocks_collection(name, version, None)
-        for coll in self._retry(self.db.list_collection_names, "listing collections"):
-            if coll == prefix or coll.startswith(prefix + ":"):
-                self._retry(
-                    lambda c=coll: self.db.drop_collection(c), f"dropping {coll}"
-                )
-        # Version numbers are never reused (a zombie writer of a collected version
-        # must not write into a later one): the newest manifest stays, as a
-        # small "collected" record, until a newer version exists.
-        vid = version_id(name, version)
-        coll = self.db[VERSIONS]
-
-        def forget() -> None:
-            newer = coll.find_one(
-                {"name": name, "version": {"$gt": version}}, {"_id": 1}
-            )
-            if newer is not None:
-                coll.delete_one({"_id": vid})
-            else:
-                coll.update_one(
-                    {"_id": vid},
-                    {
-                        "$set": {"state": "collected", "collected": _now()},
-                        "$unset": {"chunks": "", "attrs": ""},
-                    },
-                )
-
-        self._retry(forget, f"removing version {version} of {name!r}")
 
     # -- reading -------------------------------------------------------------------
     def get_array(self, name: str, version: int | None = None) -> da.Array:
@@ -538,7 +498,7 @@ class FeatureStore:
         """
         self._manifest(name)  # KeyError if absent
         version = self._allocate(
-            name, {"state": "complete", "tombstone": True, "completed": _now()}
+            name, {"state": "complete", "tombstone": True, "completed": now()}
         )
         logger.info("deleted %r (tombstone version %d)", name, version)
         self.gc(name)
@@ -592,11 +552,7 @@ class FeatureStore:
         >>> X.chunks
         ((100, 100, 50), (2,))
         """
-        spec = (
-            self.spec
-            if database is None
-            else StoreSpec(self.uri, database, self.spec.timeout)
-        )
+        spec = self.spec if database is None else replace(self.spec, database=database)
         from lepton_dask.store.rows import read_collection
 
         return read_collection(
@@ -627,11 +583,7 @@ class FeatureStore:
         >>> store.write_collection("events", np.ones((3, 2)), ["a", "b"])
         3
         """
-        spec = (
-            self.spec
-            if database is None
-            else StoreSpec(self.uri, database, self.spec.timeout)
-        )
+        spec = self.spec if database is None else replace(self.spec, database=database)
         from lepton_dask.store.rows import write_collection
 
         return write_collection(spec, collection, x, fields)
@@ -649,85 +601,22 @@ class FeatureStore:
         Removes failed writes, writes older than ``stale_after`` that never
         finished (their writer died), superseded versions beyond
         ``lepton.store.retain-versions`` once ``grace`` seconds have passed since
-        they were superseded, and block collections with no manifest at all.
+        they were superseded, and block collections with no manifest at all
+        (:mod:`lepton_dask.store.gc`).
 
         Returns
         -------
         dict
             ``{"versions": [(name, version), ...], "collections": [...]}`` removed.
+
+        Examples
+        --------
+        >>> _ = store.put_array("prices", np.ones(3))
+        >>> store.gc("prices")
+        {'versions': [], 'collections': []}
         """
-        grace = get_timedelta("lepton.store.gc-grace") if grace is None else grace
-        stale_after = (
-            get_timedelta("lepton.store.stale-write-after")
-            if stale_after is None
-            else stale_after
-        )
-        retain = int(dask.config.get("lepton.store.retain-versions"))
-        now = _now()
         self._setup()
-        query = {} if name is None else {"name": validate_name(name)}
-        docs = self._retry(
-            lambda: list(
-                self.db[VERSIONS].find(
-                    query,
-                    {
-                        "name": 1,
-                        "version": 1,
-                        "state": 1,
-                        "tombstone": 1,
-                        "created": 1,
-                        "completed": 1,
-                    },
-                )
-            ),
-            "listing versions",
-        )
-        by_name: dict[str, list[dict]] = {}
-        for d in docs:
-            by_name.setdefault(d["name"], []).append(d)
-        removed: dict[str, list] = {"versions": [], "collections": []}
-        for n, vs in by_name.items():
-            for d in _collectable(vs, now, grace, stale_after, retain):
-                self._remove_version(n, d["version"])
-                if d["state"] != "collected":
-                    removed["versions"].append((n, d["version"]))
-        known = {
-            (d["name"], d["version"]) for d in docs if d["state"] != "collected"
-        } - set(removed["versions"])
-        orphans: dict[str, tuple[str, int]] = {}
-        for coll in self._retry(self.db.list_collection_names, "listing collections"):
-            parsed = parse_blocks_collection(coll)
-            if parsed is None or (name is not None and parsed[0] != name):
-                continue
-            if parsed not in known:
-                orphans[coll] = parsed
-        if orphans:
-            # A writer allocates its manifest before it creates a collection, so
-            # a collection that looked orphaned may belong to a version allocated
-            # after the listing above: ask again, now that the collection exists.
-            ids = sorted({version_id(n, v) for n, v in orphans.values()})
-            live = {
-                (d["name"], d["version"])
-                for d in self._retry(
-                    lambda: list(
-                        self.db[VERSIONS].find(
-                            {"_id": {"$in": ids}, "state": {"$ne": "collected"}},
-                            {"name": 1, "version": 1},
-                        )
-                    ),
-                    "checking orphaned collections",
-                )
-            }
-            for coll, parsed in orphans.items():
-                if parsed in live:
-                    continue
-                self._retry(
-                    lambda c=coll: self.db.drop_collection(c), f"dropping {coll}"
-                )
-                removed["collections"].append(coll)
-        if removed["versions"] or removed["collections"]:
-            logger.info("gc removed %s", removed)
-        return removed
+        return collect(self.spec, name, grace=grace, stale_after=stale_after)
 
 
 def _wait_all(futures, as_completed, cancel, desc: str, show: bool) -> None:
@@ -745,58 +634,3 @@ def _wait_all(futures, as_completed, cancel, desc: str, show: bool) -> None:
     except BaseException:
         cancel()
         raise
-
-
-def _age(now: datetime.datetime, t: datetime.datetime | None) -> float:
-    if t is None:
-        return float("inf")
-    return (now - t.replace(tzinfo=None)).total_seconds()
-
-
-def _collectable(
-    versions: list[dict],
-    now: datetime.datetime,
-    grace: float,
-    stale_after: float,
-    retain: int,
-) -> list[dict]:
-    """Which version documents of one array :meth:`FeatureStore.gc` removes.
-
-    >>> t = datetime.datetime(2026, 1, 1)
-    >>> vs = [{"version": 1, "state": "complete", "completed": t},
-    ...       {"version": 2, "state": "complete", "completed": t},
-    ...       {"version": 3, "state": "failed"},
-    ...       {"version": 4, "state": "writing", "created": t}]
-    >>> later = t + datetime.timedelta(hours=2)
-    >>> [d["version"] for d in _collectable(vs, later, 60, 3600, 0)]
-    [1, 3, 4]
-    """
-    complete = sorted(
-        (d for d in versions if d["state"] == "complete"),
-        key=lambda d: d["version"],
-        reverse=True,
-    )
-    out = []
-    # Versions a reader may still resolve: the head and `retain` before it.
-    keep = {d["version"] for d in complete[: 1 + retain] if not d.get("tombstone")}
-    if complete and complete[0].get("tombstone"):
-        keep = set()  # deleted: older versions go once their grace is over
-    superseded_at: dict[int, datetime.datetime | None] = {}
-    for newer, older in itertools.pairwise(complete):
-        superseded_at[older["version"]] = newer.get("completed")
-    newest = max((d["version"] for d in versions), default=None)
-    for d in versions:
-        v = d["version"]
-        if d["state"] == "collected":
-            if v != newest:  # its record is no longer needed to block reuse
-                out.append(d)
-        elif d["state"] == "failed":
-            out.append(d)
-        elif d["state"] == "writing":
-            if _age(now, d.get("created")) > stale_after:
-                out.append(d)
-        elif d.get("tombstone"):
-            continue  # tombstones are tiny and keep version numbers increasing
-        elif v not in keep and _age(now, superseded_at.get(v)) > grace:
-            out.append(d)
-    return sorted(out, key=lambda d: d["version"])

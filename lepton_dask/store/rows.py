@@ -44,7 +44,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from lepton_dask.store import _caps
-from lepton_dask.store._spec import StoreSpec
+from lepton_dask.store._spec import StoreSpec, insert_idempotent
 from lepton_dask.store.errors import CollectionChangedError
 from lepton_dask.store.layout import (
     check_dtype,
@@ -101,11 +101,6 @@ def plan_ranges(
         return starts, counts, last
 
     return spec.retry(scan, f"planning the read of {collection}")
-
-
-def _range_filter(query: dict, lo: Any, hi: Any, last: bool) -> dict:
-    rng = {"$gte": lo, "$lte": hi} if last else {"$gte": lo, "$lt": hi}
-    return {"_id": rng} if not query else {"$and": [query, {"_id": rng}]}
 
 
 def docs_to_array(
@@ -218,6 +213,27 @@ def _unrepresentable(v: Any, dtype: np.dtype) -> str:
     return ""
 
 
+def _fetch(
+    spec: StoreSpec,
+    collection: str,
+    query: dict,
+    id_range: dict,
+    fields: Sequence[str],
+    *,
+    sort: bool,
+) -> tuple[list[dict], str]:
+    """The ``fields`` of the documents matching ``query`` with ``_id`` in
+    ``id_range``, and where they came from (``database.collection``)."""
+    coll = spec.db()[collection]
+    filt = {"_id": id_range} if not query else {"$and": [query, {"_id": id_range}]}
+
+    def find() -> list[dict]:
+        cursor = coll.find(filt, dict.fromkeys(fields, 1), batch_size=50_000)
+        return list(cursor.sort("_id", 1) if sort else cursor)
+
+    return spec.retry(find, f"reading {collection}"), f"{spec.database}.{collection}"
+
+
 def _read_range(
     spec: StoreSpec,
     collection: str,
@@ -230,14 +246,8 @@ def _read_range(
     dtype: str,
     missing: str,
 ) -> np.ndarray:
-    coll = spec.db()[collection]
-    projection = {f: 1 for f in fields}
-    filt = _range_filter(query, lo, hi, last)
-    docs = spec.retry(
-        lambda: list(coll.find(filt, projection, batch_size=50_000)),
-        f"reading {collection}",
-    )
-    where = f"{spec.database}.{collection}"
+    rng = {"$gte": lo, "$lte": hi} if last else {"$gte": lo, "$lt": hi}
+    docs, where = _fetch(spec, collection, query, rng, fields, sort=False)
     if len(docs) != expected:
         raise CollectionChangedError(
             f"{where} changed during the read: the _id range starting at {lo!r} "
@@ -259,18 +269,7 @@ def _read_scan(
     dtype: str,
     missing: str,
 ) -> np.ndarray:
-    coll = spec.db()[collection]
-    projection = {f: 1 for f in fields}
-    full = (
-        {"_id": {"$lte": last_id}}
-        if not query
-        else {"$and": [query, {"_id": {"$lte": last_id}}]}
-    )
-    docs = spec.retry(
-        lambda: list(coll.find(full, projection, batch_size=50_000).sort("_id", 1)),
-        f"reading {collection}",
-    )
-    where = f"{spec.database}.{collection}"
+    docs, where = _fetch(spec, collection, query, {"$lte": last_id}, fields, sort=True)
     # Check the plan chunk by chunk: same boundaries, same counts.
     pos = 0
     for i, (lo, n) in enumerate(zip(starts, counts, strict=False)):
@@ -420,16 +419,7 @@ def _insert_rows(
 
     def insert() -> None:
         for start in range(0, len(docs), 10_000):
-            batch = docs[start : start + 10_000]
-            try:
-                coll.insert_many(batch, ordered=False)
-            except pymongo.errors.BulkWriteError as e:
-                errors = e.details.get("writeErrors", [])
-                if not errors or any(err.get("code") != 11000 for err in errors):
-                    raise
-                for err in errors:  # a retried task: overwrite its own rows
-                    doc = batch[err["index"]]
-                    coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+            insert_idempotent(coll, docs[start : start + 10_000])
 
     spec.retry(insert, f"writing rows to {collection}")
     return len(docs)

@@ -26,7 +26,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -552,9 +551,10 @@ def resolve_uri(uri: str | None = None) -> str:
             _default[data_dir] = state["uri"]
             return state["uri"]
         _default[data_dir] = server
-        print(
-            f"lepton-dask: started an embedded {server.kind} at {server.uri} "
-            f"(data in {server.data_dir})",
-            file=sys.stderr,
+        logger.info(
+            "started an embedded %s at %s (data in %s)",
+            server.kind,
+            redact_uri(server.uri),
+            server.data_dir,
         )
         return server.uri
