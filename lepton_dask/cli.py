@@ -412,7 +412,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from lepton_dask.experiments.harness import markdown_table, run_experiments
 
     traces = args.traces.split(",") if args.traces else None
-    res = run_experiments(args.out, traces, progress=True)
+    res = run_experiments(
+        args.out,
+        traces,
+        progress=True,
+        online=not args.clairvoyant_only,
+        time_limit=args.oracle_seconds,
+    )
     table = res["table"]
     if args.real:
         from lepton_dask.experiments.real import compare
@@ -472,8 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "experiment", help="adaptive-scaling experiments: traces x policies"
     )
-    p.add_argument("--traces", default=None, help="comma-separated (default: all four)")
+    p.add_argument("--traces", default=None, help="comma-separated (default: all)")
     p.add_argument("--out", default="experiment-results", help="output folder")
+    p.add_argument(
+        "--oracle-seconds",
+        type=float,
+        default=30.0,
+        help="time limit of each exact-oracle solve (its bound stays valid)",
+    )
+    p.add_argument(
+        "--clairvoyant-only",
+        action="store_true",
+        help="skip the online-feasible oracle (about twice as slow)",
+    )
     p.add_argument(
         "--real",
         action="store_true",
