@@ -5,26 +5,13 @@ counts the work done per pool from task transitions, keeps a spend ledger in
 MongoDB that survives a scheduler restart, checks budgets, and exports all of
 it as ``lepton_*`` Prometheus metrics on the scheduler's ``/metrics``.
 
-How a worker is priced (first match wins):
-
-1. what the worker declares: ``Worker(startup_information={"lepton": fn})``
-   with ``fn(worker) -> {"instance_type": ..., "pricing": ..., "pool": ...}``
-   (:func:`lepton_dask.cost.worker_declaration`, or
-   ``dask worker --preload lepton_dask.cost.preload`` reading
-   ``LEPTON_INSTANCE_TYPE``, ``LEPTON_PRICING`` and ``LEPTON_POOL``);
-2. the first ``lepton.cost.worker-types`` entry whose ``pattern`` matches the
-   worker's name (``fnmatch``);
-3. ``lepton.cost.default-instance-type`` / ``default-pricing``.
-
-An unknown instance type is logged as an error naming the type and listing
-the known ones; the worker is then priced as ``lepton.cost.fallback-instance-type``
-when one is configured, else counted as unpriced (``lepton_unpriced_workers``).
+How a worker is priced is :mod:`lepton_dask.cost.pricing`; unpriceable workers
+are exported as ``lepton_unpriced_workers``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import importlib
 import logging
 import time
@@ -37,12 +24,19 @@ import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from lepton_dask.config import get_timedelta
-from lepton_dask.cost.billing import Lifetime, billed_seconds
-from lepton_dask.cost.catalog import (
-    PRICING_CLASSES,
-    Catalog,
-    CatalogError,
-    load_catalog,
+from lepton_dask.cost.billing import (
+    Lifetime,
+    billed_seconds,
+    paid_thread_seconds,
+    spend_rate_usd_per_hour,
+    total_spend,
+)
+from lepton_dask.cost.catalog import Catalog, load_catalog
+from lepton_dask.cost.pricing import (  # noqa: F401  (Declaration, worker_declaration: re-exported, they were defined here)
+    Declaration,
+    Price,
+    Pricing,
+    worker_declaration,
 )
 from lepton_dask.cost.scaler_state import DONE_STATES, BatchTracker, ScalerState
 
@@ -65,12 +59,6 @@ class PoolTotals:
     finished_usd: float = 0.0
     finished_thread_seconds: float = 0.0
     history_usd: float = 0.0
-
-
-def _declared(ws: Any) -> dict[str, Any]:
-    extra = getattr(ws, "extra", None) or {}
-    decl = extra.get("lepton")
-    return decl if isinstance(decl, dict) else {}
 
 
 class CostMonitor(SchedulerPlugin):
@@ -138,13 +126,7 @@ class CostMonitor(SchedulerPlugin):
             if flush_interval is None
             else float(flush_interval)
         )
-        self._rules = self._validate_rules(cfg.get("worker-types") or [])
-        self.default_type = cfg.get("default-instance-type") or "local"
-        self.default_pricing = cfg.get("default-pricing") or "on-demand"
-        self.fallback_type = cfg.get("fallback-instance-type")
-        self.catalog[self.default_type]  # unknown default: CatalogError now
-        if self.fallback_type is not None:
-            self.catalog[self.fallback_type]
+        self.pricing = Pricing(self.catalog, cfg)
         if ledger is None and cfg.get("ledger", True):
             ledger = _default_ledger()
         self.ledger = ledger or None
@@ -171,55 +153,6 @@ class CostMonitor(SchedulerPlugin):
         self.page: str | None = None
         #: unfinished work per submission batch (the scaler state's ``batches``)
         self.batches = BatchTracker()
-
-    # -- configuration -------------------------------------------------------------
-    def _validate_rules(self, rules: list) -> list[dict[str, Any]]:
-        out = []
-        for i, rule in enumerate(rules):
-            where = f"lepton.cost.worker-types[{i}]"
-            if (
-                not isinstance(rule, dict)
-                or "pattern" not in rule
-                or "instance-type" not in rule
-            ):
-                raise CatalogError(
-                    f"{where} needs 'pattern' and 'instance-type', got {rule!r}"
-                )
-            self.catalog[rule["instance-type"]]
-            pricing = rule.get("pricing", "on-demand")
-            if pricing not in PRICING_CLASSES:
-                raise CatalogError(
-                    f"{where}: pricing must be one of {PRICING_CLASSES}, got {pricing!r}"
-                )
-            out.append({**rule, "pricing": pricing})
-        return out
-
-    def _price(self, ws: Any) -> tuple[str, str, str, float]:
-        """``(pool, instance_type, pricing, usd_per_hour)`` for a worker."""
-        decl = _declared(ws)
-        name = str(ws.name)
-        if decl.get("instance_type"):
-            itype = decl["instance_type"]
-            pricing = decl.get("pricing") or self.default_pricing
-            pool = decl.get("pool") or itype
-        else:
-            rule = next(
-                (r for r in self._rules if fnmatch.fnmatch(name, r["pattern"])), None
-            )
-            if rule is not None:
-                itype, pricing = rule["instance-type"], rule["pricing"]
-                pool = rule.get("pool") or itype
-            else:
-                itype, pricing, pool = (
-                    self.default_type,
-                    self.default_pricing,
-                    "default",
-                )
-        if pricing not in PRICING_CLASSES:
-            raise CatalogError(
-                f"worker {name!r}: pricing must be one of {PRICING_CLASSES}, got {pricing!r}"
-            )
-        return str(pool), itype, pricing, self.catalog[itype].usd_per_hour(pricing)
 
     # -- plugin hooks --------------------------------------------------------------
     async def start(self, scheduler: Any) -> None:
@@ -268,28 +201,11 @@ class CostMonitor(SchedulerPlugin):
         if ws is None:
             return
         now = self.now()
-        try:
-            pool, itype, pricing, price = self._price(ws)
-        except CatalogError as e:
-            if self.fallback_type is not None:
-                logger.error(
-                    "%s; pricing worker %s as %s", e, ws.name, self.fallback_type
-                )
-                pool, itype, pricing = (
-                    "default",
-                    self.fallback_type,
-                    self.default_pricing,
-                )
-                price = self.catalog[itype].usd_per_hour(pricing)
-            else:
-                logger.error("%s; worker %s is not priced", e, ws.name)
-                self.unpriced.add(worker)
-                pool, itype, pricing, price = (
-                    "unpriced",
-                    "unknown",
-                    self.default_pricing,
-                    0.0,
-                )
+        priced = self.pricing.price(ws)
+        if priced is None:
+            self.unpriced.add(worker)
+            priced = Price("unpriced", "unknown", self.pricing.default_pricing, 0.0)
+        pool, itype, pricing, price = priced
         launch = self.launches.pop(str(ws.name), None)
         start = min(launch["time"], now) if launch else now
         self.lives[worker] = Lifetime(
@@ -447,11 +363,15 @@ class CostMonitor(SchedulerPlugin):
             if life is not None and kind == "gpu":
                 gpu_pools.add(life.pool)
             unique = any(len(ts.who_has) == 1 for ts in ws.has_what)
-            workers.append({
-                "name": str(ws.name), "pool": life.pool if life else "default",
-                "billed_since": life.start if life else self.now(), "busy": bool(ws.processing),
-                "holds_data": unique,
-            })  # fmt: skip
+            workers.append(
+                {
+                    "name": str(ws.name),
+                    "pool": life.pool if life else "default",
+                    "billed_since": life.start if life else self.now(),
+                    "busy": bool(ws.processing),
+                    "holds_data": unique,
+                }
+            )
         sample = list(s.queued.peekn(200)) + list(s.unrunnable)[:200]
         n_ready = len(s.queued) + len(s.unrunnable)
         if sample:
@@ -476,11 +396,18 @@ class CostMonitor(SchedulerPlugin):
         for name, t in self.pools.items():
             completed["gpu" if name in gpu_pools else "cpu"] += t.compute_seconds
         return {
-            "now": self.now(), "backlog": backlog, "tasks": tasks, "pending": pending,
-            "pending_tail": tail, "completed": completed, "workers": workers, "threads": threads,
-            "minimum_billing": self.minimum, "spend_usd": self.snapshot()["spend_usd"],
+            "now": self.now(),
+            "backlog": backlog,
+            "tasks": tasks,
+            "pending": pending,
+            "pending_tail": tail,
+            "completed": completed,
+            "workers": workers,
+            "threads": threads,
+            "minimum_billing": self.minimum,
+            "spend_usd": self.snapshot()["spend_usd"],
             "batches": self.batches.state(s),
-        }  # fmt: skip
+        }
 
     # -- periodic work ---------------------------------------------------------------
     async def _tick(self) -> None:
@@ -601,19 +528,11 @@ class CostMonitor(SchedulerPlugin):
         for pool in sorted(names):
             t = self.pools[pool]
             running = [life for life in self.lives.values() if life.pool == pool]
-            run_secs = [
-                billed_seconds(life.start, None, now, self.minimum) for life in running
-            ]
             spend = (
-                t.history_usd
-                + t.finished_usd
-                + sum(
-                    s * life.usd_per_hour / 3600.0
-                    for s, life in zip(run_secs, running, strict=False)
-                )
+                t.history_usd + t.finished_usd + total_spend(running, now, self.minimum)
             )
-            paid = t.finished_thread_seconds + sum(
-                s * life.nthreads for s, life in zip(run_secs, running, strict=False)
+            paid = t.finished_thread_seconds + paid_thread_seconds(
+                running, now, self.minimum
             )
             by_type: dict[tuple[str, str], int] = defaultdict(int)
             for life in running:
@@ -623,7 +542,7 @@ class CostMonitor(SchedulerPlugin):
                 "workers_by_type": dict(by_type),
                 "threads": sum(life.nthreads for life in running),
                 "spend_usd": spend,
-                "spend_rate_usd_per_hour": sum(life.usd_per_hour for life in running),
+                "spend_rate_usd_per_hour": spend_rate_usd_per_hour(running),
                 "tasks": t.tasks,
                 "compute_seconds": t.compute_seconds,
                 "bytes": t.nbytes,
@@ -702,35 +621,3 @@ def _default_ledger():
     from lepton_dask.store import StoreSpec
 
     return Ledger(StoreSpec.from_config())
-
-
-class Declaration:
-    """A picklable ``startup_information`` callable returning a worker's
-    instance type, pricing class and pool (it travels to Nanny processes)."""
-
-    def __init__(self, **info: Any):
-        self.info = info
-
-    def __call__(self, worker: Any) -> dict[str, Any]:
-        return dict(self.info)
-
-    def __repr__(self) -> str:
-        return f"Declaration({self.info})"
-
-
-def worker_declaration(
-    instance_type: str, pricing: str = "on-demand", pool: str | None = None
-):
-    """A ``startup_information`` entry declaring a worker's type to CostMonitor.
-
-    Pass it as ``Worker(..., startup_information=worker_declaration("g5.xlarge",
-    "spot", "gpu"))`` (``LocalPoolCluster`` does this for its pools).
-
-    >>> worker_declaration("m6i.large")["lepton"](None)["instance_type"]
-    'm6i.large'
-    """
-    return {
-        "lepton": Declaration(
-            instance_type=instance_type, pricing=pricing, pool=pool or instance_type
-        )
-    }

@@ -45,12 +45,14 @@ def dask_setup(server) -> None:
     """
     from distributed import Scheduler
 
-    from lepton_dask.cost.monitor import CostMonitor, Declaration
-
     if isinstance(server, Scheduler):
+        from lepton_dask.cost.monitor import CostMonitor
+
         if not any(isinstance(p, CostMonitor) for p in server.plugins.values()):
             server.add_plugin(CostMonitor())
         return
+    from lepton_dask.cost.pricing import Declaration
+
     decl = declaration_from_env()
     if decl is not None:
         server.startup_information["lepton"] = Declaration(**decl)
