@@ -1,20 +1,30 @@
-"""lepton-dask: Dask-native, cost-optimizing compute over features in MongoDB."""
+"""lepton-dask: Dask-native, cost-optimizing compute over features in MongoDB.
+
+The store's names are re-exported lazily: ``import lepton_dask`` (for its
+``__version__``, or to load the configuration) does not load the store.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from lepton_dask import config  # noqa: F401  (loads lepton.yaml into dask.config)
-from lepton_dask.store import (
-    CollectionChangedError,
-    CorruptBlockError,
-    EmbeddedServer,
-    FeatureStore,
-    StoreAuthError,
-    StoreError,
-    StoreUnavailableError,
-    StoreWriteError,
-    VersionGoneError,
-    redact_uri,
-)
+from lepton_dask._version import __version__
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from lepton_dask.store import (
+        CollectionChangedError,
+        CorruptBlockError,
+        EmbeddedServer,
+        FeatureStore,
+        StoreAuthError,
+        StoreError,
+        StoreUnavailableError,
+        StoreWriteError,
+        VersionGoneError,
+        redact_uri,
+    )
 
 __all__ = [
     "CollectionChangedError",
@@ -29,3 +39,15 @@ __all__ = [
     "__version__",
     "redact_uri",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        value = getattr(importlib.import_module("lepton_dask.store"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

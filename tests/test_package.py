@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 
@@ -14,23 +15,57 @@ import yaml
 import lepton_dask
 from lepton_dask import config
 
-PUBLIC_PACKAGES = ["lepton_dask", "lepton_dask.store"]
+#: every package: the root and each subpackage (a new one is covered by itself)
+PACKAGES = [
+    "lepton_dask",
+    *sorted(
+        f"lepton_dask.{m.name}"
+        for m in pkgutil.iter_modules(lepton_dask.__path__)
+        if m.ispkg
+    ),
+]
 
 
-@pytest.mark.parametrize("modname", PUBLIC_PACKAGES)
+def _isort_style(name: str) -> tuple[int, str]:
+    """ruff's RUF022 order: CONSTANTS, then Classes, then functions."""
+    if len(name) > 1 and name.isupper():
+        return (0, name)
+    return (1 if name[0].isupper() else 2, name)
+
+
+def test_packages_found():
+    assert {"lepton_dask.cost", "lepton_dask.ops", "lepton_dask.store"} <= set(PACKAGES)
+
+
+@pytest.mark.parametrize("modname", PACKAGES)
 def test_all_is_sorted_and_complete(modname):
+    """``__all__`` sorted, every name in it defined, every public name in it
+    (a package that exports nothing may leave ``__all__`` out)."""
     mod = importlib.import_module(modname)
-    assert mod.__all__ == sorted(mod.__all__)
-    for name in mod.__all__:
+    exported = getattr(mod, "__all__", [])
+    assert exported == sorted(exported, key=_isort_style)
+    for name in exported:
         assert hasattr(mod, name), name
     public = {
         n
         for n, v in vars(mod).items()
         if not n.startswith("_")
         and not isinstance(v, type(os))
-        and n not in ("annotations",)
+        and n not in ("annotations", "TYPE_CHECKING", "Any")
     }
-    assert public <= set(mod.__all__) | {"config"}, public - set(mod.__all__)
+    assert public <= set(exported) | {"config"}, public - set(exported)
+
+
+def test_root_exports_are_lazy():
+    """``import lepton_dask`` (e.g. for ``__version__``) does not load the store."""
+    code = (
+        "import sys, lepton_dask;"
+        "assert lepton_dask.__version__;"
+        "assert 'lepton_dask.store' not in sys.modules, sorted(sys.modules);"
+        "from lepton_dask import FeatureStore;"
+        "assert FeatureStore.__module__ == 'lepton_dask.store.features'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_defaults_validate_against_schema():
@@ -69,4 +104,10 @@ def test_import_does_not_import_cupy_or_start_servers():
 
 
 def test_version():
-    assert lepton_dask.__version__
+    from lepton_dask._version import __version__
+
+    assert lepton_dask.__version__ == __version__
+    with open(
+        os.path.join(os.path.dirname(config.__file__), "..", "pyproject.toml")
+    ) as f:
+        assert f'version = "{__version__}"' in f.read()
