@@ -191,8 +191,9 @@ class SLOPolicy:
         The same for streams; also provisions for the expected arrivals.
     usd_per_hour, total_usd : float, optional
         Spend-rate cap and total cap (USD).
-    keep_alive : {"break-even", "randomized"}
-        The rent-or-buy rule for idle workers.
+    keep_alive : {"break-even", "randomized", "none"}
+        The rent-or-buy rule for idle workers (``"none"``: release every idle
+        worker once its paid minimum is used up).
     seed : int
         Seeds the randomized keep-alive threshold.
 
@@ -236,9 +237,10 @@ class SLOPolicy:
             )
         if deadline is not None and latency is not None:
             raise ValueError("give deadline= (jobs) or latency= (streams), not both")
-        if keep_alive not in ("break-even", "randomized"):
+        if keep_alive not in ("break-even", "randomized", "none"):
             raise ValueError(
-                f"keep_alive must be 'break-even' or 'randomized', got {keep_alive!r}"
+                "keep_alive must be 'break-even', 'randomized' or 'none', "
+                f"got {keep_alive!r}"
             )
         self.deadline = deadline if deadline is not None else latency
         self.stream = latency is not None
@@ -566,6 +568,8 @@ class SLOPolicy:
         arrived, _ = self._existing(view, kind)
         if not arrived:
             return ""
+        if self.keep_alive == "none":
+            return self._release(view, kind, targets, 0, "idle; keep-alive off")
         if not view.idle_gaps and len(self._seen) < 2:  # no batch came after another
             return self._release(view, kind, targets, 0, "idle; no recurrence seen")
         pools = self._pools(view, kind, True)

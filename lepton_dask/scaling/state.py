@@ -217,11 +217,7 @@ class Decision:
                 "predicted_finish_s": self.predicted_finish_s,
                 "predicted_cost_usd": self.predicted_cost_usd,
                 "infeasible": self.infeasible,
-                **(
-                    {"time_left_s": self.detail["time_left_s"]}
-                    if "time_left_s" in self.detail
-                    else {}
-                ),
+                **self.detail,  # time_left_s, keep_alive_s, batches, ...
             },
         )
 

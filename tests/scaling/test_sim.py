@@ -15,6 +15,7 @@ from lepton_dask.scaling import (
     BalancedPolicy,
     DeadlinePolicy,
     PoolSpec,
+    SLOPolicy,
     StockAdaptivePolicy,
 )
 from lepton_dask.sim import TRACES, Simulator, Trace, from_task_stream
@@ -44,7 +45,7 @@ def small_traces(draw):
 @settings(max_examples=30, deadline=None)
 @given(
     small_traces(),
-    st.sampled_from(["balanced", "deadline", "adaptive"]),
+    st.sampled_from(["balanced", "deadline", "adaptive", "slo"]),
     st.floats(0, 5),
 )
 def test_conservation_all_work_done_and_spend_is_lifetimes_times_price(
@@ -59,7 +60,7 @@ def test_conservation_all_work_done_and_spend_is_lifetimes_times_price(
         preemptions_per_hour=preempt,
     )
     policy = {"balanced": BalancedPolicy(1.0), "deadline": DeadlinePolicy(within=120.0),
-              "adaptive": StockAdaptivePolicy(5.0)}[which]  # fmt: skip
+              "adaptive": StockAdaptivePolicy(5.0), "slo": SLOPolicy(deadline=120.0)}[which]  # fmt: skip
     r = Simulator(trace, [pool], policy, minimum_billing=30, seed=1).run()
     assert r.tasks_done == len(trace)  # every task completed exactly once
     assert r.task_runs == len(trace) + (r.task_runs - len(trace))
