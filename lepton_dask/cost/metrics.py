@@ -227,23 +227,6 @@ def families(snapshot: dict[str, Any]) -> Iterator:
         )
         dec.add_metric([], snapshot.get("scaler_decisions", 0))
         yield dec
-    for fam in _extra_families(snapshot):
-        yield fam
-
-
-_extra_sources: list = []
-
-
-def add_family_source(fn) -> None:
-    """Register ``fn(snapshot) -> iterable of metric families`` (the scaler adds
-    its ``lepton_scaler_*`` metrics this way)."""
-    if fn not in _extra_sources:
-        _extra_sources.append(fn)
-
-
-def _extra_families(snapshot):
-    for fn in list(_extra_sources):
-        yield from fn(snapshot)
 
 
 class CostCollector:
