@@ -26,7 +26,7 @@ import time
 import numpy as np
 from _common import machine, mongo, result_line, run, table
 
-from lepton_dask.experiments.load import Service, run_load
+from lepton_dask.service_load import Service, run_load
 
 
 def raw_limit(uri: str, clients: int, iterations: int, rows: int, cols: int) -> dict:
@@ -88,7 +88,7 @@ def scrape_memory(url: str, pid: int, n: int = 2000) -> dict:
     (after 200 to warm up), and their median time."""
     import urllib.request
 
-    from lepton_dask.experiments.load import _rss_mb
+    from lepton_dask.service_load import _rss_mb
 
     for _ in range(200):
         urllib.request.urlopen(url, timeout=10).read()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lepton_dask.experiments.load import Service, run_load
+from lepton_dask.service_load import Service, run_load
 
 
 @pytest.mark.timeout(300)

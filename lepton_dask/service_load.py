@@ -206,9 +206,13 @@ def run_load(
     ids = list(range(clients))
     per = [ids[p::processes] for p in range(processes)]
     args = {
-        "scheduler": scheduler, "uri": uri, "database": database,
-        "iterations": iterations, "rows": rows, "cols": cols,
-    }  # fmt: skip
+        "scheduler": scheduler,
+        "uri": uri,
+        "database": database,
+        "iterations": iterations,
+        "rows": rows,
+        "cols": cols,
+    }
     procs = [
         ctx.Process(target=_client_process, args=({**args, "client_ids": p}, queue))
         for p in per
@@ -250,10 +254,23 @@ class Service:
 
     def __init__(self, uri: str, database: str, workers: int = 2, threads: int = 1):
         self.cmd = [
-            sys.executable, "-m", "lepton_dask.cli", "up", "--uri", uri,
-            "--database", database, "--workers", str(workers), "--threads", str(threads),
-            "--port", "0", "--dashboard-port", "0",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "lepton_dask.cli",
+            "up",
+            "--uri",
+            uri,
+            "--database",
+            database,
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--port",
+            "0",
+            "--dashboard-port",
+            "0",
+        ]
         self.lines: list[str] = []
 
     def __enter__(self) -> Service:
