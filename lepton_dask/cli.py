@@ -34,10 +34,10 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
 
 # -- mongo -----------------------------------------------------------------------------
 def cmd_mongo(args: argparse.Namespace) -> int:
-    from lepton_dask.store._install import install_ferretdb
     from lepton_dask.store.server import (
         EmbeddedServer,
         default_data_dir,
+        install_ferretdb,
         read_state,
         stop_server,
     )

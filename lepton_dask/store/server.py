@@ -36,7 +36,11 @@ import pymongo
 import pymongo.errors
 
 from lepton_dask.config import get_timedelta
-from lepton_dask.store._install import ferretdb_path, ferretdb_version
+from lepton_dask.store._install import (  # noqa: F401  (install_ferretdb: re-exported for `lepton-dask mongo`)
+    ferretdb_path,
+    ferretdb_version,
+    install_ferretdb,
+)
 from lepton_dask.store._uri import redact_uri
 from lepton_dask.store.errors import ServerStartError
 
