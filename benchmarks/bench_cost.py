@@ -28,7 +28,7 @@ from _common import machine, mongo, result_line, run, table
 from lepton_dask.cost import CostMonitor
 from lepton_dask.cost.ledger import Ledger
 from lepton_dask.cost.metrics import families
-from lepton_dask.store._spec import StoreSpec
+from lepton_dask.store import StoreSpec
 
 
 def inc(x):

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from lepton_dask import __version__
+from lepton_dask._version import __version__
 from lepton_dask.dashboard import grafana
 from lepton_dask.deploy import alerts
 from lepton_dask.deploy.sizing import PodSize, node_selector, pod_size

@@ -43,12 +43,33 @@ def small_pools() -> list[PoolSpec]:
     ]
 
 
+def _settle(
+    futures: dict, t0: float, monitor: CostMonitor, settle: float
+) -> dict[str, Any]:
+    """Wait for every result, then (results released) for the scaler to
+    release the workers, up to ``settle`` seconds; cost and times."""
+    from distributed import wait
+
+    wait(list(futures.values()))
+    done = time.time() - t0
+    futures.clear()
+    end = time.time() + settle
+    while time.time() < end and monitor.lives:
+        time.sleep(0.2)
+    snap = monitor.snapshot()
+    return {
+        "cost_usd": snap["spend_usd"],
+        "makespan_s": done,
+        "workers_left": snap["workers"],
+    }
+
+
 def run_real(trace: Trace, pools: list[PoolSpec], policy: str, knob: float, *, minimum_billing: float = 6.0,
              interval: float = 0.5, settle: float = 20.0) -> dict[str, Any]:  # fmt: skip
     """Run ``trace`` on a LocalPoolCluster under ``policy`` (``"ours"``: a
     BalancedPolicy of weight ``knob``; ``"adaptive"``: Dask's Adaptive with
     target_duration ``knob``). Returns cost (from the CostMonitor) and times."""
-    from distributed import Client, wait
+    from distributed import Client
 
     monitor = CostMonitor(
         ledger=False, minimum_billing=minimum_billing, flush_interval=1.0
@@ -78,18 +99,7 @@ def run_real(trace: Trace, pools: list[PoolSpec], policy: str, knob: float, *, m
             futures[int(i)] = client.submit(
                 _sleep, float(trace.duration[i]), *deps, pure=False
             )
-        wait(list(futures.values()))
-        done = time.time() - t0
-        del futures
-        end = time.time() + settle
-        while time.time() < end and monitor.lives:
-            time.sleep(0.2)
-        snap = monitor.snapshot()
-    return {
-        "cost_usd": snap["spend_usd"],
-        "makespan_s": done,
-        "workers_left": snap["workers"],
-    }
+        return _settle(futures, t0, monitor, settle)
 
 
 def compare(policies: list[tuple[str, float]] | None = None, *, trace: Trace | None = None,
@@ -206,7 +216,7 @@ def run_trace_real(
     ``compute`` call under :func:`lepton_dask.deadline` when its burst has a
     deadline; every result is held until the end."""
     import dask
-    from distributed import Client, wait
+    from distributed import Client
 
     from lepton_dask.scaling.slo import deadline as slo_deadline
 
@@ -238,14 +248,7 @@ def run_trace_real(
             with slo_deadline(d) if d else contextlib.nullcontext():
                 got = client.compute(tasks, resources={"GPU": 1} if kind == 1 else None)
             futures.update(zip(ids, got, strict=True))
-        wait(list(futures.values()))
-        done = time.time() - t0
-        del futures
-        end = time.time() + settle
-        while time.time() < end and monitor.lives:
-            time.sleep(0.2)
-        snap = monitor.snapshot()
-    return {"cost_usd": snap["spend_usd"], "makespan_s": done}
+        return _settle(futures, t0, monitor, settle)
 
 
 def compare_traces(

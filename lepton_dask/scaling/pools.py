@@ -23,7 +23,7 @@ from typing import Any
 
 from distributed import Nanny, Scheduler, SpecCluster, Worker
 
-from lepton_dask.cost.monitor import worker_declaration
+from lepton_dask.cost.pricing import worker_declaration
 from lepton_dask.scaling.state import PoolSpec
 
 logger = logging.getLogger(__name__)

@@ -253,8 +253,10 @@ def drain_time_staged(
     """Seconds to finish ``work`` with ``threads_now`` threads now and more
     threads joining at given times: ``arrivals`` = [(seconds from now, threads)].
 
-    >>> drain_time_staged(100.0, 10, [(5.0, 10)])   # as drain_time(100, 10, 5, 10)
+    >>> drain_time_staged(100.0, 10, [(5.0, 10)])   # 50 done in 5 s, 50 on 20 threads
     7.5
+    >>> drain_time_staged(10.0, 10, [(5.0, 10)])    # done before the others arrive
+    1.0
     >>> drain_time_staged(100.0, 0, [(2.0, 10), (4.0, 30)])  # 20 done by t=4, 80 on 40 threads
     6.0
     """
@@ -267,26 +269,6 @@ def drain_time_staged(
         left -= rate * (at - t)
         t, rate = at, rate + threads
     return t + left / rate if rate > 0 else math.inf
-
-
-def drain_time(
-    work: float, threads_now: float, startup: float, threads_new: float
-) -> float:
-    """Seconds to finish ``work`` thread-seconds with ``threads_now`` working
-    threads and ``threads_new`` more that start working after ``startup``.
-
-    >>> drain_time(100.0, 10, 5.0, 10)   # 50 done in 5 s, 50 more on 20 threads
-    7.5
-    >>> drain_time(10.0, 10, 5.0, 10)    # done before the new ones arrive
-    1.0
-    """
-    if work <= 0:
-        return 0.0
-    if threads_now <= 0:
-        return math.inf if threads_new <= 0 else startup + work / threads_new
-    if work <= threads_now * startup or threads_new <= 0:
-        return work / threads_now
-    return startup + (work - threads_now * startup) / (threads_now + threads_new)
 
 
 class ArrivalEstimator:

@@ -16,7 +16,6 @@ from lepton_dask.scaling import (
 )
 from lepton_dask.scaling.state import (
     ArrivalEstimator,
-    drain_time,
     drain_time_staged,
     releasable,
 )
@@ -174,8 +173,8 @@ def test_invalid_settings_raise_at_construction(make, match):
 
 
 def test_drain_time_models():
-    assert drain_time(0.0, 0, 10, 0) == 0.0
-    assert drain_time(100.0, 0, 10, 0) == float("inf")
+    assert drain_time_staged(0.0, 0, []) == 0.0
+    assert drain_time_staged(100.0, 0, []) == float("inf")
     assert drain_time_staged(100.0, 10, []) == 10.0
     assert drain_time_staged(100.0, 0, [(5.0, 20)]) == 10.0
 
