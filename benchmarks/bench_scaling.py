@@ -39,8 +39,13 @@ from lepton_dask.sim import Simulator, Trace
 
 def sim_speed(n_tasks: int, n_workers: int) -> dict:
     rng = np.random.default_rng(0)
-    trace = Trace("scale", np.sort(rng.uniform(0, 3600, n_tasks)), rng.gamma(2.0, 2.0, n_tasks),
-                  np.zeros(n_tasks, np.int8), np.zeros(n_tasks, int))  # fmt: skip
+    trace = Trace(
+        "scale",
+        np.sort(rng.uniform(0, 3600, n_tasks)),
+        rng.gamma(2.0, 2.0, n_tasks),
+        np.zeros(n_tasks, np.int8),
+        np.zeros(n_tasks, int),
+    )
     pool = PoolSpec("cpu", threads=1, startup_s=60, max_workers=n_workers)
     t0 = time.perf_counter()
     r = Simulator(
@@ -66,16 +71,22 @@ def goals(result: dict) -> list[str]:
     for name, t in result["traces"].items():
         ratios.append(t["ours_vs_ofo"])
         ok = t["ours_vs_ofo"] <= 1.25 and t["deadlines_met"] >= 0.99
-        out.append(f"{name}: ours_vs_ofo {t['ours_vs_ofo']} with deadlines_met {t['deadlines_met']} "
-                   f"(goal <= 1.25 with >= 0.99: {'met' if ok else 'MISSED'})")  # fmt: skip
+        out.append(
+            f"{name}: ours_vs_ofo {t['ours_vs_ofo']} with deadlines_met {t['deadlines_met']} "
+            f"(goal <= 1.25 with >= 0.99: {'met' if ok else 'MISSED'})"
+        )
         gc = t["gap_captured"]
-        out.append(f"{name}: gap_captured {gc} (goal >= 0.75: "
-                   f"{'met' if gc is not None and gc >= 0.75 else 'MISSED' if gc is not None else 'n/a: Adaptive best = OFO'}), "
-                   f"dominates {t['dominates']} (goal true: {'met' if t['dominates'] else 'MISSED'})")  # fmt: skip
+        out.append(
+            f"{name}: gap_captured {gc} (goal >= 0.75: "
+            f"{'met' if gc is not None and gc >= 0.75 else 'MISSED' if gc is not None else 'n/a: Adaptive best = OFO'}), "
+            f"dominates {t['dominates']} (goal true: {'met' if t['dominates'] else 'MISSED'})"
+        )
         if t["default_headroom"] >= 0.35:
             s = t["saving_vs_default"]
-            out.append(f"{name}: saving_vs_default {s} (1 - OFO/default = {t['default_headroom']}, goal >= 0.30: "
-                       f"{'met' if s is not None and s >= 0.30 else 'MISSED'})")  # fmt: skip
+            out.append(
+                f"{name}: saving_vs_default {s} (1 - OFO/default = {t['default_headroom']}, goal >= 0.30: "
+                f"{'met' if s is not None and s >= 0.30 else 'MISSED'})"
+            )
         if t.get("sim_real_error") is not None:
             e = t["sim_real_error"]
             out.append(
@@ -141,18 +152,46 @@ def main(argv=None):
             "ours_usd": _r(s["ours_usd"], 5),
         }
     speed = sim_speed(100_000 if args.quick else 1_000_000, 1000)
-    print(f"\nsimulator: {speed['tasks']:,} tasks, up to {speed['max_workers']} workers "
-          f"(peak {speed['peak_workers']}): {speed['seconds']:.1f} s")  # fmt: skip
+    print(
+        f"\nsimulator: {speed['tasks']:,} tasks, up to {speed['max_workers']} workers "
+        f"(peak {speed['peak_workers']}): {speed['seconds']:.1f} s"
+    )
     result["sim_seconds_1000w_1Mt"] = None if args.quick else round(speed["seconds"], 2)
     result["sim_speed"] = speed
     if args.real:
         from lepton_dask.experiments.real import compare_traces
 
         real = compare_traces(traces)
-        rows = [[k, p, v["real_usd"], v["sim_usd"], f"{v['error']:.1%}", v["real_s"], v["sim_s"],
-                 f"{v['time_error']:.1%}"] for k, r in real.items() for p, v in r.items()]  # fmt: skip
-        print("\n" + table(rows, ["trace (time-scaled)", "policy", "real $", "simulated $", "cost error",
-                                  "real s", "simulated s", "time error"]))  # fmt: skip
+        rows = [
+            [
+                k,
+                p,
+                v["real_usd"],
+                v["sim_usd"],
+                f"{v['error']:.1%}",
+                v["real_s"],
+                v["sim_s"],
+                f"{v['time_error']:.1%}",
+            ]
+            for k, r in real.items()
+            for p, v in r.items()
+        ]
+        print(
+            "\n"
+            + table(
+                rows,
+                [
+                    "trace (time-scaled)",
+                    "policy",
+                    "real $",
+                    "simulated $",
+                    "cost error",
+                    "real s",
+                    "simulated s",
+                    "time error",
+                ],
+            )
+        )
         for k, r in real.items():
             if k in result["traces"]:
                 result["traces"][k]["sim_real_error"] = _r(

@@ -87,8 +87,16 @@ def _pool(
     max_workers: int,
     preempt: float = 0.0,
 ) -> PoolSpec:
-    return PoolSpec.from_catalog(name, itype, pricing, threads=threads, kind=kind, startup_s=startup,
-                                 max_workers=max_workers, preemptions_per_hour=preempt)  # fmt: skip
+    return PoolSpec.from_catalog(
+        name,
+        itype,
+        pricing,
+        threads=threads,
+        kind=kind,
+        startup_s=startup,
+        max_workers=max_workers,
+        preemptions_per_hour=preempt,
+    )
 
 
 def scenarios(
@@ -137,9 +145,14 @@ def policies_for(
     ``adaptive`` (Dask's), ``ours`` (the balanced sweep) and ``slo`` (the SLO
     policy from the trace's stated terms, one run)."""
     runs = [
-        ("adaptive", f"adaptive td={td:g}s", float(td), lambda td=td: StockAdaptivePolicy(float(td)))
+        (
+            "adaptive",
+            f"adaptive td={td:g}s",
+            float(td),
+            lambda td=td: StockAdaptivePolicy(float(td)),
+        )
         for td in adaptive
-    ]  # fmt: skip
+    ]
     runs += [
         ("ours", f"balanced w={w:g}", float(w), lambda w=w: BalancedPolicy(float(w)))
         for w in balanced
@@ -183,8 +196,13 @@ def yardstick(
     import time
 
     t0 = time.perf_counter()
-    o = oracle_cost(scenario.trace, scenario.pools, scenario.minimum_billing,
-                    online=online, time_limit=time_limit)  # fmt: skip
+    o = oracle_cost(
+        scenario.trace,
+        scenario.pools,
+        scenario.minimum_billing,
+        online=online,
+        time_limit=time_limit,
+    )
     return {
         "oracle_usd": o["oracle"],
         "ofo_usd": o.get("online", o["oracle"]),
@@ -207,12 +225,24 @@ def run_sweep(
     rows = []
     for family, label, knob, factory in policies_for(scenario, **kw):
         r = simulate(scenario, factory)
-        rows.append({
-            "trace": scenario.name, "family": family, "policy": label, "knob": knob,
-            "cost_usd": r.cost_usd, "makespan_s": r.makespan_s, "mean_burst_s": mean_latency(r),
-            "deadline_met": r.deadline_met, "preemptions": r.preemptions, "lost_work_s": r.lost_work_s,
-            **ys, "cost_vs_oracle": r.cost_usd / ys["oracle_usd"] if ys["oracle_usd"] else math.nan,
-        })  # fmt: skip
+        rows.append(
+            {
+                "trace": scenario.name,
+                "family": family,
+                "policy": label,
+                "knob": knob,
+                "cost_usd": r.cost_usd,
+                "makespan_s": r.makespan_s,
+                "mean_burst_s": mean_latency(r),
+                "deadline_met": r.deadline_met,
+                "preemptions": r.preemptions,
+                "lost_work_s": r.lost_work_s,
+                **ys,
+                "cost_vs_oracle": r.cost_usd / ys["oracle_usd"]
+                if ys["oracle_usd"]
+                else math.nan,
+            }
+        )
         if progress:
             progress(label)
     return rows
@@ -263,10 +293,13 @@ def analyse(rows: list[dict[str, Any]], tol: float = 0.01) -> dict[str, Any]:
         else None
     )
     dominated = all(
-        any(o["cost_usd"] <= a["cost_usd"] * (1 + tol) and o["mean_burst_s"] <= a["mean_burst_s"] * (1 + tol)
-            for o in ours)
+        any(
+            o["cost_usd"] <= a["cost_usd"] * (1 + tol)
+            and o["mean_burst_s"] <= a["mean_burst_s"] * (1 + tol)
+            for o in ours
+        )
         for a in ada
-    )  # fmt: skip
+    )
     ours_usd = slo["cost_usd"] if slo else min(r["cost_usd"] for r in ours)
     span = best_ada["cost_usd"] - ofo
     return {
@@ -313,8 +346,10 @@ def markdown_table(
     def pct(v):
         return "n/a" if v is None else f"{v:.0%}"
 
-    head = ("| trace | OFO $ | ours / OFO | ours / clairvoyant | deadlines met | best Adaptive / OFO "
-            "| gap captured | saving vs Adaptive(5 s) | dominates | best Adaptive |")  # fmt: skip
+    head = (
+        "| trace | OFO $ | ours / OFO | ours / clairvoyant | deadlines met | best Adaptive / OFO "
+        "| gap captured | saving vs Adaptive(5 s) | dominates | best Adaptive |"
+    )
     lines = [head, "|" + "---|" * 10]
     for name, s in summary.items():
         lines.append(
@@ -323,12 +358,17 @@ def markdown_table(
             f"{pct(s['saving_vs_default'])} | {'yes' if s['dominates'] else 'no'} | {s['adaptive_best']} |"
         )
     if real:
-        lines += ["", "| real run | policy | real $ | simulated $ | error | real time s | simulated time s |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "| real run | policy | real $ | simulated $ | error | real time s | simulated time s |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, r in real.items():
             for pol, v in r.items():
-                lines.append(f"| {name} | {pol} | {v['real_usd']:.5f} | {v['sim_usd']:.5f} | {v['error']:.1%} | "
-                             f"{v['real_s']:.1f} | {v['sim_s']:.1f} |")  # fmt: skip
+                lines.append(
+                    f"| {name} | {pol} | {v['real_usd']:.5f} | {v['sim_usd']:.5f} | {v['error']:.1%} | "
+                    f"{v['real_s']:.1f} | {v['sim_s']:.1f} |"
+                )
     return "\n".join(lines)
 
 
@@ -355,8 +395,15 @@ def pareto_figure(rows: list[dict[str, Any]], title: str):
         pts = [r for r in rows if r["family"] == family]
         if not pts:
             continue
-        ax.scatter([r["mean_burst_s"] for r in pts], [r["cost_usd"] for r in pts], marker=marker,
-                   color=color, alpha=0.8, s=120 if family == "slo" else 30, label=labels[family])  # fmt: skip
+        ax.scatter(
+            [r["mean_burst_s"] for r in pts],
+            [r["cost_usd"] for r in pts],
+            marker=marker,
+            color=color,
+            alpha=0.8,
+            s=120 if family == "slo" else 30,
+            label=labels[family],
+        )
         if family == "slo":
             continue
         front = pareto(pts)
@@ -373,8 +420,13 @@ def pareto_figure(rows: list[dict[str, Any]], title: str):
         lw=1,
         label="online-feasible optimum (exact)",
     )
-    ax.axhline(rows[0]["oracle_usd"], color="tab:olive", ls=":", lw=1,
-               label="clairvoyant optimum (exact)")  # fmt: skip
+    ax.axhline(
+        rows[0]["oracle_usd"],
+        color="tab:olive",
+        ls=":",
+        lw=1,
+        label="clairvoyant optimum (exact)",
+    )
     ax.set_xlabel("mean burst completion time (s)")
     ax.set_ylabel("cost (USD)")
     ax.set_yscale("log")
@@ -460,10 +512,15 @@ def run_experiments(
             if fam == "adaptive" and k == DEFAULT_ADAPTIVE
         )
         plot_timeline(
-            {f"ours: {summary[n]['ours_best']}": simulate(scen[n], best, record_timeline=True),
-             "Dask Adaptive td=5s": simulate(scen[n], dflt, record_timeline=True)},
-            os.path.join(out_dir, f"timeline-{n}.png"), f"{n}: workers and spend rate",
-        )  # fmt: skip
+            {
+                f"ours: {summary[n]['ours_best']}": simulate(
+                    scen[n], best, record_timeline=True
+                ),
+                "Dask Adaptive td=5s": simulate(scen[n], dflt, record_timeline=True),
+            },
+            os.path.join(out_dir, f"timeline-{n}.png"),
+            f"{n}: workers and spend rate",
+        )
     for _ in ticker:
         pass
     write_csv(all_rows, os.path.join(out_dir, "runs.csv"))

@@ -64,8 +64,16 @@ def _settle(
     }
 
 
-def run_real(trace: Trace, pools: list[PoolSpec], policy: str, knob: float, *, minimum_billing: float = 6.0,
-             interval: float = 0.5, settle: float = 20.0) -> dict[str, Any]:  # fmt: skip
+def run_real(
+    trace: Trace,
+    pools: list[PoolSpec],
+    policy: str,
+    knob: float,
+    *,
+    minimum_billing: float = 6.0,
+    interval: float = 0.5,
+    settle: float = 20.0,
+) -> dict[str, Any]:
     """Run ``trace`` on a LocalPoolCluster under ``policy`` (``"ours"``: a
     BalancedPolicy of weight ``knob``; ``"adaptive"``: Dask's Adaptive with
     target_duration ``knob``). Returns cost (from the CostMonitor) and times."""
@@ -75,10 +83,14 @@ def run_real(trace: Trace, pools: list[PoolSpec], policy: str, knob: float, *, m
         ledger=False, minimum_billing=minimum_billing, flush_interval=1.0
     )
     with (
-        LocalPoolCluster(pools, processes=False, minimum={p.name: 0 for p in pools},
-                         scheduler_options={"plugins": [monitor]}) as cluster,
+        LocalPoolCluster(
+            pools,
+            processes=False,
+            minimum={p.name: 0 for p in pools},
+            scheduler_options={"plugins": [monitor]},
+        ) as cluster,
         Client(cluster) as client,
-    ):  # fmt: skip
+    ):
         if policy == "ours":
             cluster.adapt(
                 Adaptive=CostAwareAdaptive,
@@ -86,8 +98,13 @@ def run_real(trace: Trace, pools: list[PoolSpec], policy: str, knob: float, *, m
                 interval=interval,
             )
         else:
-            cluster.adapt(minimum=0, maximum=pools[0].max_workers, target_duration=knob, interval=interval,
-                          wait_count=3)  # fmt: skip
+            cluster.adapt(
+                minimum=0,
+                maximum=pools[0].max_workers,
+                target_duration=knob,
+                interval=interval,
+                wait_count=3,
+            )
         order = np.argsort(trace.submit, kind="stable")
         t0 = time.time()
         futures: dict[int, Any] = {}
@@ -102,8 +119,13 @@ def run_real(trace: Trace, pools: list[PoolSpec], policy: str, knob: float, *, m
         return _settle(futures, t0, monitor, settle)
 
 
-def compare(policies: list[tuple[str, float]] | None = None, *, trace: Trace | None = None,
-            pools: list[PoolSpec] | None = None, minimum_billing: float = 6.0) -> dict[str, dict[str, float]]:  # fmt: skip
+def compare(
+    policies: list[tuple[str, float]] | None = None,
+    *,
+    trace: Trace | None = None,
+    pools: list[PoolSpec] | None = None,
+    minimum_billing: float = 6.0,
+) -> dict[str, dict[str, float]]:
     """Real and simulated cost of the same runs; ``{label: {...}}``."""
     trace = trace or small_sawtooth()
     pools = pools or small_pools()
@@ -116,15 +138,23 @@ def compare(policies: list[tuple[str, float]] | None = None, *, trace: Trace | N
         )
         # run_real keeps every future until the end: the cluster holds results
         sim = Simulator(
-            trace, pools, sim_policy, minimum_billing=minimum_billing, interval=0.5,
+            trace,
+            pools,
+            sim_policy,
+            minimum_billing=minimum_billing,
+            interval=0.5,
             hold_results=True,
-        ).run()  # fmt: skip
+        ).run()
         label = f"balanced w={knob:g}" if family == "ours" else f"Adaptive td={knob:g}s"
         out[label] = {
-            "real_usd": real["cost_usd"], "sim_usd": sim.cost_usd,
-            "error": abs(sim.cost_usd - real["cost_usd"]) / real["cost_usd"] if real["cost_usd"] else float("nan"),
-            "real_s": real["makespan_s"], "sim_s": sim.makespan_s,
-        }  # fmt: skip
+            "real_usd": real["cost_usd"],
+            "sim_usd": sim.cost_usd,
+            "error": abs(sim.cost_usd - real["cost_usd"]) / real["cost_usd"]
+            if real["cost_usd"]
+            else float("nan"),
+            "real_s": real["makespan_s"],
+            "sim_s": sim.makespan_s,
+        }
     return out
 
 
@@ -225,10 +255,14 @@ def run_trace_real(
         ledger=False, minimum_billing=scenario.minimum_billing, flush_interval=1.0
     )
     with (
-        LocalPoolCluster(scenario.pools, processes=False, minimum={p.name: 0 for p in scenario.pools},
-                         scheduler_options={"plugins": [monitor]}) as cluster,
+        LocalPoolCluster(
+            scenario.pools,
+            processes=False,
+            minimum={p.name: 0 for p in scenario.pools},
+            scheduler_options={"plugins": [monitor]},
+        ) as cluster,
         Client(cluster) as client,
-    ):  # fmt: skip
+    ):
         cluster.adapt(Adaptive=CostAwareAdaptive, policy=factory(), interval=interval)
         futures: dict[int, Any] = {}
         t0 = time.time()
@@ -268,8 +302,15 @@ def compare_traces(
             continue
         interval = max(0.2, min(1.0, f))
         real = run_trace_real(small, factory, interval=interval)
-        sim = Simulator(small.trace, small.pools, factory(), minimum_billing=small.minimum_billing,
-                        interval=interval, hold_results=True, record_timeline=False).run()  # fmt: skip
+        sim = Simulator(
+            small.trace,
+            small.pools,
+            factory(),
+            minimum_billing=small.minimum_billing,
+            interval=interval,
+            hold_results=True,
+            record_timeline=False,
+        ).run()
         t0 = float(small.trace.submit.min())
         out[name] = {
             factory().label: {

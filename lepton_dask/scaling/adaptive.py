@@ -126,10 +126,15 @@ class CostAwareAdaptive(Adaptive):
         self.managed = None
         if cluster is not None:
             self.managed = ManagedPools(
-                cluster, pool=pool, pools=pools, templates=templates,
-                instance_type=instance_type, pricing=pricing,
-                minimum=int(minimum), maximum=maximum,
-            )  # fmt: skip
+                cluster,
+                pool=pool,
+                pools=pools,
+                templates=templates,
+                instance_type=instance_type,
+                pricing=pricing,
+                minimum=int(minimum),
+                maximum=maximum,
+            )
         elif minimum > maximum:
             raise ValueError(f"minimum ({minimum}) > maximum ({maximum})")
         super().__init__(
@@ -244,8 +249,9 @@ class CostAwareAdaptive(Adaptive):
                 out[p] += 1
         return out
 
-    def choose_retirees(self, pool: str, n: int, decision: Decision,
-                        view: ClusterView, forced: int) -> list[str]:  # fmt: skip
+    def choose_retirees(
+        self, pool: str, n: int, decision: Decision, view: ClusterView, forced: int
+    ) -> list[str]:
         """Which ``n`` workers of ``pool`` go: the ones the policy names, else
         idle paid-out ones; past those, ``forced`` more (to honour ``maximum``):
         not yet arrived, then idle, then busy."""
@@ -303,8 +309,10 @@ class CostAwareAdaptive(Adaptive):
         for name in names:
             try:
                 await self.scheduler.lepton_cost_launch(
-                    name=name, instance_type=spec.instance_type,
-                    pricing=spec.pricing, pool=pool,
-                )  # fmt: skip
+                    name=name,
+                    instance_type=spec.instance_type,
+                    pricing=spec.pricing,
+                    pool=pool,
+                )
             except Exception as e:  # the scaler still works; billing starts on arrival
                 logger.debug("launch of %s not reported to a CostMonitor: %s", name, e)

@@ -48,9 +48,19 @@ UNBOUNDED_WORKERS = 1024
 STARTUP_SAMPLES = 8
 
 _CONFIG_KEYS = {
-    "name", "match", "instance-type", "pricing", "usd-per-hour", "threads", "kind",
-    "speed", "startup", "min-workers", "max-workers", "preemptions-per-hour",
-}  # fmt: skip
+    "name",
+    "match",
+    "instance-type",
+    "pricing",
+    "usd-per-hour",
+    "threads",
+    "kind",
+    "speed",
+    "startup",
+    "min-workers",
+    "max-workers",
+    "preemptions-per-hour",
+}
 
 
 def check_manager(cluster: Any) -> None:
@@ -80,8 +90,9 @@ def check_manager(cluster: Any) -> None:
     )
 
 
-def pool_from_config(entry: Mapping[str, Any], *, threads: int | None = None,
-                     catalog: Any = None) -> tuple[PoolSpec, str | None]:  # fmt: skip
+def pool_from_config(
+    entry: Mapping[str, Any], *, threads: int | None = None, catalog: Any = None
+) -> tuple[PoolSpec, str | None]:
     """A ``lepton.scaling.pools`` entry as ``(PoolSpec, match)``.
 
     >>> spec, match = pool_from_config({"name": "spot", "instance-type": "m6i.large",
@@ -102,30 +113,50 @@ def pool_from_config(entry: Mapping[str, Any], *, threads: int | None = None,
     )
     pricing = entry.get("pricing") or dask.config.get("lepton.cost.default-pricing")
     kw: dict[str, Any] = {}
-    for key, field in (("kind", "kind"), ("speed", "speed"),
-                       ("min-workers", "min_workers"), ("max-workers", "max_workers"),
-                       ("preemptions-per-hour", "preemptions_per_hour")):  # fmt: skip
+    for key, field in (
+        ("kind", "kind"),
+        ("speed", "speed"),
+        ("min-workers", "min_workers"),
+        ("max-workers", "max_workers"),
+        ("preemptions-per-hour", "preemptions_per_hour"),
+    ):
         if entry.get(key) is not None:
             kw[field] = entry[key]
     if entry.get("startup") is not None:
         kw["startup_s"] = float(parse_timedelta(entry["startup"], default="seconds"))
     spec = _from_catalog(
-        str(entry.get("name") or "default"), itype, pricing,
-        entry.get("threads") or threads, catalog, **kw,
-    )  # fmt: skip
+        str(entry.get("name") or "default"),
+        itype,
+        pricing,
+        entry.get("threads") or threads,
+        catalog,
+        **kw,
+    )
     if entry.get("usd-per-hour") is not None:
         spec = dataclasses.replace(spec, usd_per_hour=float(entry["usd-per-hour"]))
     return spec, entry.get("match")
 
 
-def _from_catalog(name: str, itype: str, pricing: str, threads: int | None,
-                  catalog: Any = None, **kw: Any) -> PoolSpec:  # fmt: skip
+def _from_catalog(
+    name: str,
+    itype: str,
+    pricing: str,
+    threads: int | None,
+    catalog: Any = None,
+    **kw: Any,
+) -> PoolSpec:
     from lepton_dask.cost.catalog import load_catalog
 
     cat = catalog or load_catalog(dask.config.get("lepton.cost.catalog"))
     t = cat[itype]  # an unknown type: CatalogError (a ValueError) naming the known ones
-    return PoolSpec(name, itype, pricing, t.usd_per_hour(pricing),
-                    threads=int(threads or t.vcpus), **kw)  # fmt: skip
+    return PoolSpec(
+        name,
+        itype,
+        pricing,
+        t.usd_per_hour(pricing),
+        threads=int(threads or t.vcpus),
+        **kw,
+    )
 
 
 def _template_threads(spec: Mapping[str, Any] | None) -> int | None:
@@ -411,8 +442,9 @@ class ManagedPools:
                 else:
                     name = self._next_name(p.prefix)
                     c.worker_spec[name] = {
-                        **p.template, "options": dict(p.template.get("options") or {})
-                    }  # fmt: skip
+                        **p.template,
+                        "options": dict(p.template.get("options") or {}),
+                    }
             c._correct_state()  # starts them in the background, as scale() does
         new = sorted(set(self.plan()) - before)
         now = time.time()

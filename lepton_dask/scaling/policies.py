@@ -101,8 +101,9 @@ def _plans(view: ClusterView, kind: str, limit: int = 4096) -> list[_Plan]:
         # use at most one thread per task, so joining threads are capped
         groups = sorted(
             (view.pools[n].startup_s, k * view.pools[n].threads * view.pools[n].speed)
-            for n, k in adds.items() if k
-        )  # fmt: skip
+            for n, k in adds.items()
+            if k
+        )
         cap = ntasks - usable_now
         joining = []
         for at, c in _merge(soon, groups):

@@ -425,9 +425,11 @@ class SLOPolicy:
         pools = self._pools(view, kind, spot_ok)
         dues = self._dues(view, kind, pools)
         out: dict[str, Any] = {
-            "infeasible": False, "finish": 0.0, "cost": 0.0,
+            "infeasible": False,
+            "finish": 0.0,
+            "cost": 0.0,
             "time_left": min((d.due for d in dues), default=math.inf),
-        }  # fmt: skip
+        }
         if not dues:
             out["reason"] = self._idle(view, kind, targets, out)
             return out
@@ -512,14 +514,20 @@ class SLOPolicy:
         if n_new:
             names = ", ".join(
                 f"+{sum(1 for s in slots[:n_new] if s is p)} {p.name}"
-                for p in pools if any(s is p for s in slots[:n_new])
-            )  # fmt: skip
+                for p in pools
+                if any(s is p for s in slots[:n_new])
+            )
             if out["infeasible"]:
-                reason = (f"deadline infeasible for {kind} batch {late}: fastest useful "
-                          f"capacity ({names})")  # fmt: skip
+                reason = (
+                    f"deadline infeasible for {kind} batch {late}: fastest useful "
+                    f"capacity ({names})"
+                )
             else:
-                reason = (f"{names}: {len(dues)} {kind} batch(es) by EDF, next due in "
-                          f"{dues[0].due:.0f} s" + ("" if spot_ok else " (behind uniform progress: on-demand)"))  # fmt: skip
+                reason = (
+                    f"{names}: {len(dues)} {kind} batch(es) by EDF, next due in "
+                    f"{dues[0].due:.0f} s"
+                    + ("" if spot_ok else " (behind uniform progress: on-demand)")
+                )
             if budget_capped:
                 reason += " (capped by the budget)"
             return {**out, "reason": reason}

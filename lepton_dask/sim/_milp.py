@@ -263,10 +263,16 @@ def solve(
     status = {0: "optimal", 1: "time_limit", 2: "infeasible"}.get(res.status, "error")
     dual = getattr(res, "mip_dual_bound", None)
     sol = Solution(
-        status, math.nan, math.nan if dual is None else float(dual), math.nan,
-        seconds, int(integ.sum()), int(n_vars - integ.sum()), len(m.rlb),
+        status,
+        math.nan,
+        math.nan if dual is None else float(dual),
+        math.nan,
+        seconds,
+        int(integ.sum()),
+        int(n_vars - integ.sum()),
+        len(m.rlb),
         message=str(res.message),
-    )  # fmt: skip
+    )
     if res.x is not None:
         sol.objective = float(res.fun)
         if status == "optimal" and (dual is None or not math.isfinite(dual)):

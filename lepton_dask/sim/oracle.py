@@ -128,12 +128,19 @@ class OracleResult:
     def summary(self) -> dict[str, Any]:
         """Flat fields for a table row."""
         return {
-            "trace": self.trace, "variant": self.variant, "usd": self.usd,
-            "plan_usd": self.plan_usd, "worker_s": self.worker_s,
-            "busy_usd": self.busy_usd, "busy_worker_s": self.busy_worker_s,
-            "gap": self.gap, "status": self.status, "seconds": self.seconds,
-            "dt": self.dt, "deadlines_relaxed": len(self.deadlines_relaxed),
-        }  # fmt: skip
+            "trace": self.trace,
+            "variant": self.variant,
+            "usd": self.usd,
+            "plan_usd": self.plan_usd,
+            "worker_s": self.worker_s,
+            "busy_usd": self.busy_usd,
+            "busy_worker_s": self.busy_worker_s,
+            "gap": self.gap,
+            "status": self.status,
+            "seconds": self.seconds,
+            "dt": self.dt,
+            "deadlines_relaxed": len(self.deadlines_relaxed),
+        }
 
 
 def _kind_pools(trace: Trace, pools: Sequence[PoolSpec]) -> dict[str, list[PoolSpec]]:
@@ -146,10 +153,15 @@ def _kind_pools(trace: Trace, pools: Sequence[PoolSpec]) -> dict[str, list[PoolS
             raise ValueError(f"trace {trace.name!r} has {kind} work but no {kind} pool")
         # a pool no cheaper, slower to start and slower than another is never
         # needed (preemptions and max_workers are not modelled)
-        out[kind] = [q for i, q in enumerate(mine) if not any(
-            _dominates(p, q) and (not _dominates(q, p) or j < i)
-            for j, p in enumerate(mine) if j != i
-        )]  # fmt: skip
+        out[kind] = [
+            q
+            for i, q in enumerate(mine)
+            if not any(
+                _dominates(p, q) and (not _dominates(q, p) or j < i)
+                for j, p in enumerate(mine)
+                if j != i
+            )
+        ]
     return out
 
 
@@ -248,15 +260,23 @@ def _tasks(
         return _Tasks(trace.burst, kind, dur, run, dur, dur, arrival, {}, {}, {})
     # the first worker of a kind is usable after its startup
     order, preds, succs = _topo(trace)
-    est = _earliest(trace, order, preds, run,
-                    [max(sub[i], s0.get(kind[i], 0.0)) for i in range(n)])  # fmt: skip
+    est = _earliest(
+        trace, order, preds, run, [max(sub[i], s0.get(kind[i], 0.0)) for i in range(n)]
+    )
     # deadlines that cannot be met are raised to the earliest finish; for the
     # online retry, to the earliest finish with no worker warm at arrival
     est_need = est
     if online_floor:
-        est_need = _earliest(trace, order, preds, run, [
-            max(sub[i], s0.get(kind[i], 0.0) + arrival[int(trace.burst[i])]) for i in range(n)
-        ])  # fmt: skip
+        est_need = _earliest(
+            trace,
+            order,
+            preds,
+            run,
+            [
+                max(sub[i], s0.get(kind[i], 0.0) + arrival[int(trace.burst[i])])
+                for i in range(n)
+            ],
+        )
     base = _earliest(trace, order, preds, run, sub)  # no startup: critical path
     horizon = None
     deadline, relaxed, critical = {}, {}, {}
@@ -291,9 +311,17 @@ def _tasks(
             lft[i] = min(lft[i], lft[s] - run[s])
     keep = dur > 0
     return _Tasks(
-        trace.burst[keep].astype(int), kind[keep], dur[keep], run[keep], est[keep],
-        lft[keep], arrival, deadline, relaxed, critical,
-    )  # fmt: skip
+        trace.burst[keep].astype(int),
+        kind[keep],
+        dur[keep],
+        run[keep],
+        est[keep],
+        lft[keep],
+        arrival,
+        deadline,
+        relaxed,
+        critical,
+    )
 
 
 def _problem(
@@ -323,8 +351,17 @@ def _problem(
         rel = np.bincount(lo[idx] - g_lo, weights=tk.dur[idx], minlength=h - g_lo + 1)
         work = float(tk.dur[idx].sum())
         cap = float(np.minimum(tk.dur[idx], smax[kind] * dt).sum())
-        groups.append(_milp.Group(b, kind, g_lo, h, work, np.cumsum(rel)[: h - g_lo + 1],
-                                  cap if cap < work * (1 - 1e-9) else math.inf))  # fmt: skip
+        groups.append(
+            _milp.Group(
+                b,
+                kind,
+                g_lo,
+                h,
+                work,
+                np.cumsum(rel)[: h - g_lo + 1],
+                cap if cap < work * (1 - 1e-9) else math.inf,
+            )
+        )
     bursts = []
     for b in sorted({g.burst for g in groups}):
         mine = [g for g in groups if g.burst == b]
@@ -332,10 +369,16 @@ def _problem(
         mu = min(
             min(d, smin[k] * dt) for d, k in zip(tk.dur[m], tk.kind[m], strict=True)
         )
-        bursts.append(_milp.BurstGrid(
-            b, math.floor(tk.arrival[b] / dt), min(g.lo for g in mine),
-            max(g.hi for g in mine), sum(g.work for g in mine), float(mu),
-        ))  # fmt: skip
+        bursts.append(
+            _milp.BurstGrid(
+                b,
+                math.floor(tk.arrival[b] / dt),
+                min(g.lo for g in mine),
+                max(g.hi for g in mine),
+                sum(g.work for g in mine),
+                float(mu),
+            )
+        )
     K = max(g.hi for g in groups) + 1
     work = {k: float(tk.dur[tk.kind == k].sum()) for k in kp}
     used = [p for ps in kp.values() for p in ps]
@@ -345,8 +388,17 @@ def _problem(
         S = math.floor(p.startup_s / dt + 1e-9)
         M = max(math.floor(minimum / dt + 1e-9) + 1, S + 1)
         rate = p.threads * p.speed * dt
-        grid.append(_milp.PoolGrid(p.name, p.kind, p.usd_per_hour / ref, rate, S, M,
-                                   math.ceil(work[p.kind] / rate) + 1))  # fmt: skip
+        grid.append(
+            _milp.PoolGrid(
+                p.name,
+                p.kind,
+                p.usd_per_hour / ref,
+                rate,
+                S,
+                M,
+                math.ceil(work[p.kind] / rate) + 1,
+            )
+        )
     return _milp.Problem(dt, K, grid, groups, bursts)
 
 
@@ -378,9 +430,13 @@ def _longest_task_usd(tk: _Tasks, kp, minimum: float) -> float:
         if not m.any():
             continue
         d = float(tk.dur[m].max())
-        best = max(best, min(
-            max(minimum, p.startup_s + d / p.speed) * p.usd_per_hour / 3600.0 for p in ps
-        ))  # fmt: skip
+        best = max(
+            best,
+            min(
+                max(minimum, p.startup_s + d / p.speed) * p.usd_per_hour / 3600.0
+                for p in ps
+            ),
+        )
     return best
 
 
@@ -411,11 +467,37 @@ def exact_oracle(
     busy = busy_time_bound(trace, pools)
     variant = "online" if online else "clairvoyant"
     if not kp:
-        return OracleResult(trace.name, variant, 0.0, 0.0, 0.0, 0.0, {}, 0.0, 0.0, 0.0,
-                            0.0, "optimal", 0.0, dt or 1.0, {}, {}, {}, {}, 0, 0, 0)  # fmt: skip
+        return OracleResult(
+            trace.name,
+            variant,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            {},
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            "optimal",
+            0.0,
+            dt or 1.0,
+            {},
+            {},
+            {},
+            {},
+            0,
+            0,
+            0,
+        )
     if dt is None:
-        dt = choose_dt(trace, pools, minimum_billing, online=online,
-                       default_deadline=default_deadline)  # fmt: skip
+        dt = choose_dt(
+            trace,
+            pools,
+            minimum_billing,
+            online=online,
+            default_deadline=default_deadline,
+        )
     sol = tk = None
     for floor_online in (False, True) if online else (False,):
         tk = _tasks(trace, kp, minimum_billing, default_deadline, floor_online)
@@ -436,21 +518,32 @@ def exact_oracle(
     longest = _longest_task_usd(tk, kp, minimum_billing)
     plan = sum(s * used[n].usd_per_hour / 3600.0 for n, s in sol.slot_seconds.items())
     return OracleResult(
-        trace=trace.name, variant=variant,
+        trace=trace.name,
+        variant=variant,
         usd=max(dual, busy["usd"], longest),
         plan_usd=plan if sol.slot_seconds else math.nan,
         dual_bound_usd=dual,
         worker_s=sum(sol.slot_seconds.values()) if sol.slot_seconds else math.nan,
         worker_s_by_pool=dict(sol.slot_seconds),
-        busy_usd=busy["usd"], busy_worker_s=busy["worker_s"], longest_task_usd=longest,
-        gap=sol.gap, status=sol.status, seconds=time.perf_counter() - t0, dt=float(dt),
+        busy_usd=busy["usd"],
+        busy_worker_s=busy["worker_s"],
+        longest_task_usd=longest,
+        gap=sol.gap,
+        status=sol.status,
+        seconds=time.perf_counter() - t0,
+        dt=float(dt),
         deadlines={b: d - tk.arrival[b] for b, d in tk.deadline.items()},
-        deadlines_relaxed=dict(tk.relaxed), critical_path_s=dict(tk.critical),
+        deadlines_relaxed=dict(tk.relaxed),
+        critical_path_s=dict(tk.critical),
         peak_workers={n: int(B.max(initial=0)) for n, B in sol.billed.items()},
-        n_int=sol.n_int, n_cont=sol.n_cont, n_rows=sol.n_rows,
-        launches={n: [(float(k * dt), int(c)) for k, c in enumerate(L) if c]
-                  for n, L in sol.launched.items()},
-    )  # fmt: skip
+        n_int=sol.n_int,
+        n_cont=sol.n_cont,
+        n_rows=sol.n_rows,
+        launches={
+            n: [(float(k * dt), int(c)) for k, c in enumerate(L) if c]
+            for n, L in sol.launched.items()
+        },
+    )
 
 
 def oracle_cost(
@@ -470,13 +563,29 @@ def oracle_cost(
     the busy-time bound (USD); ``results``: the :class:`OracleResult` objects.
     ``time_limit`` is per solve (the bounds stay valid when it stops a solve).
     """
-    clair = exact_oracle(trace, pools, minimum_billing, dt=dt, time_limit=time_limit,
-                         default_deadline=default_deadline)  # fmt: skip
-    out: dict[str, Any] = {"oracle": clair.usd, "lower_bound": clair.busy_usd,
-                           "results": {"clairvoyant": clair}}  # fmt: skip
+    clair = exact_oracle(
+        trace,
+        pools,
+        minimum_billing,
+        dt=dt,
+        time_limit=time_limit,
+        default_deadline=default_deadline,
+    )
+    out: dict[str, Any] = {
+        "oracle": clair.usd,
+        "lower_bound": clair.busy_usd,
+        "results": {"clairvoyant": clair},
+    }
     if online:
-        ofo = exact_oracle(trace, pools, minimum_billing, online=True, dt=dt,
-                           time_limit=time_limit, default_deadline=default_deadline)  # fmt: skip
+        ofo = exact_oracle(
+            trace,
+            pools,
+            minimum_billing,
+            online=True,
+            dt=dt,
+            time_limit=time_limit,
+            default_deadline=default_deadline,
+        )
         out["online"] = max(ofo.usd, clair.usd)
         out["results"]["online"] = ofo
     return out

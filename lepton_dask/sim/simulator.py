@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ from lepton_dask.scaling.state import (
     WorkerView,
     releasable,
 )
+from lepton_dask.sim._batches import Batches, bottom_levels, ready_queue
 from lepton_dask.sim.trace import KIND_NAMES, Trace
 
 _ARRIVE, _FINISH, _TICK, _PREEMPT = 0, 1, 2, 3
@@ -71,9 +71,15 @@ class SimResult:
     lifetimes: list[tuple[str, float, float, float]]
 
     def summary(self) -> dict[str, Any]:
-        return {"trace": self.trace, "policy": self.policy, "cost_usd": self.cost_usd,
-                "makespan_s": self.makespan_s, "deadline_met": self.deadline_met,
-                "preemptions": self.preemptions, "lost_work_s": self.lost_work_s}  # fmt: skip
+        return {
+            "trace": self.trace,
+            "policy": self.policy,
+            "cost_usd": self.cost_usd,
+            "makespan_s": self.makespan_s,
+            "deadline_met": self.deadline_met,
+            "preemptions": self.preemptions,
+            "lost_work_s": self.lost_work_s,
+        }
 
 
 class Simulator:
@@ -111,10 +117,20 @@ class Simulator:
     (True, True)
     """
 
-    def __init__(self, trace: Trace, pools: list[PoolSpec], policy: Any, *, minimum_billing: float = 60.0,
-                 interval: float = 1.0, initial: dict[str, int] | None = None, seed: int = 0,
-                 horizon: float | None = None, record_timeline: bool = True,
-                 hold_results: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        trace: Trace,
+        pools: list[PoolSpec],
+        policy: Any,
+        *,
+        minimum_billing: float = 60.0,
+        interval: float = 1.0,
+        initial: dict[str, int] | None = None,
+        seed: int = 0,
+        horizon: float | None = None,
+        record_timeline: bool = True,
+        hold_results: bool = False,
+    ):
         self.trace = trace
         self.pools = {p.name: p for p in pools}
         if len(self.pools) != len(pools):
@@ -147,11 +163,11 @@ class Simulator:
             for i, d in enumerate(tr.deps):
                 for j in d:
                     dependents[j].append(i)
-        level = _bottom_levels(duration, dependents, tr.deps)
+        level = bottom_levels(duration, dependents, tr.deps)
         burst_arrival = {b["burst"]: b["arrival"] for b in tr.bursts()}
-        batches = _Batches(tr, level)
+        batches = Batches(tr, level)
         submitted = [False] * n
-        ready = {0: _ready_queue(tr, burst_arrival), 1: _ready_queue(tr, burst_arrival)}
+        ready = {0: ready_queue(tr, burst_arrival), 1: ready_queue(tr, burst_arrival)}
         queued_work = [0.0, 0.0]
         pending_work = [0.0, 0.0]
         pending_durations: list[float] = []  # max-heap (negated), lazily cleaned
@@ -335,10 +351,19 @@ class Simulator:
                     dispatch(kk, now)
             elif typ == _TICK:
                 st = self._state(
-                    now, workers, queued_work, pending_work, run_end_sum, run_count,
-                    ready, completed_work, spent, batches, tasks_done,
+                    now,
+                    workers,
+                    queued_work,
+                    pending_work,
+                    run_end_sum,
+                    run_count,
+                    ready,
+                    completed_work,
+                    spent,
+                    batches,
+                    tasks_done,
                     self._tail(pending_durations, pending_live),
-                )  # fmt: skip
+                )
                 pending = [
                     WorkerView(str(w.wid), w.pool.name, w.billed_since, False, False)
                     for w in workers.values()
@@ -394,9 +419,20 @@ class Simulator:
         )
 
     def _state(
-        self, now, workers, queued_work, pending_work, run_end_sum, run_count,
-        ready, completed_work, spent, batches, tasks_done, tail,
-    ) -> ScalerState:  # fmt: skip
+        self,
+        now,
+        workers,
+        queued_work,
+        pending_work,
+        run_end_sum,
+        run_count,
+        ready,
+        completed_work,
+        spent,
+        batches,
+        tasks_done,
+        tail,
+    ) -> ScalerState:
         """The tick's :class:`ScalerState`, as ``CostMonitor.scaler_state``
         reports it on a real scheduler."""
         backlog = [
@@ -407,9 +443,15 @@ class Simulator:
         threads = 0.0
         for w in workers.values():
             if w.arrived:
-                arrived.append({"name": str(w.wid), "pool": w.pool.name,
-                                "billed_since": w.billed_since, "busy": bool(w.running),
-                                "holds_data": False})  # fmt: skip
+                arrived.append(
+                    {
+                        "name": str(w.wid),
+                        "pool": w.pool.name,
+                        "billed_since": w.billed_since,
+                        "busy": bool(w.running),
+                        "holds_data": False,
+                    }
+                )
                 threads += w.pool.threads * w.pool.speed
         if self.hold_results and 0 < tasks_done < len(self.trace) and arrived:
             # the client holds results: they live on the oldest worker
@@ -467,160 +509,3 @@ class Simulator:
                     victims = [w for w in mine if str(w.wid) in ids and not w.running]
                 for w in victims[:drop]:
                     end(w, now)
-
-
-class _EDFQueue:
-    """Ready tasks in deadline order (the priority ``lepton_dask.deadline``
-    gives a batch's tasks in Dask), first-in first-out within a deadline."""
-
-    def __init__(self, due_of):
-        self.due_of = due_of
-        self.heap: list[tuple[float, int, int]] = []
-        self.seq = 0
-
-    def append(self, i: int) -> None:
-        self.seq += 1
-        heapq.heappush(self.heap, (self.due_of(i), self.seq, i))
-
-    def appendleft(self, i: int) -> None:  # a run lost to a preemption goes first
-        self.seq += 1
-        heapq.heappush(self.heap, (self.due_of(i), -self.seq, i))
-
-    def popleft(self) -> int:
-        return heapq.heappop(self.heap)[2]
-
-    def __len__(self) -> int:
-        return len(self.heap)
-
-
-def _ready_queue(trace: Trace, arrival: dict[int, float]):
-    """First-in first-out (Dask's order) when it is also earliest deadline
-    first: every batch has the same relative deadline, or none has one.
-    Otherwise by each batch's due time, as tasks submitted under
-    ``lepton_dask.deadline`` are prioritised."""
-    rel = {float(d) for d in trace.deadline.values()}
-    if len(rel) <= 1 and (not trace.deadline or len(trace.deadline) == len(arrival)):
-        return deque()
-    due = {b: a + trace.deadline.get(b, math.inf) for b, a in arrival.items()}
-    burst = trace.burst.tolist()
-    return _EDFQueue(lambda i: due[burst[i]])
-
-
-def _bottom_levels(
-    duration: list[float], dependents: list[list[int]], deps: list[list[int]] | None
-) -> list[float]:
-    """Each task's duration plus the longest chain of its dependents: the time
-    from its start to the end of everything that waits on it."""
-    if deps is None:
-        return list(duration)
-    n = len(duration)
-    indeg = [len(dependents[i]) for i in range(n)]
-    level = list(duration)
-    stack = [i for i in range(n) if indeg[i] == 0]
-    while stack:  # reverse topological order: sinks first
-        i = stack.pop()
-        for j in deps[i]:
-            level[j] = max(level[j], duration[j] + level[i])
-            indeg[j] -= 1
-            if indeg[j] == 0:
-                stack.append(j)
-    return level
-
-
-class _Batches:
-    """Unfinished work per submission batch (a trace's burst), for the
-    ``batches`` entry of the scaler state: work left per kind (running tasks
-    count what is left of them), work done, tasks left, and the longest task
-    and chain of tasks still to finish (lazy max-heaps)."""
-
-    def __init__(self, trace: Trace, level: list[float]):
-        self.trace = trace
-        self.kind = trace.kind.tolist()
-        self.batch = trace.burst.tolist()
-        self.duration = trace.duration.tolist()
-        self.level = level
-        self.deadline = {int(b): float(d) for b, d in trace.deadline.items()}
-        self.active: dict[int, dict[str, Any]] = {}
-        self.finished: dict[int, tuple[float, list[float]]] = {}
-        self.done = [False] * len(level)
-        self.started: dict[int, float] = {}
-
-    def _get(self, b: int, now: float) -> dict[str, Any]:
-        rec = self.active.get(b)
-        if rec is None:
-            # a batch finished earlier may get more tasks: it keeps its arrival
-            arrival, done = self.finished.pop(b, (now, [0.0, 0.0]))
-            rec = self.active[b] = {
-                "arrival": arrival, "unstarted": [0.0, 0.0], "end_sum": [0.0, 0.0],
-                "running": [0, 0], "done": done, "tasks": 0, "levels": [],
-                "longest": [],
-            }  # fmt: skip
-        return rec
-
-    def submit(self, i: int, now: float) -> None:
-        rec = self._get(self.batch[i], now)
-        rec["unstarted"][self.kind[i]] += self.duration[i]
-        rec["tasks"] += 1
-        heapq.heappush(rec["levels"], (-self.level[i], i))
-        heapq.heappush(rec["longest"], (-self.duration[i], i))
-
-    def start(self, i: int, now: float, end_t: float) -> None:
-        rec = self.active[self.batch[i]]
-        k = self.kind[i]
-        rec["unstarted"][k] -= self.duration[i]
-        rec["end_sum"][k] += end_t
-        rec["running"][k] += 1
-        self.started[i] = now
-
-    def lose(self, i: int, end_t: float) -> None:
-        """A run of ``i`` lost to a preemption: its work is unstarted again."""
-        rec = self.active[self.batch[i]]
-        k = self.kind[i]
-        rec["end_sum"][k] -= end_t
-        rec["running"][k] -= 1
-        rec["unstarted"][k] += self.duration[i]
-        self.started.pop(i, None)
-
-    def finish(self, i: int, end_t: float) -> None:
-        b = self.batch[i]
-        rec = self.active[b]
-        k = self.kind[i]
-        rec["end_sum"][k] -= end_t
-        rec["running"][k] -= 1
-        rec["done"][k] += self.duration[i]
-        rec["tasks"] -= 1
-        self.done[i] = True
-        self.started.pop(i, None)
-        if rec["tasks"] == 0:
-            # finished for now (more of the batch may still be submitted)
-            del self.active[b]
-            self.finished[b] = (rec["arrival"], rec["done"])
-
-    def _top(self, heap: list, now: float) -> float:
-        while heap and self.done[heap[0][1]]:
-            heapq.heappop(heap)
-        if not heap:
-            return 0.0
-        value, i = -heap[0][0], heap[0][1]
-        if i in self.started:  # running: part of it is done
-            value -= now - self.started[i]
-        return max(value, 0.0)
-
-    def state(self, now: float) -> list[dict[str, Any]]:
-        out = []
-        for b, rec in self.active.items():
-            work = [
-                max(0.0, rec["unstarted"][k])
-                + max(0.0, rec["end_sum"][k] - rec["running"][k] * now)
-                for k in (0, 1)
-            ]
-            longest = self._top(rec["longest"], now)
-            out.append({
-                "id": str(b), "arrival": rec["arrival"],
-                "work": {"cpu": work[0], "gpu": work[1]},
-                "done": {"cpu": rec["done"][0], "gpu": rec["done"][1]},
-                "tasks": rec["tasks"], "longest": longest,
-                "critical": max(longest, self._top(rec["levels"], now)),
-                "deadline_s": self.deadline.get(b),
-            })  # fmt: skip
-        return out

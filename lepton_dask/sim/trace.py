@@ -75,14 +75,19 @@ class Trace:
         out = []
         for b in np.unique(self.burst):
             m = self.burst == b
-            out.append({
-                "burst": int(b),
-                "arrival": float(self.submit[m].min()),
-                "work": {k: float(self.duration[m & (self.kind == c)].sum()) for k, c in KIND_CODES.items()},
-                "tasks": int(m.sum()),
-                "longest": float(self.duration[m].max()),
-                "deadline": self.deadline.get(int(b)),
-            })  # fmt: skip
+            out.append(
+                {
+                    "burst": int(b),
+                    "arrival": float(self.submit[m].min()),
+                    "work": {
+                        k: float(self.duration[m & (self.kind == c)].sum())
+                        for k, c in KIND_CODES.items()
+                    },
+                    "tasks": int(m.sum()),
+                    "longest": float(self.duration[m].max()),
+                    "deadline": self.deadline.get(int(b)),
+                }
+            )
         return out
 
     def scaled(self, time_factor: float = 1.0, work_factor: float = 1.0) -> Trace:
@@ -100,22 +105,34 @@ class Trace:
         )
 
     def to_json(self) -> str:
-        return json.dumps({
-            "name": self.name, "submit": self.submit.tolist(), "duration": self.duration.tolist(),
-            "kind": self.kind.tolist(), "burst": self.burst.tolist(),
-            "deadline": {str(k): v for k, v in self.deadline.items()}, "deps": self.deps,
-            "description": self.description, "latency": self.latency,
-        })  # fmt: skip
+        return json.dumps(
+            {
+                "name": self.name,
+                "submit": self.submit.tolist(),
+                "duration": self.duration.tolist(),
+                "kind": self.kind.tolist(),
+                "burst": self.burst.tolist(),
+                "deadline": {str(k): v for k, v in self.deadline.items()},
+                "deps": self.deps,
+                "description": self.description,
+                "latency": self.latency,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Trace:
         d = json.loads(text)
         return cls(
-            d["name"], np.array(d["submit"], float), np.array(d["duration"], float),
-            np.array(d["kind"], np.int8), np.array(d["burst"], int),
-            {int(k): v for k, v in d["deadline"].items()}, d.get("deps"), d.get("description", ""),
+            d["name"],
+            np.array(d["submit"], float),
+            np.array(d["duration"], float),
+            np.array(d["kind"], np.int8),
+            np.array(d["burst"], int),
+            {int(k): v for k, v in d["deadline"].items()},
+            d.get("deps"),
+            d.get("description", ""),
             d.get("latency"),
-        )  # fmt: skip
+        )
 
 
 def _concat(name, description, parts, deadline, deps=None) -> Trace:

@@ -60,9 +60,22 @@ def test_run_experiments_writes_csv_plots_and_table(tmp_path):
 
 def test_experiment_cli(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "lepton_dask.cli", "experiment", "--traces", "burst-reduce",
-         "--out", str(tmp_path), "--clairvoyant-only", "--oracle-seconds", "10"],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lepton_dask.cli",
+            "experiment",
+            "--traces",
+            "burst-reduce",
+            "--out",
+            str(tmp_path),
+            "--clairvoyant-only",
+            "--oracle-seconds",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr
     assert "| burst-reduce |" in out.stdout and (tmp_path / "runs.csv").exists()

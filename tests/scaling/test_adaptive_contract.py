@@ -54,8 +54,14 @@ def run(coro):
 
 
 def local(**kw):
-    return LocalCluster(n_workers=0, processes=False, asynchronous=True,
-                        dashboard_address=":0", threads_per_worker=1, **kw)  # fmt: skip
+    return LocalCluster(
+        n_workers=0,
+        processes=False,
+        asynchronous=True,
+        dashboard_address=":0",
+        threads_per_worker=1,
+        **kw,
+    )
 
 
 async def decisions(adapt, n):
@@ -69,8 +75,13 @@ def test_min_max():
     async def main():
         async with local() as cluster, Client(cluster, asynchronous=True):
             policy = FixedTarget(0)
-            adapt = cluster.adapt(Adaptive=CostAwareAdaptive, policy=policy,
-                                  minimum=1, maximum=2, interval="20 ms")  # fmt: skip
+            adapt = cluster.adapt(
+                Adaptive=CostAwareAdaptive,
+                policy=policy,
+                minimum=1,
+                maximum=2,
+                interval="20 ms",
+            )
             await poll(lambda: len(cluster.scheduler.workers) == 1)
             await decisions(adapt, 5)
             assert len(cluster.scheduler.workers) == 1 == len(cluster.worker_spec)
@@ -90,8 +101,13 @@ def test_min_max():
 def test_adapt_gets_stopped_on_cluster_close():
     async def main():
         async with local() as cluster:
-            adapt = cluster.adapt(Adaptive=CostAwareAdaptive, policy=FixedTarget(),
-                                  minimum=1, maximum=10, interval="10ms")  # fmt: skip
+            adapt = cluster.adapt(
+                Adaptive=CostAwareAdaptive,
+                policy=FixedTarget(),
+                minimum=1,
+                maximum=10,
+                interval="10ms",
+            )
             await poll(lambda: adapt.state == "running")
             await cluster.close()
             assert adapt.state == "stopped"
@@ -102,8 +118,9 @@ def test_adapt_gets_stopped_on_cluster_close():
 def test_adaptive_stopped():
     async def main():
         async with local() as cluster:
-            adapt = cluster.adapt(Adaptive=CostAwareAdaptive, policy=FixedTarget(),
-                                  interval="10ms")  # fmt: skip
+            adapt = cluster.adapt(
+                Adaptive=CostAwareAdaptive, policy=FixedTarget(), interval="10ms"
+            )
             await poll(lambda: adapt.state == "running")
             assert adapt.periodic_callback.is_running()
             pc = adapt.periodic_callback
@@ -128,10 +145,11 @@ def test_scale_needs_to_be_awaited():
 
     async def main():
         async with (
-            RequiresAwaitCluster(n_workers=0, asynchronous=True, processes=False,
-                                 dashboard_address=":0") as cluster,
+            RequiresAwaitCluster(
+                n_workers=0, asynchronous=True, processes=False, dashboard_address=":0"
+            ) as cluster,
             Client(cluster, asynchronous=True) as client,
-        ):  # fmt: skip
+        ):
             futures = client.map(lambda x: x + 1, range(5))
             assert len(cluster.workers) == 0
             policy = FixedTarget(2)
@@ -190,8 +208,13 @@ def test_adapt_logs_error_in_target():
             with captured_logger(
                 "distributed.deploy.adaptive", level=logging.WARNING
             ) as log:
-                adapt = cluster.adapt(Adaptive=CostAwareAdaptive, policy=Broken(),
-                                      minimum=1, maximum=4, interval="10ms")  # fmt: skip
+                adapt = cluster.adapt(
+                    Adaptive=CostAwareAdaptive,
+                    policy=Broken(),
+                    minimum=1,
+                    maximum=4,
+                    interval="10ms",
+                )
                 await poll(lambda: "encountered an error" in log.getvalue())
             assert "stop" not in log.getvalue()
             assert adapt.state == "running"
@@ -209,8 +232,13 @@ def test_adapt_callback_logs_error_in_scale_down():
     async def main():
         async with local() as cluster:
             policy = FixedTarget(2)
-            adapt = cluster.adapt(Adaptive=BadAdaptive, policy=policy, minimum=1,
-                                  maximum=4, interval="10ms")  # fmt: skip
+            adapt = cluster.adapt(
+                Adaptive=BadAdaptive,
+                policy=policy,
+                minimum=1,
+                maximum=4,
+                interval="10ms",
+            )
             await poll(lambda: len(cluster.scheduler.workers) == 2)
             with captured_logger(
                 "distributed.deploy.adaptive", level=logging.WARNING
@@ -229,8 +257,9 @@ def test_adaptive_logs_stopping_once(wait_until_running):
     async def main():
         async with local() as cluster:
             with captured_logger("distributed.deploy.adaptive") as log:
-                adapt = cluster.adapt(Adaptive=CostAwareAdaptive, policy=FixedTarget(),
-                                      interval="100ms")  # fmt: skip
+                adapt = cluster.adapt(
+                    Adaptive=CostAwareAdaptive, policy=FixedTarget(), interval="100ms"
+                )
                 if wait_until_running:
                     await poll(lambda: adapt.state == "running")
                     assert adapt.periodic_callback.is_running()
@@ -250,8 +279,9 @@ def test_adaptive_logs_stopping_once(wait_until_running):
 def test_adapt_stop_del():
     async def main():
         async with local() as cluster:
-            adapt = cluster.adapt(Adaptive=CostAwareAdaptive, policy=FixedTarget(),
-                                  interval="100ms")  # fmt: skip
+            adapt = cluster.adapt(
+                Adaptive=CostAwareAdaptive, policy=FixedTarget(), interval="100ms"
+            )
             pc = adapt.periodic_callback
             await poll(lambda: cluster._adaptive.state == "running")
             cluster._adaptive = None
@@ -263,15 +293,28 @@ def test_adapt_stop_del():
 
 def test_adapt_cores_memory_and_config():
     async def main():
-        async with LocalCluster(n_workers=0, threads_per_worker=2, memory_limit="3 GB",
-                                processes=False, asynchronous=True,
-                                dashboard_address=":0") as cluster:  # fmt: skip
-            adapt = cluster.adapt(Adaptive=CostAwareAdaptive, policy=FixedTarget(),
-                                  minimum_cores=3, maximum_cores=9)  # fmt: skip
+        async with LocalCluster(
+            n_workers=0,
+            threads_per_worker=2,
+            memory_limit="3 GB",
+            processes=False,
+            asynchronous=True,
+            dashboard_address=":0",
+        ) as cluster:
+            adapt = cluster.adapt(
+                Adaptive=CostAwareAdaptive,
+                policy=FixedTarget(),
+                minimum_cores=3,
+                maximum_cores=9,
+            )
             assert (adapt.minimum, adapt.maximum) == (2, 4)
             assert adapt.managed.pools["default"].max_workers == 4
-            adapt = cluster.adapt(Adaptive=CostAwareAdaptive, policy=FixedTarget(),
-                                  minimum_memory="7GB", maximum_memory="20 GB")  # fmt: skip
+            adapt = cluster.adapt(
+                Adaptive=CostAwareAdaptive,
+                policy=FixedTarget(),
+                minimum_memory="7GB",
+                maximum_memory="20 GB",
+            )
             assert (adapt.minimum, adapt.maximum) == (3, 6)
             adapt.stop()
 

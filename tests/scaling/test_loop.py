@@ -62,8 +62,12 @@ def test_scales_up_for_work_and_down_only_after_the_paid_minimum():
         from lepton_dask.cost.metrics import families
 
         names = {f.name for f in families(snap)}
-        assert {"lepton_scaler_target_workers", "lepton_scaler_predicted_finish_seconds",
-                "lepton_scaler_infeasible", "lepton_scaler_decisions"} <= names  # fmt: skip
+        assert {
+            "lepton_scaler_target_workers",
+            "lepton_scaler_predicted_finish_seconds",
+            "lepton_scaler_infeasible",
+            "lepton_scaler_decisions",
+        } <= names
         lives = [e for e in monitor.log if e[1]["event"] == "remove-worker"]
         assert lives and all(e[1]["billed_seconds"] >= 4.0 - 1e-9 for e in lives)
         assert done > first_launch
@@ -116,9 +120,13 @@ def test_gpu_tasks_grow_the_gpu_pool():
         wait_for(lambda: c.pool_counts()["gpu"] >= 1, 30)
         assert c.pool_counts()["cpu"] == 0  # GPU work does not grow the CPU pool
         wait(futures)
-        ran = client.run_on_scheduler(lambda dask_scheduler: {
-            str(ws.name) for ws in dask_scheduler.workers.values() if ws.resources.get("GPU")
-        })  # fmt: skip
+        ran = client.run_on_scheduler(
+            lambda dask_scheduler: {
+                str(ws.name)
+                for ws in dask_scheduler.workers.values()
+                if ws.resources.get("GPU")
+            }
+        )
         assert ran and all(n.startswith("gpu-") for n in ran)
         snap = monitor.snapshot()
         assert snap["pools"]["gpu"]["tasks"] == 8
@@ -126,8 +134,17 @@ def test_gpu_tasks_grow_the_gpu_pool():
 
 def test_spot_preemption_reschedules_and_spend_is_still_counted():
     monitor = CostMonitor(ledger=False, minimum_billing=1.0)
-    pools = [PoolSpec.from_catalog("spot", "m6i.large", "spot", threads=1, startup_s=0.2, max_workers=3,
-                                   preemptions_per_hour=3600.0 * 0.1)]  # fmt: skip
+    pools = [
+        PoolSpec.from_catalog(
+            "spot",
+            "m6i.large",
+            "spot",
+            threads=1,
+            startup_s=0.2,
+            max_workers=3,
+            preemptions_per_hour=3600.0 * 0.1,
+        )
+    ]
     with cluster(pools, monitor, preemption_seed=1) as c, Client(c) as client:
         c.adapt(Adaptive=CostAwareAdaptive, policy=BalancedPolicy(100.0), interval=0.2)
         for _ in range(6):  # preemptions are random: run batches until one happens
@@ -137,8 +154,11 @@ def test_spot_preemption_reschedules_and_spend_is_still_counted():
             if c.preempted:
                 break
         assert c.preempted  # some workers were reclaimed
-        preempted_lives = [e for e in monitor.log if e[1]["event"] == "remove-worker"
-                           and e[1]["worker"] in set(c.preempted)]  # fmt: skip
+        preempted_lives = [
+            e
+            for e in monitor.log
+            if e[1]["event"] == "remove-worker" and e[1]["worker"] in set(c.preempted)
+        ]
         assert preempted_lives and monitor.snapshot()["spend_usd"] > 0
 
 

@@ -80,7 +80,7 @@ def check_retires_the_chosen_worker(client, cluster, ad, then=None):
     busy, idle = names[-1], names[:-1]
     addr = next(
         a for a, ws in cluster.scheduler.workers.items() if str(ws.name) == busy
-    )  # fmt: skip
+    )
     long = client.submit(hold, 1, 4.0, workers=[addr], pure=False)
     retired = lambda: {n for e in ad.log for n in e[1]["retired"]}  # noqa: E731
     wait_for(lambda: set(idle) <= retired(), 30)
@@ -192,9 +192,13 @@ def test_spec_cluster_with_two_templates_as_two_pools():
             assert counts["cpu"] == 1  # GPU work does not grow the CPU pool
             time.sleep(0.02)
         assert most == 3 and gpus == 2  # up to the maximum, no further
-        ran = client.run_on_scheduler(lambda dask_scheduler: {
-            str(ws.name) for ws in dask_scheduler.workers.values() if ws.resources.get("GPU")
-        })  # fmt: skip
+        ran = client.run_on_scheduler(
+            lambda dask_scheduler: {
+                str(ws.name)
+                for ws in dask_scheduler.workers.values()
+                if ws.resources.get("GPU")
+            }
+        )
         assert ran and all(n.startswith("gpu-") for n in ran)
         assert specs["gpu-0"]["options"]["resources"] == {"GPU": 1}  # the template
         check_learned_startup(ad, monitor, "gpu")
@@ -232,16 +236,27 @@ def test_bad_input_fails_at_construction():
 
 
 def test_pool_from_explicit_spec_then_config_then_catalog():
-    spot = {"name": "spot", "instance-type": "m6i.large", "pricing": "spot",
-            "threads": 2, "startup": "45s"}  # fmt: skip
-    with LocalCluster(n_workers=0, threads_per_worker=3, processes=False,
-                      dashboard_address=":0") as c:  # fmt: skip
+    spot = {
+        "name": "spot",
+        "instance-type": "m6i.large",
+        "pricing": "spot",
+        "threads": 2,
+        "startup": "45s",
+    }
+    with LocalCluster(
+        n_workers=0, threads_per_worker=3, processes=False, dashboard_address=":0"
+    ) as c:
         explicit = PoolSpec("mine", usd_per_hour=1.5, threads=4, startup_s=9.0)
         with dask.config.set({"lepton.scaling.pools": [spot]}):
             assert ManagedPools(c, pool=explicit).pools == {"mine": explicit}
             (p,) = ManagedPools(c).pools.values()
             assert (p.name, p.pricing, p.usd_per_hour, p.threads, p.startup_s) == (
-                "spot", "spot", 0.0384, 2, 45.0)  # fmt: skip
+                "spot",
+                "spot",
+                0.0384,
+                2,
+                45.0,
+            )
         (p,) = ManagedPools(c, instance_type="g5.xlarge", pricing="spot").pools.values()
         assert (p.instance_type, p.threads, p.startup_s) == ("g5.xlarge", 3, 0.0)
         (p,) = ManagedPools(c).pools.values()  # lepton.cost.default-instance-type
@@ -304,17 +319,28 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
     env = {**os.environ, "SLURM_CONF": str(conf)}
     procs = []
     try:
-        procs.append(subprocess.Popen(
-            ["munged", "-F", "-f", f"--key-file={key}", f"--socket={sock}",
-             f"--pid-file={tmp}/munged.pid", f"--log-file={tmp}/munged.log",
-             f"--seed-file={tmp}/munged.seed"]))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [
+                    "munged",
+                    "-F",
+                    "-f",
+                    f"--key-file={key}",
+                    f"--socket={sock}",
+                    f"--pid-file={tmp}/munged.pid",
+                    f"--log-file={tmp}/munged.log",
+                    f"--seed-file={tmp}/munged.seed",
+                ]
+            )
+        )
         wait_for(sock.exists, 10)
         procs.append(subprocess.Popen(["slurmctld", "-D", "-f", str(conf)], env=env))
         procs.append(subprocess.Popen(["slurmd", "-D", "-f", str(conf)], env=env))
 
         def idle():
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env,
-                                 capture_output=True, text=True)  # fmt: skip
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True
+            )
             return out.stdout.strip() == "idle"
 
         wait_for(idle, 60, interval=0.3)
@@ -342,18 +368,26 @@ def test_slurm_cluster_on_a_real_slurm(tmp_path, monkeypatch):
         monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])
         with (
             SLURMCluster(
-                cores=1, processes=1, memory="500MB", nanny=False,
-                python=sys.executable, walltime="00:10:00",
+                cores=1,
+                processes=1,
+                memory="500MB",
+                nanny=False,
+                python=sys.executable,
+                walltime="00:10:00",
                 log_directory=str(tmp_path / "logs"),
                 scheduler_options={"host": "127.0.0.1", "dashboard_address": None},
             ) as cluster,
             Client(cluster) as client,
-        ):  # fmt: skip
+        ):
             assert "#SBATCH" in cluster.job_script()
             ad = cluster.adapt(
-                Adaptive=CostAwareAdaptive, policy=BalancedPolicy(weight=1000.0),
-                minimum=0, maximum=2, interval=INTERVAL, instance_type="m6i.large",
-            )  # fmt: skip
+                Adaptive=CostAwareAdaptive,
+                policy=BalancedPolicy(weight=1000.0),
+                minimum=0,
+                maximum=2,
+                interval=INTERVAL,
+                instance_type="m6i.large",
+            )
             wait_for(lambda: monitors(cluster), 10)
             (monitor,) = monitors(cluster)
             futures = client.map(hold, range(30), [0.5] * 30, pure=False)
@@ -364,16 +398,21 @@ def test_slurm_cluster_on_a_real_slurm(tmp_path, monkeypatch):
                 )
                 time.sleep(0.05)
             assert most == 2  # up under load, to the maximum and no further
-            jobs = subprocess.run(["squeue", "-h", "-o", "%i"], env=env,
-                                  capture_output=True, text=True).stdout.split()  # fmt: skip
+            jobs = subprocess.run(
+                ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True
+            ).stdout.split()
             assert len(jobs) == 2  # real SLURM jobs
             check_learned_startup(ad, monitor, "default")
             del futures
 
             def only_the_busy_workers_job_is_left(busy):
                 def jobs():
-                    out = subprocess.run(["squeue", "-h", "-o", "%i"], env=env,
-                                         capture_output=True, text=True)  # fmt: skip
+                    out = subprocess.run(
+                        ["squeue", "-h", "-o", "%i"],
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                    )
                     return set(out.stdout.split())
 
                 wait_for(lambda: jobs() == {cluster.workers[busy].job_id}, 30)
@@ -392,9 +431,17 @@ class SchedulerProcess(ProcessInterface):
         import asyncio
 
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-            "--port", "0", "--dashboard-address", ":0", stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--dashboard-address",
+            ":0",
+            stderr=asyncio.subprocess.PIPE,
+        )
         while self.address is None:
             line = (await asyncio.wait_for(self.proc.stderr.readline(), 60)).decode()
             assert line, "the scheduler process exited"
@@ -412,9 +459,13 @@ class SchedulerProcess(ProcessInterface):
 
 def test_monitor_installed_over_rpc_on_a_remote_scheduler():
     def monitors_remote(client):
-        return client.run_on_scheduler(lambda dask_scheduler: [
-            n for n, p in dask_scheduler.plugins.items() if type(p).__name__ == "CostMonitor"
-        ])  # fmt: skip
+        return client.run_on_scheduler(
+            lambda dask_scheduler: [
+                n
+                for n, p in dask_scheduler.plugins.items()
+                if type(p).__name__ == "CostMonitor"
+            ]
+        )
 
     with (
         SpecCluster(
@@ -424,13 +475,23 @@ def test_monitor_installed_over_rpc_on_a_remote_scheduler():
         Client(cluster) as client,
     ):
         assert monitors_remote(client) == []
-        ad = cluster.adapt(Adaptive=CostAwareAdaptive, policy=BalancedPolicy(100.0),
-                           minimum=0, maximum=2, interval=INTERVAL)  # fmt: skip
+        ad = cluster.adapt(
+            Adaptive=CostAwareAdaptive,
+            policy=BalancedPolicy(100.0),
+            minimum=0,
+            maximum=2,
+            interval=INTERVAL,
+        )
         futures = client.map(hold, range(12), pure=False)
         wait_for(lambda: len(cluster.worker_spec) == 2, 30)  # decides from its state
         assert len(client.gather(futures)) == 12
-        cluster.adapt(Adaptive=CostAwareAdaptive, policy=BalancedPolicy(100.0),
-                      minimum=0, maximum=2, interval=INTERVAL)  # fmt: skip
+        cluster.adapt(
+            Adaptive=CostAwareAdaptive,
+            policy=BalancedPolicy(100.0),
+            minimum=0,
+            maximum=2,
+            interval=INTERVAL,
+        )
         wait_for(lambda: cluster._adaptive._monitor_checked, 10)
         assert ad.monitor is None  # it lives in the scheduler's process
         assert monitors_remote(client) == ["lepton-cost"]  # once

@@ -31,9 +31,14 @@ GPU = PoolSpec(
 
 def view(workers=(), backlog=None, tasks=None, now=1000.0, pools=(CPU,), **kw):
     return ClusterView(
-        now=now, pools={p.name: p for p in pools}, workers=list(workers),
-        backlog=backlog or {}, tasks_ready=tasks or {}, minimum_billing=60.0, **kw,
-    )  # fmt: skip
+        now=now,
+        pools={p.name: p for p in pools},
+        workers=list(workers),
+        backlog=backlog or {},
+        tasks_ready=tasks or {},
+        minimum_billing=60.0,
+        **kw,
+    )
 
 
 def busy(name, pool="cpu", since=0.0):
@@ -234,8 +239,9 @@ def test_simulated_held_results_keep_a_worker_until_the_end():
     trace = sawtooth(gaps=(30.0,), tasks_per_burst=8, task_s=1.0, deadline=10.0, seed=1)
     pools = [PoolSpec("cpu", max_workers=4, startup_s=1.0)]
     free = Simulator(trace, pools, StockAdaptivePolicy(1.0), minimum_billing=1.0).run()
-    held = Simulator(trace, pools, StockAdaptivePolicy(1.0), minimum_billing=1.0,
-                     hold_results=True).run()  # fmt: skip
+    held = Simulator(
+        trace, pools, StockAdaptivePolicy(1.0), minimum_billing=1.0, hold_results=True
+    ).run()
     assert held.cost_usd > free.cost_usd  # one worker bridged the 30 s gap
     assert held.tasks_done == free.tasks_done == len(trace)
     # and nothing is billed past the end of the work (the results are released)

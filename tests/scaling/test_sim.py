@@ -59,8 +59,12 @@ def test_conservation_all_work_done_and_spend_is_lifetimes_times_price(
         usd_per_hour=0.36,
         preemptions_per_hour=preempt,
     )
-    policy = {"balanced": BalancedPolicy(1.0), "deadline": DeadlinePolicy(within=120.0),
-              "adaptive": StockAdaptivePolicy(5.0), "slo": SLOPolicy(deadline=120.0)}[which]  # fmt: skip
+    policy = {
+        "balanced": BalancedPolicy(1.0),
+        "deadline": DeadlinePolicy(within=120.0),
+        "adaptive": StockAdaptivePolicy(5.0),
+        "slo": SLOPolicy(deadline=120.0),
+    }[which]
     r = Simulator(trace, [pool], policy, minimum_billing=30, seed=1).run()
     assert r.tasks_done == len(trace)  # every task completed exactly once
     assert r.task_runs == len(trace) + (r.task_runs - len(trace))
@@ -85,8 +89,15 @@ def test_work_is_conserved_on_the_threads():
 
 
 def test_preempted_work_is_redone_and_billed():
-    pool = PoolSpec("cpu", pricing="spot", threads=1, startup_s=5, max_workers=4, usd_per_hour=0.04,
-                    preemptions_per_hour=600)  # fmt: skip
+    pool = PoolSpec(
+        "cpu",
+        pricing="spot",
+        threads=1,
+        startup_s=5,
+        max_workers=4,
+        usd_per_hour=0.04,
+        preemptions_per_hour=600,
+    )
     trace = Trace(
         "p", np.zeros(20), np.full(20, 30.0), np.zeros(20, np.int8), np.zeros(20, int)
     )
@@ -116,8 +127,13 @@ def test_gpu_tasks_run_only_on_gpu_pools():
 def test_simulates_a_thousand_workers_and_many_tasks():
     n = 100_000
     rng = np.random.default_rng(0)
-    trace = Trace("big", np.sort(rng.uniform(0, 600, n)), rng.gamma(2.0, 5.0, n), np.zeros(n, np.int8),
-                  np.zeros(n, int))  # fmt: skip
+    trace = Trace(
+        "big",
+        np.sort(rng.uniform(0, 600, n)),
+        rng.gamma(2.0, 5.0, n),
+        np.zeros(n, np.int8),
+        np.zeros(n, int),
+    )
     pool = PoolSpec("cpu", threads=1, startup_s=30, max_workers=1000)
     r = Simulator(
         trace, [pool], BalancedPolicy(50.0), minimum_billing=60, record_timeline=False

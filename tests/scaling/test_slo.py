@@ -46,8 +46,15 @@ def view(now, batches, workers=(), pools=(POOL,), **kw):
 
 
 def batch(bid, arrival, work, tasks=None, longest=1.0, **kw):
-    return BatchView(bid, arrival, {"cpu": work}, tasks=tasks or int(work),
-                     longest=longest, critical=longest, **kw)  # fmt: skip
+    return BatchView(
+        bid,
+        arrival,
+        {"cpu": work},
+        tasks=tasks or int(work),
+        longest=longest,
+        critical=longest,
+        **kw,
+    )
 
 
 def test_a_stream_is_sized_per_batch_not_per_busy_period():
@@ -168,8 +175,14 @@ def _bursts(gaps, n=120):
         burst += [b] * n
         t += 60.0 + (g or 0)
     m = len(submit)
-    return Trace("g", np.array(submit), rng.gamma(4.0, 0.25, m), np.zeros(m, np.int8),
-                 np.array(burst), dict.fromkeys(range(len(gaps) + 1), 90.0))  # fmt: skip
+    return Trace(
+        "g",
+        np.array(submit),
+        rng.gamma(4.0, 0.25, m),
+        np.zeros(m, np.int8),
+        np.array(burst),
+        dict.fromkeys(range(len(gaps) + 1), 90.0),
+    )
 
 
 def test_keep_alive_is_rent_or_buy():
@@ -235,10 +248,14 @@ def test_the_simulator_and_a_real_scheduler_emit_the_same_state(tmp_path):
     monitor = CostMonitor(ledger=False)
     pools = [PoolSpec("cpu", threads=1, max_workers=2)]
     with (
-        LocalPoolCluster(pools, processes=False, minimum={"cpu": 1},
-                         scheduler_options={"plugins": [monitor]}) as c,
+        LocalPoolCluster(
+            pools,
+            processes=False,
+            minimum={"cpu": 1},
+            scheduler_options={"plugins": [monitor]},
+        ) as c,
         Client(c) as client,
-    ):  # fmt: skip
+    ):
         with deadline(45):
             futs = client.map(time.sleep, [0.5] * 4, pure=False)
         time.sleep(0.2)
@@ -262,9 +279,11 @@ def test_the_loop_meets_deadlines_on_a_small_real_stream():
         PoolSpec.from_catalog("cpu", "local", threads=2, startup_s=1.0, max_workers=6)
     ]
     with (
-        LocalPoolCluster(pools, processes=False, scheduler_options={"plugins": [monitor]}) as c,
+        LocalPoolCluster(
+            pools, processes=False, scheduler_options={"plugins": [monitor]}
+        ) as c,
         Client(c) as client,
-    ):  # fmt: skip
+    ):
         c.adapt(
             Adaptive=CostAwareAdaptive, policy=SLOPolicy(deadline=6.0), interval=0.2
         )
