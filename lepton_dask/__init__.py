@@ -1,6 +1,6 @@
 """lepton-dask: Dask-native, cost-optimizing compute over features in MongoDB.
 
-The store's names are re-exported lazily: ``import lepton_dask`` (for its
+The store's names (and the ops' linear models) are re-exported lazily: ``import lepton_dask`` (for its
 ``__version__``, or to load the configuration) does not load the store.
 """
 
@@ -13,6 +13,7 @@ from lepton_dask import config  # noqa: F401  (loads lepton.yaml into dask.confi
 from lepton_dask._version import __version__
 
 if TYPE_CHECKING:
+    from lepton_dask.ops import LinearRegression, Ridge
     from lepton_dask.store import (
         CollectionChangedError,
         CorruptBlockError,
@@ -31,6 +32,8 @@ __all__ = [
     "CorruptBlockError",
     "EmbeddedServer",
     "FeatureStore",
+    "LinearRegression",
+    "Ridge",
     "StoreAuthError",
     "StoreError",
     "StoreUnavailableError",
@@ -41,9 +44,13 @@ __all__ = [
 ]
 
 
+_FROM_OPS = frozenset({"LinearRegression", "Ridge"})
+
+
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        value = getattr(importlib.import_module("lepton_dask.store"), name)
+        where = "lepton_dask.ops" if name in _FROM_OPS else "lepton_dask.store"
+        value = getattr(importlib.import_module(where), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

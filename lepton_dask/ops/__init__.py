@@ -9,6 +9,7 @@ from lepton_dask.ops._backend import (
     to_numpy,
 )
 from lepton_dask.ops.kmeans import KMeans
+from lepton_dask.ops.linear import LinearRegression, Ridge
 from lepton_dask.ops.logistic import LogisticRegression
 from lepton_dask.ops.moments import (
     ColumnMoments,
@@ -25,7 +26,9 @@ __all__ = [
     "PCA",
     "ColumnMoments",
     "KMeans",
+    "LinearRegression",
     "LogisticRegression",
+    "Ridge",
     "StandardScaler",
     "array_module",
     "column_moments",

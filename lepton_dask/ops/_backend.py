@@ -14,6 +14,8 @@ import dask
 import dask.array as da
 import numpy as np
 
+from lepton_dask._client import current_client
+
 
 def array_module(x: Any):
     """numpy, or cupy when ``x`` is a cupy array (without importing cupy otherwise).
@@ -164,8 +166,6 @@ def persist_on(x: Any, resources: dict[str, float] | None, client: Any = None) -
     array([1., 1., 1.])
     """
     if client is None:
-        from lepton_dask.ops._blocks import current_client
-
         client = current_client()
     if client is None:
         return x.persist()

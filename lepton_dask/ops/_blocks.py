@@ -19,17 +19,8 @@ import dask
 import dask.array as da
 import numpy as np
 
+from lepton_dask._client import current_client
 from lepton_dask.ops._backend import _gpu_annotations, aligned, is_gpu_array, to_numpy
-
-
-def current_client():
-    """The active ``distributed.Client``, or None."""
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
 
 
 def _add(*parts: Any) -> Any:

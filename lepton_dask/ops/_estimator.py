@@ -9,20 +9,14 @@ import dask.array as da
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from lepton_dask.ops._validation import as_dask_2d, check_n_features
+from lepton_dask.ops._validation import validate_X
 
 
 def fitted_input(est: Any, X: Any) -> tuple[da.Array, bool]:
-    """Check ``est`` is fitted and ``X`` has its number of features."""
+    """Check ``est`` is fitted and ``X`` is valid input with its number of
+    features (scikit-learn's messages); ``(Dask array, was_dask)``."""
     check_is_fitted(est)
-    X, was_dask = as_dask_2d(X)
-    check_n_features(est.n_features_in_, X)
-    return X, was_dask
-
-
-def map_rows(X: da.Array, fn, *args, **kwargs) -> da.Array:
-    """``X.map_blocks(fn, *args, **kwargs)`` (row-wise results of estimators)."""
-    return X.map_blocks(fn, *args, **kwargs)
+    return validate_X(est, X, reset=False)
 
 
 def finish(result: da.Array, was_dask: bool) -> Any:

@@ -1,4 +1,9 @@
-"""Input checks shared by the operations and estimators."""
+"""Input checks shared by the operations and estimators.
+
+Estimators check in-memory input with scikit-learn's own ``validate_data``
+(so its messages, feature names and ``n_features_in_`` come for free) and
+Dask input with the same messages here, without computing it.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,58 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from lepton_dask.ops._backend import array_module, to_numpy
 
-def as_dask_2d(X: Any, name: str = "X") -> tuple[da.Array, bool]:
+
+def _is_cupy(X: Any) -> bool:
+    return type(X).__module__.split(".", 1)[0] == "cupy"
+
+
+def check_numeric_dtype(dtype: np.dtype, name: str = "X") -> None:
+    """``TypeError`` for strings and bytes; ``ValueError`` for complex numbers
+    (scikit-learn's message)."""
+    if dtype.kind in "USV":
+        raise TypeError(
+            f"{name} has dtype {dtype}; expected a numeric (bool, integer or "
+            "float) array"
+        )
+    if dtype.kind == "c":
+        raise ValueError("Complex data not supported")
+
+
+def check_shape(shape: tuple, name: str = "X", min_samples: int = 1) -> None:
+    """scikit-learn's messages for non-2-D and empty arrays, naming the shape.
+
+    >>> check_shape((0, 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: Found array with 0 sample(s) (shape=(0, 3)) while a minimum of 1 is required.
+    """
+    if len(shape) != 2:
+        raise ValueError(
+            f"Expected 2D array, got {len(shape)}D array instead (shape={shape}). "
+            f"Reshape your data either using {name}.reshape(-1, 1) if your data "
+            f"has a single feature or {name}.reshape(1, -1) if it contains a single "
+            "sample."
+        )
+    if shape[0] < min_samples:
+        raise ValueError(
+            f"Found array with {shape[0]} sample(s) (shape={shape}) while a "
+            f"minimum of {min_samples} is required."
+        )
+    if shape[1] < 1:
+        raise ValueError(
+            f"Found array with {shape[1]} feature(s) (shape={shape}) while a "
+            "minimum of 1 is required."
+        )
+
+
+def as_dask_2d(X: Any, name: str = "X", min_samples: int = 1) -> tuple[da.Array, bool]:
     """``X`` as a 2-D floating Dask array with one chunk along columns.
 
     Returns ``(array, was_dask)``. numpy input is wrapped (not copied) in row
-    chunks of about 128 MiB. Raises ``TypeError`` for non-numeric dtypes and
-    ``ValueError`` for anything that is not 2-D.
+    chunks of about 128 MiB. Raises ``TypeError`` for strings, ``ValueError``
+    for complex numbers, anything that is not 2-D, and empty arrays.
 
     >>> a, was_dask = as_dask_2d(np.ones((3, 2), dtype=int))
     >>> a.dtype, a.chunks, was_dask
@@ -22,21 +72,20 @@ def as_dask_2d(X: Any, name: str = "X") -> tuple[da.Array, bool]:
     """
     was_dask = isinstance(X, da.Array)
     if not was_dask:
-        if type(X).__module__.split(".", 1)[0] == "cupy":
+        if _is_cupy(X):
             X = da.from_array(X, chunks=(-1, -1), asarray=False)
             was_dask = True
         else:
             X = np.asarray(X)
+    check_numeric_dtype(X.dtype, name)
     if X.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name} has dtype {X.dtype}; expected a numeric (bool, integer or "
-            "float) array"
-        )
-    if X.ndim != 2:
-        raise ValueError(
-            f"{name} must be 2-D (samples x features), got shape {X.shape}; "
-            "reshape a single feature with X.reshape(-1, 1)"
-        )
+        if was_dask:
+            raise TypeError(
+                f"{name} has dtype {X.dtype}; expected a numeric (bool, integer or "
+                "float) array"
+            )
+        X = X.astype(np.float64)  # object arrays of numbers (TypeError otherwise)
+    check_shape(X.shape, name, min_samples)
     if X.dtype.kind != "f":
         X = X.astype(np.float64)
     if not was_dask:
@@ -50,20 +99,64 @@ def as_dask_2d(X: Any, name: str = "X") -> tuple[da.Array, bool]:
     return X, was_dask
 
 
+def validate_X(
+    est: Any, X: Any, *, reset: bool, min_samples: int = 1
+) -> tuple[da.Array, bool]:
+    """``X`` checked for ``est`` and as a Dask array: ``(array, was_dask)``.
+
+    In-memory input (numpy, lists, pandas, sparse) goes through scikit-learn's
+    ``validate_data`` (its messages; ``feature_names_in_``); Dask or cupy input
+    gets the same checks here, lazily. ``reset=True`` (fit) records
+    ``n_features_in_``; ``reset=False`` checks it. NaN and infinity are left
+    to the kernels, which name the columns.
+    """
+    if not isinstance(X, da.Array) and not _is_cupy(X):
+        from sklearn.utils.validation import validate_data
+
+        dtype = getattr(X, "dtype", None)
+        if isinstance(dtype, np.dtype):
+            check_numeric_dtype(dtype)
+        X = validate_data(
+            est,
+            X,
+            reset=reset,
+            accept_sparse=False,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite=False,
+            ensure_min_samples=min_samples,
+        )
+        return as_dask_2d(X)
+    X, was_dask = as_dask_2d(X, min_samples=min_samples)
+    if reset:
+        est.n_features_in_ = X.shape[1]
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+    else:
+        check_n_features(est, X)
+    return X, was_dask
+
+
 def as_dask_y(y: Any, X: da.Array, name: str = "y") -> da.Array:
     """``y`` as a 1-D Dask array with exactly ``X``'s row chunks.
 
-    A numpy ``y`` is split like ``X``; a Dask ``y`` must match its length and
-    chunks (``ValueError`` otherwise).
+    A numpy ``y`` is split like ``X`` (a column vector warns, as in
+    scikit-learn); a Dask ``y`` must match its length and chunks
+    (``ValueError`` otherwise).
 
     >>> X, _ = as_dask_2d(np.ones((4, 2)))
     >>> as_dask_y(np.arange(4), X).chunks
     ((4,),)
     """
+    if y is None:
+        raise ValueError(
+            "This estimator requires y to be passed, but the target y is None."
+        )
     was_dask = isinstance(y, da.Array)
     if not was_dask:
-        y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
+        from sklearn.utils.validation import column_or_1d
+
+        y = column_or_1d(y, warn=True)
+    elif y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
@@ -79,12 +172,14 @@ def as_dask_y(y: Any, X: da.Array, name: str = "y") -> da.Array:
     return y
 
 
-def check_n_features(n_expected: int, X: da.Array) -> None:
-    """``ValueError`` when ``X`` has a different number of features than at fit."""
+def check_n_features(est: Any, X: Any) -> None:
+    """``ValueError`` (scikit-learn's message) when ``X`` has a different
+    number of features than at fit."""
+    n_expected = est.n_features_in_
     if X.shape[1] != n_expected:
         raise ValueError(
-            f"X has {X.shape[1]} features, but this estimator was fitted with "
-            f"{n_expected} features"
+            f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
+            f"{n_expected} features as input."
         )
 
 
@@ -112,3 +207,15 @@ def check_finite(
         f"{', '.join(names)}{more}; lepton_dask estimators do not impute: drop or "
         "fill them first (e.g. X = da.nan_to_num(X))"
     )
+
+
+def check_block_output(b: Any, out: Any) -> Any:
+    """``out`` (a predict/transform kernel's result on block ``b``), after a
+    check that it is finite; if not, ``ValueError`` naming the columns of
+    ``b`` that hold NaN or infinity. NaN and inf in a row always reach its
+    output, so a finite output means a finite block: the full check of the
+    input runs only then (an overflow on finite input passes)."""
+    xp = array_module(out)
+    if not bool(xp.isfinite(out).all()):
+        check_finite(to_numpy((~array_module(b).isfinite(b)).sum(axis=0)))
+    return out

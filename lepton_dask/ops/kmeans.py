@@ -12,8 +12,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from lepton_dask.ops._backend import aligned, array_module, sub_block_rows, to_numpy
 from lepton_dask.ops._blocks import RowBlocks
-from lepton_dask.ops._estimator import finish, fitted_input, map_rows
-from lepton_dask.ops._validation import as_dask_2d, check_finite
+from lepton_dask.ops._estimator import finish, fitted_input
+from lepton_dask.ops._validation import check_block_output, check_finite, validate_X
 from lepton_dask.ops.moments import _block_moments, _finish_moments, _merge_moments
 
 
@@ -75,7 +75,9 @@ def _labels_block(b: Any, centers: np.ndarray) -> Any:
     step = sub_block_rows(b)
     out = xp.empty(b.shape[0], dtype=np.int32)
     for s in range(0, b.shape[0], step):
-        out[s : s + step] = _partial_sq_dist(b[s : s + step], C, c2).argmin(axis=1)
+        xs = b[s : s + step]
+        dist = check_block_output(xs, _partial_sq_dist(xs, C, c2))
+        out[s : s + step] = dist.argmin(axis=1)
     return out
 
 
@@ -83,7 +85,7 @@ def _distances_block(b: Any, centers: np.ndarray) -> Any:
     b = aligned(b)
     xp = array_module(b)
     C = xp.asarray(centers)
-    return xp.sqrt(_sq_dist(b, C, (C * C).sum(axis=1), xp))
+    return check_block_output(b, xp.sqrt(_sq_dist(b, C, (C * C).sum(axis=1), xp)))
 
 
 # -- k-means|| (Bahmani et al. 2012) ----------------------------------------------------
@@ -243,7 +245,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> KMeans:
         """Cluster ``X`` (samples x features)."""
-        X, was_dask = as_dask_2d(X)
+        X, was_dask = validate_X(self, X, reset=True)
         k = self.n_clusters
         if not (isinstance(k, int | np.integer) and k >= 1):
             raise ValueError(f"n_clusters must be a positive int, got {k!r}")
@@ -268,8 +270,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 new[nz] = sums[nz] / counts[nz, None]
                 shift = float(((new - centers) ** 2).sum())
                 if self.verbose:  # the inertia of the centers this pass assigned to
+                    inertia = max(partial + sq_norms, 0.0)
                     print(
-                        f"Iteration {it - 1}, inertia {max(partial + sq_norms, 0.0):.10g}, "
+                        f"Iteration {it - 1}, inertia {inertia:.10g}, "
                         f"center shift {shift:.3g} (tol {tol:.3g})",
                         flush=True,
                     )
@@ -290,7 +293,6 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.cluster_centers_ = centers
         self.inertia_ = float(inertia)
         self.n_iter_ = n_iter
-        self.n_features_in_ = X.shape[1]
         self.labels_ = labels if was_dask else np.asarray(labels.compute())
         return self
 
@@ -338,16 +340,15 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     def predict(self, X: Any) -> Any:
         """Index of the nearest center for each row."""
         X, was_dask = fitted_input(self, X)
-        out = map_rows(
-            X, _labels_block, self.cluster_centers_, drop_axis=1, dtype=np.int32
+        out = X.map_blocks(
+            _labels_block, self.cluster_centers_, drop_axis=1, dtype=np.int32
         )
         return finish(out, was_dask)
 
     def transform(self, X: Any) -> Any:
         """Distances to every center."""
         X, was_dask = fitted_input(self, X)
-        out = map_rows(
-            X,
+        out = X.map_blocks(
             _distances_block,
             self.cluster_centers_,
             chunks=(X.chunks[0], (self.n_clusters,)),

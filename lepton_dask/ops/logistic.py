@@ -1,10 +1,11 @@
-"""Binary logistic regression with an L2 penalty, trained over Dask arrays."""
+"""Logistic regression with an L2 penalty (binomial or multinomial), over Dask arrays."""
 
 from __future__ import annotations
 
 import warnings
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import scipy.optimize
@@ -19,8 +20,13 @@ from lepton_dask.ops._backend import (
     to_numpy,
 )
 from lepton_dask.ops._blocks import RowBlocks
-from lepton_dask.ops._estimator import finish, fitted_input, map_rows
-from lepton_dask.ops._validation import as_dask_2d, as_dask_y, check_finite
+from lepton_dask.ops._estimator import finish, fitted_input
+from lepton_dask.ops._validation import (
+    as_dask_y,
+    check_block_output,
+    check_finite,
+    validate_X,
+)
 
 
 def _nonfinite(b: Any, yb: Any) -> np.ndarray:
@@ -90,27 +96,95 @@ def _hessian(b: Any, yb: Any, w: np.ndarray, intercept: float) -> tuple:
     return loss, to_numpy(g), gb, to_numpy(hww), to_numpy(hwb), hbb
 
 
-def _decision_block(b: Any, coef: np.ndarray, intercept: float) -> Any:
+def _softmax_loss_grad(b: Any, yb: Any, W: np.ndarray, intercept: np.ndarray):
+    """Sum over a block of the multinomial loss ``logsumexp(z) - z_y`` and its
+    gradient (``W``: classes x features, ``yb``: class codes), fused over
+    cache-sized sub-blocks like :func:`_loss_grad`."""
     b = aligned(b)
     xp = array_module(b)
-    return b @ xp.asarray(coef) + intercept
+    Wt = xp.ascontiguousarray(xp.asarray(W).T)
+    c = xp.asarray(intercept)
+    k, d = W.shape
+    loss = 0.0
+    g = xp.zeros((k, d))
+    gb = xp.zeros(k)
+    step = sub_block_rows(b)
+    for s in range(0, b.shape[0], step):
+        xs, ys = b[s : s + step], yb[s : s + step].astype(np.int64)
+        z = xs @ Wt
+        z += c
+        zmax = z.max(axis=1, keepdims=True)
+        e = xp.exp(z - zmax)
+        tot = e.sum(axis=1, keepdims=True)
+        zy = xp.take_along_axis(z, ys[:, None], axis=1)
+        loss += float((xp.log(tot) + zmax - zy).sum())
+        e /= tot  # probabilities; minus the one-hot labels: the gradient in z
+        e[xp.arange(xs.shape[0]), ys] -= 1.0
+        g += e.T @ xs
+        gb += e.sum(axis=0)
+    return loss, to_numpy(g), to_numpy(gb)
 
 
-def _proba_block(b: Any, coef: np.ndarray, intercept: float) -> Any:
+def _encode(yb: Any, classes: np.ndarray) -> np.ndarray:
+    """Class codes (index in ``classes``) of a block of labels, as floats."""
+    return np.searchsorted(classes, to_numpy(yb)).astype(np.float64)
+
+
+def _decision_block(b: Any, coef: np.ndarray, intercept: np.ndarray) -> Any:
+    """Scores ``X W^T + c``: 1-D for a binary model (one row of ``coef``)."""
     b = aligned(b)
     xp = array_module(b)
-    p = _sigmoid(b @ xp.asarray(coef) + intercept, xp)
-    return xp.stack([1.0 - p, p], axis=1)
+    z = b @ xp.asarray(coef).T + xp.asarray(intercept)
+    return check_block_output(b, z[:, 0] if coef.shape[0] == 1 else z)
+
+
+def _proba_block(b: Any, coef: np.ndarray, intercept: np.ndarray) -> Any:
+    z = _decision_block(b, coef, intercept)
+    xp = array_module(z)
+    if z.ndim == 1:
+        p = _sigmoid(z, xp)
+        return xp.stack([1.0 - p, p], axis=1)
+    e = xp.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _predict_block(b: Any, coef: np.ndarray, intercept: np.ndarray, classes) -> Any:
+    z = to_numpy(_decision_block(b, coef, intercept))
+    return classes[(z > 0).astype(int) if z.ndim == 1 else z.argmax(axis=1)]
+
+
+def _classes(y: Any) -> np.ndarray:
+    """The sorted distinct labels, checked to be classes (scikit-learn's
+    ``Unknown label type`` for a continuous target)."""
+    from sklearn.utils.multiclass import check_classification_targets
+
+    if isinstance(y, da.Array):
+        classes = np.unique(to_numpy(da.unique(y).compute()))
+    else:
+        classes = np.unique(y)
+    check_classification_targets(classes)
+    if classes.size < 2:
+        raise ValueError(
+            "This solver needs samples of at least 2 classes in the data, but the "
+            f"data contains only one class: {classes[0]!r}"
+        )
+    return classes
 
 
 class LogisticRegression(ClassifierMixin, BaseEstimator):
-    """Binary logistic regression with an L2 penalty, over Dask arrays.
+    """Logistic regression with an L2 penalty, over Dask arrays.
 
-    Minimizes scikit-learn's objective exactly::
+    Minimizes scikit-learn's objective exactly: for two classes the binomial
+    loss::
 
         mean_i [log(1 + exp(z_i)) - y_i z_i] + ||w||^2 / (2 C n),   z = X w + b
 
-    (the intercept is not penalized), so it converges to the same optimum as
+    and for more the multinomial (softmax) loss, one row of ``W`` per class::
+
+        mean_i [logsumexp(z_i) - z_i,y_i] + ||W||_F^2 / (2 C n),   z = X W^T + b
+
+    (intercepts are not penalized), with the same parameter layout as
+    scikit-learn's lbfgs path, so it converges to the same optimum as
     ``sklearn.linear_model.LogisticRegression``. ``solver="lbfgs"`` drives
     SciPy's L-BFGS-B with scikit-learn's settings; ``solver="newton"`` takes
     full Newton steps with a backtracking line search (fewer, heavier passes).
@@ -128,15 +202,17 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         Stop when the largest gradient component is below ``tol``.
     max_iter : int
     solver : {"lbfgs", "newton"}
+        ``"newton"`` is for two classes (its Hessian grows with the square of
+        the number of classes); ``"lbfgs"`` takes any number.
     verbose : int
         With ``verbose >= 1``, one line per iteration on stdout (objective and
         largest gradient component), like scikit-learn's ``verbose``.
 
     Attributes
     ----------
-    coef_ : ndarray of shape (1, n_features)
-    intercept_ : ndarray of shape (1,)
-    classes_ : ndarray of shape (2,)
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    classes_ : ndarray of shape (n_classes,)
     n_iter_ : ndarray of shape (1,)
     n_features_in_ : int
 
@@ -178,35 +254,44 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
             raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
 
     def fit(self, X: Any, y: Any) -> LogisticRegression:
-        """Fit on ``X`` (samples x features) and binary labels ``y``."""
+        """Fit on ``X`` (samples x features) and class labels ``y`` (any
+        number of classes; strings or numbers)."""
         self._validate_params_()
-        X, _ = as_dask_2d(X)
+        X, _ = validate_X(self, X, reset=True)
         y = as_dask_y(y, X)
-        classes = np.unique(to_numpy(y.compute()) if isinstance(y, da.Array) else y)
-        if classes.size != 2:
+        classes = _classes(y)
+        if classes.size > 2 and self.solver == "newton":
             raise ValueError(
-                f"LogisticRegression is binary: y must hold exactly 2 classes, got "
-                f"{classes.size} ({classes[:5]})"
+                f"solver='newton' fits two classes, y has {classes.size}; use "
+                "solver='lbfgs' (multinomial)"
             )
-        y01 = (y == classes[1]).astype(X.dtype)
-        rb = RowBlocks(X, y01)
+        codes = y.map_blocks(_encode, classes, dtype=np.float64)
+        n, d = X.shape
+        reg = 1.0 / (self.C * n)
+        rb = RowBlocks(X, codes.astype(X.dtype))
         try:
             bad_x, _bad_y = rb.map_reduce(_nonfinite)
             check_finite(bad_x)
-            n, d = X.shape
-            reg = 1.0 / (self.C * n)
-            w0 = np.zeros(d + 1)
-            if self.solver == "lbfgs":
-                w, n_iter = self._lbfgs(rb, w0, n, reg)
+            if classes.size > 2:
+                w, n_iter = self._lbfgs(rb, n, reg, classes.size, d)
+                W = w.reshape((classes.size, -1), order="F")
+                coef, intercept = W[:, :d], W[:, d] if self.fit_intercept else None
             else:
-                w, n_iter = self._newton(rb, w0, n, reg)
+                w0 = np.zeros(d + 1)
+                if self.solver == "lbfgs":
+                    w, n_iter = self._lbfgs(rb, n, reg, 1, d)
+                else:
+                    w, n_iter = self._newton(rb, w0, n, reg)
+                coef, intercept = w[None, :d], w[d:]
         finally:
             rb.release()
         self.classes_ = classes
-        self.coef_ = w[None, :d]
-        self.intercept_ = np.array([w[d] if self.fit_intercept else 0.0])
+        self.coef_ = np.ascontiguousarray(coef)
+        k = coef.shape[0]
+        self.intercept_ = (
+            np.array(intercept, dtype=float) if self.fit_intercept else np.zeros(k)
+        )
         self.n_iter_ = np.array([n_iter])
-        self.n_features_in_ = d
         return self
 
     def _objective(self, rb: RowBlocks, w: np.ndarray, n: int, reg: float):
@@ -227,11 +312,36 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
                 flush=True,
             )
 
-    def _lbfgs(self, rb, w0, n, reg):
+    def _softmax_objective(self, rb: RowBlocks, w, n: int, reg: float, k: int):
+        """Multinomial objective and gradient; ``w``: scikit-learn's layout,
+        the (classes x (features + intercept)) matrix raveled in F order."""
+        W = w.reshape((k, -1), order="F")
+        d = W.shape[1] - int(self.fit_intercept)
+        coef = W[:, :d]
+        c = W[:, d] if self.fit_intercept else np.zeros(k)
+        loss, gw, gb = rb.map_reduce(_softmax_loss_grad, coef, c)
+        f = loss / n + 0.5 * reg * float((coef * coef).sum())
+        G = np.empty_like(W)
+        G[:, :d] = gw / n + reg * coef
+        if self.fit_intercept:
+            G[:, d] = gb / n
+        return f, G.ravel(order="F")
+
+    def _lbfgs(self, rb, n, reg, k, d):
+        """L-BFGS-B with scikit-learn's settings; ``k``: 1 for the binomial
+        loss (``w``: coefficients then intercept), else the number of classes
+        (multinomial)."""
         last: dict[str, Any] = {}
+        if k == 1:
+            w0 = np.zeros(d + 1)
+        else:
+            w0 = np.zeros(k * (d + int(self.fit_intercept)))
 
         def objective(w):
-            last["f"], last["g"] = self._objective(rb, w, n, reg)
+            if k == 1:
+                last["f"], last["g"] = self._objective(rb, w, n, reg)
+            else:
+                last["f"], last["g"] = self._softmax_objective(rb, w, n, reg, k)
             return last["f"], last["g"]
 
         def callback(intermediate_result):
@@ -299,48 +409,58 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         return w, self.max_iter
 
     def decision_function(self, X: Any) -> Any:
-        """Signed distance to the decision boundary (lazy for Dask input)."""
+        """Scores (lazy for Dask input): the signed distance to the decision
+        boundary for two classes, one column per class for more."""
         X, was_dask = fitted_input(self, X)
-        out = map_rows(
-            X,
-            _decision_block,
-            self.coef_[0],
-            float(self.intercept_[0]),
-            drop_axis=1,
-            dtype=X.dtype,
+        k = self.coef_.shape[0]
+        kw = {"drop_axis": 1} if k == 1 else {"chunks": (X.chunks[0], (k,))}
+        out = X.map_blocks(
+            _decision_block, self.coef_, self.intercept_, dtype=X.dtype, **kw
         )
         return finish(out, was_dask)
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, columns ordered as ``classes_``."""
         X, was_dask = fitted_input(self, X)
-        out = map_rows(
-            X,
+        out = X.map_blocks(
             _proba_block,
-            self.coef_[0],
-            float(self.intercept_[0]),
-            chunks=(X.chunks[0], (2,)),
+            self.coef_,
+            self.intercept_,
+            chunks=(X.chunks[0], (self.classes_.size,)),
             dtype=X.dtype,
         )
         return finish(out, was_dask)
 
+    def predict_log_proba(self, X: Any) -> Any:
+        """Logarithm of :meth:`predict_proba`."""
+        p = self.predict_proba(X)
+        return da.log(p) if isinstance(p, da.Array) else np.log(p)
+
     def predict(self, X: Any) -> Any:
         """Predicted class labels."""
-        scores = self.decision_function(X)
-        classes = self.classes_
-        if isinstance(scores, da.Array):
-            return scores.map_blocks(
-                lambda s: classes[(to_numpy(s) > 0).astype(int)], dtype=classes.dtype
-            )
-        return classes[(scores > 0).astype(int)]
+        X, was_dask = fitted_input(self, X)
+        out = X.map_blocks(
+            _predict_block,
+            self.coef_,
+            self.intercept_,
+            self.classes_,
+            drop_axis=1,
+            dtype=self.classes_.dtype,
+            meta=np.empty(0, dtype=self.classes_.dtype),
+        )
+        return finish(out, was_dask)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Mean accuracy on ``X``, ``y``."""
-        if sample_weight is not None:
-            raise NotImplementedError("sample_weight is not supported")
+        """Mean accuracy on ``X``, ``y`` (weighted by ``sample_weight``)."""
         pred = self.predict(X)
-        if isinstance(pred, da.Array):
-            Xd, _ = as_dask_2d(X)
-            yd = as_dask_y(y, Xd)
-            return float((pred == yd).mean().compute())
-        return float(np.mean(pred == np.asarray(y)))
+        if not isinstance(pred, da.Array):
+            from sklearn.metrics import accuracy_score
+
+            return float(accuracy_score(y, pred, sample_weight=sample_weight))
+        yd = as_dask_y(y, pred[:, None])
+        hit = (pred == yd).astype(float)
+        if sample_weight is None:
+            return float(hit.mean().compute())
+        w = as_dask_y(sample_weight, pred[:, None], "sample_weight")
+        num, den = dask.compute((hit * w).sum(), w.sum())
+        return float(num / den)

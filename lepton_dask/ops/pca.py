@@ -10,8 +10,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from lepton_dask.ops._backend import aligned, array_module, to_numpy
 from lepton_dask.ops._blocks import RowBlocks
-from lepton_dask.ops._estimator import finish, fitted_input, map_rows
-from lepton_dask.ops._validation import as_dask_2d, check_finite
+from lepton_dask.ops._estimator import finish, fitted_input
+from lepton_dask.ops._validation import (
+    as_dask_2d,
+    check_block_output,
+    check_finite,
+    validate_X,
+)
 from lepton_dask.ops.moments import _block_moments, _finish_moments, _merge_moments
 
 
@@ -46,7 +51,7 @@ def _transform_block(b: Any, mean: np.ndarray, components: np.ndarray, scale) ->
     out = (b - xp.asarray(mean)) @ xp.asarray(components).T
     if scale is not None:
         out = out / xp.asarray(scale)
-    return out
+    return check_block_output(b, out)
 
 
 class PCA(TransformerMixin, BaseEstimator):
@@ -90,10 +95,9 @@ class PCA(TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> PCA:
         """Fit the model on ``X`` (samples x features)."""
-        X, _ = as_dask_2d(X)
+        # (one sample has no variance: scikit-learn's message for too few rows)
+        X, _ = validate_X(self, X, reset=True, min_samples=2)
         n, d = X.shape
-        if n < 2:
-            raise ValueError(f"PCA needs at least 2 samples, got {n}")
         rb = RowBlocks(X)
         try:
             m = _finish_moments(rb.map_reduce(_block_moments, merge=_merge_moments))
@@ -115,7 +119,6 @@ class PCA(TransformerMixin, BaseEstimator):
         self.noise_variance_ = float(var[k:].mean()) if k < min(n, d) else 0.0
         self.n_components_ = k
         self.n_samples_ = n
-        self.n_features_in_ = d
         return self
 
     def _n_components(self, var: np.ndarray, total: float, n: int, d: int) -> int:
@@ -139,8 +142,7 @@ class PCA(TransformerMixin, BaseEstimator):
         """Project ``X`` on the components (lazy for Dask input)."""
         X, was_dask = fitted_input(self, X)
         scale = np.sqrt(self.explained_variance_) if self.whiten else None
-        out = map_rows(
-            X,
+        out = X.map_blocks(
             _transform_block,
             self.mean_,
             self.components_,
@@ -159,12 +161,16 @@ class PCA(TransformerMixin, BaseEstimator):
         comps = self.components_
         if self.whiten:
             comps = comps * np.sqrt(self.explained_variance_)[:, None]
-        out = map_rows(
-            Z,
-            lambda b, c, m: b @ array_module(b).asarray(c) + array_module(b).asarray(m),
+        out = Z.map_blocks(
+            _inverse_block,
             comps,
             self.mean_,
             chunks=(Z.chunks[0], (self.n_features_in_,)),
             dtype=Z.dtype,
         )
         return finish(out, was_dask)
+
+
+def _inverse_block(b: Any, components: np.ndarray, mean: np.ndarray) -> Any:
+    xp = array_module(b)
+    return b @ xp.asarray(components) + xp.asarray(mean)

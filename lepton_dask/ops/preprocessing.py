@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from lepton_dask.ops._estimator import finish, fitted_input, map_rows
-from lepton_dask.ops._validation import as_dask_2d, check_finite
+from lepton_dask.ops._backend import array_module
+from lepton_dask.ops._estimator import finish, fitted_input
+from lepton_dask.ops._validation import check_block_output, check_finite, validate_X
 from lepton_dask.ops.moments import _scale, column_moments, safe_scale
 
 
@@ -48,11 +49,10 @@ class StandardScaler(TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> StandardScaler:
         """Compute the mean and standard deviation of each feature."""
-        X, was_dask = as_dask_2d(X)
+        X, was_dask = validate_X(self, X, reset=True)
         lazy = column_moments(X)
         m = lazy.compute() if was_dask else lazy.compute(scheduler="threads")
         check_finite(m.nonfinite_count)
-        self.n_features_in_ = X.shape[1]
         self.n_samples_seen_ = m.count
         self.mean_ = m.mean if self.with_mean else None
         self.var_ = m.var if self.with_std else None
@@ -68,17 +68,21 @@ class StandardScaler(TransformerMixin, BaseEstimator):
         """Standardize ``X`` (lazy for Dask input)."""
         X, was_dask = fitted_input(self, X)
         mean, scale = self._params(X.shape[1])
-        return finish(map_rows(X, _scale, mean, scale, dtype=X.dtype), was_dask)
+        return finish(
+            X.map_blocks(_checked_scale, mean, scale, dtype=X.dtype), was_dask
+        )
 
     def inverse_transform(self, X: Any) -> Any:
         """Undo :meth:`transform`."""
         X, was_dask = fitted_input(self, X)
         mean, scale = self._params(X.shape[1])
-        return finish(map_rows(X, _unscale, mean, scale, dtype=X.dtype), was_dask)
+        return finish(X.map_blocks(_unscale, mean, scale, dtype=X.dtype), was_dask)
+
+
+def _checked_scale(b, mean, scale):
+    return check_block_output(b, _scale(b, mean, scale))
 
 
 def _unscale(b, mean, scale):
-    from lepton_dask.ops._backend import array_module
-
     xp = array_module(b)
     return b * xp.asarray(scale) + xp.asarray(mean)

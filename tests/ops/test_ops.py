@@ -377,9 +377,12 @@ def test_wrong_number_of_features_at_predict(est):
     est.fit(x, y)
     method = getattr(est, "predict", None) or est.transform
     with pytest.raises(
-        ValueError, match="X has 4 features, but this estimator was fitted with 3"
+        ValueError,
+        match=f"X has 4 features, but {type(est).__name__} is expecting 3 features",
     ):
         method(np.ones((5, 4)))
+    with pytest.raises(ValueError, match="X has 4 features"):  # Dask input: eager
+        method(da.ones((5, 4), chunks=(2, 4)))
 
 
 def test_non_numeric_input_raises_type_error():
@@ -397,8 +400,43 @@ def test_y_mismatch_raises_value_error():
     Y = da.from_array(np.arange(10) % 2, chunks=3)
     with pytest.raises(ValueError, match="do not match X's row chunks"):
         ops.LogisticRegression().fit(X, Y)
-    with pytest.raises(ValueError, match="exactly 2 classes"):
-        ops.LogisticRegression().fit(x, np.arange(10) % 3)
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        ops.LogisticRegression().fit(x, np.linspace(0, 1, 10))
+    with pytest.raises(ValueError, match="only one class"):
+        ops.LogisticRegression().fit(x, np.zeros(10))
+
+
+@pytest.mark.parametrize("dask_input", [False, True])
+def test_empty_input_raises_value_error_naming_the_shape(dask_input):
+    ests = [ops.StandardScaler(), ops.PCA(1), ops.KMeans(1), ops.LogisticRegression()]
+    for x in (np.ones((0, 3)), np.ones((3, 0))):
+        X = da.from_array(x, chunks=(2, 3)) if dask_input else x
+        for est in ests:
+            with pytest.raises(
+                ValueError, match=rf"shape=\({x.shape[0]}, {x.shape[1]}\)"
+            ):
+                est.fit(X, np.zeros(x.shape[0]))
+
+
+def test_nan_at_predict_raises_for_numpy_and_dask_input():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    y = np.arange(60) % 3
+    bad = x.copy()
+    bad[5, 1] = np.nan
+    for est in [
+        ops.StandardScaler(),
+        ops.PCA(2),
+        ops.KMeans(2),
+        ops.LogisticRegression(),
+    ]:
+        est.fit(x, y)
+        method = getattr(est, "predict", None) or est.transform
+        with pytest.raises(ValueError, match=r"NaN or infinite values in column 1"):
+            method(bad)
+        lazy = method(da.from_array(bad, chunks=(20, 3)))  # Dask: at compute
+        with pytest.raises(ValueError, match=r"NaN or infinite values in column 1"):
+            lazy.compute()
 
 
 def test_invalid_parameters():
