@@ -5,6 +5,7 @@ run twice: on a cluster they start, and against a running ``lepton-dask up``
 
 from __future__ import annotations
 
+import ast
 import base64
 import re
 import subprocess
@@ -85,8 +86,14 @@ def check_pricing(text):
     for itype in ("m6i.large", "g5.xlarge"):
         price = catalog[itype].usd_per_hour("on-demand")
         assert f"{itype} ${price:.4f}/h" in text, (itype, text[:2000])
-    # each step's tasks ran in the pool it was placed on
-    assert re.search(r"g5\.xlarge \((numpy|cupy) blocks\)", text)
+    # each step's tasks ran in the pool it was placed on (scheduler's counts)
+    lines = re.findall(r"^(\S+) \((?:numpy|cupy) blocks\):.*\n  tasks per pool: (.*)$",
+                       text, re.M)  # fmt: skip
+    assert [pool for pool, _ in lines] == ["m6i.large", "g5.xlarge"], text[:3000]
+    for pool, counts in lines:
+        for step, by_pool in ast.literal_eval(counts).items():
+            assert by_pool[pool] > 0, (pool, step, by_pool)
+            assert sum(by_pool.values()) == by_pool[pool], (pool, step, by_pool)
 
 
 @pytest.mark.timeout(300)
