@@ -24,7 +24,7 @@ CLI = [sys.executable, "-m", "lepton_dask.cli"]
 
 EXPECTED = {
     "01-quickstart": ["accuracy:", "spend $", "cost page:", "utilization"],
-    "02-adaptive-scaling-experiment": ["x oracle", "balanced w=1: $"],
+    "02-adaptive-scaling-experiment": ["online-feasible optimum", "balanced w=1: $"],
     "03-gpu-workers": ["Gram diagonal:", "k-means inertia:", "spend $", "cheaper)"],
 }
 #: images each notebook must show: 01 the spend/utilisation timeline and spend by
