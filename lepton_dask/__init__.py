@@ -13,6 +13,7 @@ from lepton_dask import config  # noqa: F401  (loads lepton.yaml into dask.confi
 from lepton_dask._version import __version__
 
 if TYPE_CHECKING:
+    from lepton_dask.cost.recording import workload
     from lepton_dask.ops import LinearRegression, Ridge
     from lepton_dask.store import (
         CollectionChangedError,
@@ -41,15 +42,19 @@ __all__ = [
     "VersionGoneError",
     "__version__",
     "redact_uri",
+    "workload",
 ]
 
 
 _FROM_OPS = frozenset({"LinearRegression", "Ridge"})
+_FROM = {"workload": "lepton_dask.cost.recording"}
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        where = "lepton_dask.ops" if name in _FROM_OPS else "lepton_dask.store"
+        where = _FROM.get(name) or (
+            "lepton_dask.ops" if name in _FROM_OPS else "lepton_dask.store"
+        )
         value = getattr(importlib.import_module(where), name)
         globals()[name] = value
         return value

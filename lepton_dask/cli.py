@@ -411,6 +411,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from lepton_dask.experiments.harness import markdown_table, run_experiments
 
+    if args.run or args.workload:
+        return _experiment_replay(args)
     traces = args.traces.split(",") if args.traces else None
     res = run_experiments(
         args.out,
@@ -431,6 +433,36 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         with open(os.path.join(args.out, "summary.md"), "w") as f:
             f.write(table + "\n")
     print(table)
+    print(f"\nwrote {args.out}/runs.csv, summary.md, pareto-*.png, timeline-*.png")
+    return 0
+
+
+def _experiment_replay(args: argparse.Namespace) -> int:
+    import warnings
+
+    from lepton_dask.experiments import replay
+    from lepton_dask.store import StoreSpec
+
+    spec = StoreSpec.from_config(args.uri, args.database)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", replay.PartialRecordingWarning)
+            if args.run:
+                trace = replay.from_run(args.run, spec)
+            else:
+                trace = replay.from_workload(args.workload, spec)
+    except replay.RecordingNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    res = replay.sweep(
+        args.out,
+        trace,
+        online=not args.clairvoyant_only,
+        time_limit=args.oracle_seconds,
+    )
+    print(res["table"])
     print(f"\nwrote {args.out}/runs.csv, summary.md, pareto-*.png, timeline-*.png")
     return 0
 
@@ -496,6 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also compare with a real LocalPoolCluster run",
     )
+    p.add_argument(
+        "--run", default=None, help="sweep a recorded run instead (its run id)"
+    )
+    p.add_argument(
+        "--workload",
+        default=None,
+        help="sweep the latest complete recorded run of this workload",
+    )
+    _add_store_args(p)
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser(

@@ -6,6 +6,7 @@ from lepton_dask.cost.ledger import Ledger
 from lepton_dask.cost.metrics import METRICS, CostCollector
 from lepton_dask.cost.monitor import CostMonitor
 from lepton_dask.cost.pricing import worker_declaration
+from lepton_dask.cost.recording import RunRecorder, workload
 from lepton_dask.cost.report import Table
 
 __all__ = [
@@ -17,9 +18,11 @@ __all__ = [
     "InstanceType",
     "Ledger",
     "Lifetime",
+    "RunRecorder",
     "Table",
     "billed_seconds",
     "load_catalog",
     "total_spend",
     "worker_declaration",
+    "workload",
 ]

@@ -38,6 +38,7 @@ from lepton_dask.cost.pricing import (  # noqa: F401  (Declaration, worker_decla
     Pricing,
     worker_declaration,
 )
+from lepton_dask.cost.recording import RunRecorder, recordings, write_recording
 from lepton_dask.cost.scaler_state import DONE_STATES, BatchTracker, ScalerState
 
 logger = logging.getLogger(__name__)
@@ -151,8 +152,10 @@ class CostMonitor(SchedulerPlugin):
         #: (six hours at the default 5 s), for the dashboard's Cost page
         self.timeline: deque[dict[str, Any]] = deque(maxlen=4320)
         self.page: str | None = None
+        #: what this run did, per task group and batch (``lepton.cost.record``)
+        self.recorder = RunRecorder(self.run_id) if cfg.get("record", True) else None
         #: unfinished work per submission batch (the scaler state's ``batches``)
-        self.batches = BatchTracker()
+        self.batches = BatchTracker(recorder=self.recorder)
 
     # -- plugin hooks --------------------------------------------------------------
     async def start(self, scheduler: Any) -> None:
@@ -277,6 +280,10 @@ class CostMonitor(SchedulerPlugin):
     def transition(
         self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any
     ) -> None:
+        if self.recorder is not None and finish in ("memory", "erred"):
+            self.recorder.transition(
+                self.scheduler, key, start, finish, kwargs, self.worker_pool
+            )
         if finish in DONE_STATES:
             self.batches.finished(
                 key,
@@ -314,6 +321,10 @@ class CostMonitor(SchedulerPlugin):
             self._pc.stop()
         for addr in list(self.lives):
             self.remove_worker(self.scheduler, addr)
+        if self.recorder is not None:
+            self.recorder.close(self.now())
+        while self._flushing:  # a periodic flush in flight: the last one follows it
+            await asyncio.sleep(0.01)
         await self._flush()
 
     # -- cluster-manager and client handlers -----------------------------------------
@@ -478,9 +489,16 @@ class CostMonitor(SchedulerPlugin):
             to_doc(self.run_id, life, now, self.minimum)
             for life in [*pending, *self.lives.values()]
         ]
+        record = (
+            self.recorder.to_doc(now)
+            if self.recorder is not None and self.recorder.batches
+            else None
+        )
         self._flushing = True
         try:
             await asyncio.to_thread(self.ledger.write, docs)
+            if record is not None:
+                await asyncio.to_thread(write_recording, self.ledger.spec, record)
             self._unflushed = self._unflushed[len(pending) :]  # (only ever appended to)
         except Exception as e:
             logger.warning("could not write the cost ledger (will retry): %s", e)
@@ -585,6 +603,13 @@ class CostMonitor(SchedulerPlugin):
             "budget_exceeded": dict(self.budget_exceeded),
             "time": now,
         }
+
+    def history(self) -> list[dict[str, Any]]:
+        """Recordings of this run's workload in the ledger's store, oldest first:
+        earlier runs of the same job, also those of earlier schedulers."""
+        if self.ledger is None or self.recorder is None:
+            return []
+        return recordings(self.ledger.spec, self.recorder.workload_key()[0])
 
     def report(self, run_id: str | None = None):
         """Spend per worker lifetime of a run (default: this one) as a table.

@@ -88,10 +88,14 @@ class BatchTracker:
     max_batches : int
         Unfinished batches reported at most (the oldest; older ones beyond it
         are still tracked and counted as unattributed work by the policy).
+    recorder : RunRecorder, optional
+        Also given each batch's new tasks
+        (:meth:`lepton_dask.cost.recording.RunRecorder.add_batch`).
     """
 
-    def __init__(self, max_batches: int = 2000):
+    def __init__(self, max_batches: int = 2000, recorder: Any = None):
         self.max_batches = max_batches
+        self.recorder = recorder
         self.batches: OrderedDict[str, _Batch] = OrderedDict()
         self.key_batch: dict[Any, tuple[str, tuple[str, str]]] = {}
         self._seq = 0
@@ -110,6 +114,7 @@ class BatchTracker:
         self._seq += 1
         bid = f"b{self._seq}"
         batch = None
+        added: list[Any] | None = [] if self.recorder is not None else None
         for key in tasks:
             if key in self.key_batch:
                 continue
@@ -129,6 +134,10 @@ class BatchTracker:
             batch.left[slot] += 1
             batch.tasks += 1
             self.key_batch[key] = (bid, slot)
+            if added is not None:
+                added.append(ts)
+        if batch is not None and added:
+            self.recorder.add_batch(added, now, batch.deadline_s, annotations)
         return None if batch is None else bid
 
     def finished(self, key: Any, compute_seconds: float = 0.0) -> None:
