@@ -467,6 +467,40 @@ def _experiment_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    import warnings
+
+    from dask.utils import parse_timedelta
+
+    from lepton_dask.experiments import replay
+    from lepton_dask.experiments.plan import format_plan, plan
+    from lepton_dask.store import StoreSpec
+
+    if not (args.workload or args.run) or not (args.deadline or args.budget):
+        print(
+            "error: plan needs --workload (or --run) and --deadline and/or --budget",
+            file=sys.stderr,
+        )
+        return 2
+    spec = StoreSpec.from_config(args.uri, args.database)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", replay.PartialRecordingWarning)
+            trace = (
+                replay.from_run(args.run, spec)
+                if args.run
+                else replay.from_workload(args.workload, spec)
+            )
+    except replay.RecordingNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    deadline = parse_timedelta(args.deadline) if args.deadline else None
+    print(format_plan(plan(trace, deadline=deadline, budget=args.budget)))
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``lepton-dask`` argument parser (every command has ``--help``)."""
@@ -538,6 +572,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_store_args(p)
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser(
+        "plan", help="recommend pools and SLO settings for a recorded workload"
+    )
+    p.add_argument("--workload", default=None, help="a recorded workload")
+    p.add_argument("--run", default=None, help="or one recorded run id")
+    p.add_argument("--deadline", default=None, help="per batch, e.g. 20m or 1200")
+    p.add_argument("--budget", type=float, default=None, help="total USD of a run")
+    _add_store_args(p)
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
         "up", help="run the service (MongoDB, scheduler, workers, dashboard)"

@@ -466,10 +466,20 @@ class SLOPolicy:
                 return False
             if self.total_usd is not None:
                 t = capacity(n_new).time_for(sum(d.work for d in dues))
-                extra = sum(
-                    p.usd_per_hour * max(t, view.minimum_billing) for p in slots[:n_new]
+                # spend_usd already bills each live worker its minimum; running
+                # on for t seconds adds what exceeds it, new workers add theirs
+                m = view.minimum_billing
+                more = sum(
+                    view.pools[w.pool].usd_per_hour
+                    * (
+                        max(view.now + t - w.billed_since, m)
+                        - max(view.now - w.billed_since, m)
+                    )
+                    for w in view.workers
+                    if w.pool in view.pools
                 )
-                if view.spend_usd + (rate_now * t + extra) / 3600.0 > self.total_usd:
+                extra = sum(p.usd_per_hour * max(t, m) for p in slots[:n_new])
+                if view.spend_usd + (more + extra) / 3600.0 > self.total_usd:
                     return n_new == 0
             return True
 

@@ -105,6 +105,10 @@ class Simulator:
     horizon : float, optional
         Stop after this long even if workers remain (default: when the last
         task is done and every worker has been released, or ten minutes later).
+    stall_s : float
+        End an unfinished run after this long with work left, no more
+        arrivals and no worker running or starting (a policy that will not
+        launch one); ``tasks_done`` then falls short of the trace.
 
     Examples
     --------
@@ -130,6 +134,7 @@ class Simulator:
         horizon: float | None = None,
         record_timeline: bool = True,
         hold_results: bool = False,
+        stall_s: float = 3600.0,
     ):
         self.trace = trace
         self.pools = {p.name: p for p in pools}
@@ -148,6 +153,7 @@ class Simulator:
         # the client keeps every result until the end (as a script holding its
         # futures does): the cluster then always holds data, on its oldest worker
         self.hold_results = hold_results
+        self.stall_s = float(stall_s)
 
     def run(self) -> SimResult:
         tr = self.trace
@@ -278,6 +284,7 @@ class Simulator:
         ptr = 0
         last_finish = 0.0
         end_time = None
+        stalled_since: float | None = None
         while events or ptr < n:
             next_submit = submit[order[ptr]] if ptr < n else math.inf
             if events and events[0][0] < next_submit:
@@ -391,6 +398,15 @@ class Simulator:
                 )
                 if all_done and (not workers or now >= horizon):
                     break
+                # work left, nothing more arriving, no worker up or starting:
+                # a policy that never launches (a budget below one worker's
+                # minimum, say) leaves the run unfinished rather than endless
+                if workers or ptr < n or all_done:
+                    stalled_since = None
+                elif stalled_since is None:
+                    stalled_since = now
+                elif now - stalled_since >= self.stall_s:
+                    break
                 push(now + self.interval, _TICK, None)
         for w in list(workers.values()):
             end(w, now)
@@ -466,7 +482,14 @@ class Simulator:
             "workers": arrived,
             "threads": threads,
             "minimum_billing": self.minimum,
-            "spend_usd": spent,
+            # billed so far, as the CostMonitor reports it: ended lives plus
+            # each live worker's time (at least the minimum billing period)
+            "spend_usd": spent
+            + sum(
+                w.pool.usd_per_hour * max(now - w.billed_since, self.minimum)
+                for w in workers.values()
+            )
+            / 3600.0,
             "batches": batches.state(now),
         }
 

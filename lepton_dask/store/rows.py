@@ -177,8 +177,14 @@ def _casts_exactly(arr: np.ndarray, dtype: np.dtype) -> bool:
     """
     if arr.dtype.kind not in "biuf":
         return False
-    if dtype.kind == "f" or arr.dtype.kind == "b":
+    if arr.dtype.kind == "b":
         return True
+    if dtype.kind == "f":
+        if arr.dtype.kind == "f" and dtype.itemsize >= arr.dtype.itemsize:
+            return True
+        # A narrower float: finite values must not overflow to inf.
+        with np.errstate(over="ignore"):
+            return bool((np.isfinite(arr.astype(dtype)) == np.isfinite(arr)).all())
     if dtype.kind == "b":
         return False
     info = np.iinfo(dtype)
@@ -197,9 +203,13 @@ def _unrepresentable(v: Any, dtype: np.dtype) -> str:
     """Why ``v`` cannot be stored in ``dtype`` exactly ('' when it can)."""
     if dtype.kind == "f":
         try:
-            float(v)
+            f = float(v)
         except OverflowError:
             return "is too large for"
+        if math.isfinite(f):
+            with np.errstate(over="ignore"):
+                if not np.isfinite(np.asarray(f).astype(dtype)):
+                    return "is too large for"
         return ""
     if dtype.kind == "b":
         return "" if isinstance(v, bool | np.bool_) else "is not a boolean for"

@@ -130,3 +130,44 @@ def test_partial_replays_with_a_warning_and_unknown_names_error(recorded):
         replay.from_run("no-such-run", spec)
     with pytest.raises(replay.RecordingNotFoundError, match="recorded workloads: etl"):
         replay.from_workload("no-such-job", spec)
+
+
+def test_plan_from_history(recorded):
+    from lepton_dask.experiments.plan import plan
+
+    spec, run = recorded
+    cli = [
+        sys.executable,
+        "-m",
+        "lepton_dask.cli",
+        "plan",
+        "--uri",
+        spec.uri,
+        "--database",
+        spec.database,
+        "--workload",
+        "etl",
+    ]
+    done = subprocess.run(
+        [*cli, "--deadline", "2m"], capture_output=True, text=True, timeout=100
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert f"plan for run:{run} (deadline=120)" in out
+    assert "100% of batches on time" in out and "Pareto front" in out
+    assert "apply it:" in out and "CostAwareAdaptive, policy=" in out
+    tr = replay.from_workload("etl", spec)
+    by_deadline = plan(tr, deadline=120, weights=(1.0,))
+    rec = by_deadline["recommended"]
+    on_time = [c for c in by_deadline["candidates"] if c["meets"]]
+    assert rec["meets"] and rec["cost_usd"] <= min(c["cost_usd"] for c in on_time)
+    budget = 2 * rec["cost_usd"]
+    by_budget = plan(tr, budget=budget, weights=(1.0,))["recommended"]
+    assert by_budget["meets"] and by_budget["cost_usd"] <= budget
+    missing = subprocess.run(
+        [*cli, "--deadline", "2m", "--run", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "no recording of run 'nope'" in missing.stderr

@@ -176,7 +176,7 @@ def test_requires_a_spec_cluster_and_config_policy():
     with dask.config.set(
         {"lepton.scaling.policy": "deadline", "lepton.scaling.within": None}
     ):
-        with pytest.raises(ValueError, match=r"lepton\.scaling\.within is not set"):
+        with pytest.raises(ValueError, match=r"set lepton\.scaling\.deadline, latency"):
             policy_from_config()
     with dask.config.set(
         {"lepton.scaling.policy": "budget", "lepton.scaling.budget-usd-per-hour": 2.0}
