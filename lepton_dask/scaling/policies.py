@@ -46,18 +46,18 @@ def _threads(
     """(working threads now, [(seconds until arrival, threads)] of launched
     workers still starting), weighted by speed."""
     now_t = 0.0
-    soon: list[tuple[float, float]] = []
+    soon: dict[float, float] = {}  # workers launched together arrive together
+    names = {p.name for p in pools}
     for w in view.workers:
-        p = view.pools.get(w.pool)
-        if p is None or p not in pools:
+        if w.pool not in names:
             continue
+        p = view.pools[w.pool]
         if w.arrived:
             now_t += p.threads * p.speed
         else:
-            soon.append(
-                (max(0.0, w.billed_since + p.startup_s - view.now), p.threads * p.speed)
-            )
-    return now_t, soon
+            at = max(0.0, w.billed_since + p.startup_s - view.now)
+            soon[at] = soon.get(at, 0.0) + p.threads * p.speed
+    return now_t, list(soon.items())
 
 
 EPS = 1e-6  # seconds of work below which there is no work

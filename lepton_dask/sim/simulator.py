@@ -457,7 +457,11 @@ class Simulator:
         ]
         arrived = []
         threads = 0.0
+        # billed so far, as the CostMonitor reports it: ended lives plus each
+        # live worker's time (at least the minimum billing period)
+        billed = 0.0
         for w in workers.values():
+            billed += w.pool.usd_per_hour * max(now - w.billed_since, self.minimum)
             if w.arrived:
                 arrived.append(
                     {
@@ -482,14 +486,7 @@ class Simulator:
             "workers": arrived,
             "threads": threads,
             "minimum_billing": self.minimum,
-            # billed so far, as the CostMonitor reports it: ended lives plus
-            # each live worker's time (at least the minimum billing period)
-            "spend_usd": spent
-            + sum(
-                w.pool.usd_per_hour * max(now - w.billed_since, self.minimum)
-                for w in workers.values()
-            )
-            / 3600.0,
+            "spend_usd": spent + billed / 3600.0,
             "batches": batches.state(now),
         }
 
