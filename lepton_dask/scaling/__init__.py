@@ -1,6 +1,7 @@
 """Cost-aware adaptive scaling: pure policies and the loop that applies them."""
 
 from lepton_dask.scaling.adaptive import CostAwareAdaptive
+from lepton_dask.scaling.forecast import PredictivePolicy
 from lepton_dask.scaling.model import ErnestModel
 from lepton_dask.scaling.policies import (
     BalancedPolicy,
@@ -24,6 +25,7 @@ __all__ = [
     "ErnestModel",
     "LocalPoolCluster",
     "PoolSpec",
+    "PredictivePolicy",
     "SLOPolicy",
     "StockAdaptivePolicy",
     "WorkerView",

@@ -1,0 +1,183 @@
+"""Predictive scaling: the forecast, its modes and its failure cases, in the
+real simulator (the same policy objects a scheduler runs)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from lepton_dask.scaling import PredictivePolicy, SLOPolicy
+from lepton_dask.scaling.forecast import (
+    ArrivalForecast,
+    ClockJumpWarning,
+    history_from_recordings,
+)
+from lepton_dask.scaling.state import BatchView, ClusterView, PoolSpec
+from lepton_dask.sim.simulator import Simulator
+from lepton_dask.sim.trace import Trace, sawtooth_recurring
+
+POOL = PoolSpec("cpu", threads=2, startup_s=60, max_workers=50)
+
+
+def arrivals_trace(times, tasks=60, deadline=90.0, seed=0) -> Trace:
+    """One batch of ``tasks`` ~1 s tasks at each of ``times``."""
+    rng = np.random.default_rng(seed)
+    submit, dur, burst = [], [], []
+    for b, t in enumerate(times):
+        submit += [t] * tasks
+        dur += list(rng.gamma(4.0, 0.25, tasks))
+        burst += [b] * tasks
+    n = len(submit)
+    return Trace(
+        "planted",
+        np.array(submit, float),
+        np.array(dur),
+        np.zeros(n, np.int8),
+        np.array(burst),
+        {b: deadline for b in range(len(times))},
+    )
+
+
+def simulate(trace, policy):
+    return Simulator(trace, [POOL], policy, minimum_billing=60).run()
+
+
+def test_forecast_finds_a_planted_period_and_says_when_history_is_short():
+    rng = np.random.default_rng(1)
+    cycle = [40.0, 300.0, 120.0, 900.0, 60.0]  # a period of five batches
+    f, t = ArrivalForecast(), 0.0
+    for k in range(5 * len(cycle)):
+        f.observe(t, 100.0 + 10 * (k % len(cycle)))
+        t += cycle[k % len(cycle)] * rng.uniform(0.95, 1.05)
+    lag, err = f.period()
+    assert lag == 5 and err < 0.1
+    nxt = f.next()
+    gap = cycle[(5 * len(cycle) - 1) % len(cycle)]  # the gap that comes next
+    assert nxt.earliest - f.arrivals[-1] <= gap <= nxt.latest - f.arrivals[-1]
+    assert nxt.work == pytest.approx(100.0) and nxt.cycles == 4  # batch k % 5 == 0
+    assert f.status().startswith("period of 5 batches")
+
+    # one recorded run of a workload: not enough history, and it says so
+    doc = {
+        "started": 1.7e9,
+        "groups": [{"duration": {"count": 10, "sum": 20.0}, "gpu": False}],
+        "batches": [
+            {"arrival": a, "groups": [0], "tasks": [10]} for a in (0, 40, 340, 460)
+        ],
+    }
+    hist = history_from_recordings([doc])
+    assert hist[1] == (1.7e9 + 40, 20.0)
+    policy = PredictivePolicy(SLOPolicy(deadline=90), history=hist, runs=1)
+    assert policy.forecast.next() is None
+    assert policy.forecast.status().startswith(
+        "not enough history: 4 batches from 1 run(s)"
+    )
+    view = ClusterView(now=1.7e9 + 500, pools={"cpu": POOL}, workers=[], backlog={})
+    assert "not enough history" in policy.decide(view).detail["forecast"]
+
+
+def test_histogram_windows_when_gaps_have_no_order():
+    rng = np.random.default_rng(2)
+    f, t = ArrivalForecast(), 0.0
+    for _ in range(60):
+        f.observe(t, 50.0)
+        t += rng.uniform(100.0, 1000.0)
+    assert f.period() is None and f.status().startswith("no recurring pattern")
+    nxt = f.next()
+    p5, _, p99 = f.histogram()
+    assert nxt.source == "histogram" and 100 <= p5 < p99 <= 1000
+    assert nxt.earliest == f.arrivals[-1] + p5 and nxt.latest == f.arrivals[-1] + p99
+
+
+def test_forecast_only_changes_no_decision():
+    trace = sawtooth_recurring(repeats=3)
+    plain = simulate(trace, SLOPolicy(deadline=90))
+    shadow = PredictivePolicy(SLOPolicy(deadline=90), forecast_only=True)
+    logged = simulate(trace, shadow)
+    assert [(t, d["targets"]) for t, d in plain.decisions] == [
+        (t, d["targets"]) for t, d in logged.decisions
+    ]
+    assert logged.cost_usd == plain.cost_usd
+    would = [
+        d["forecast"] for _, d in logged.decisions if "would" in d.get("forecast", "")
+    ]
+    assert would and all(d["prewarmed_workers"] == 0 for _, d in logged.decisions)
+    assert shadow.hits > 0
+
+
+def test_prewarm_reasons_and_a_cheaper_run_on_recurring_load():
+    trace = sawtooth_recurring(repeats=4)
+    plain = simulate(trace, SLOPolicy(deadline=90))
+    policy = PredictivePolicy(SLOPolicy(deadline=90))
+    r = simulate(trace, policy)
+    pattern = re.compile(
+        r"forecast: ~\d+ s of work at t=\d+ s \(in \d+-\d+ s\), "
+        r"(seen in (\d+) of the last (\d+) cycles|5th-99th percentile of \d+ "
+        r"idle gaps); pre-warm \d+ cpu"
+    )
+    reasons = [d["reason"] for _, d in r.decisions if "pre-warm" in d["reason"]]
+    assert reasons and all(pattern.search(x) for x in reasons)
+    assert any("cycles; pre-warm" in x for x in reasons)
+    assert any(d["prewarmed_workers"] > 0 for _, d in r.decisions)
+    assert r.deadline_met == 1.0 and r.cost_usd < plain.cost_usd
+    assert policy.hits > policy.misses and not policy.off
+
+
+def test_a_forecast_that_keeps_missing_switches_off_and_says_so(caplog):
+    times, t = [], 0.0
+    for k in range(16):  # a cycle of two gaps, then a pattern that changes
+        times.append(t)
+        t += 300.0 if k % 2 == 0 else 900.0
+    for _ in range(10):
+        times.append(t)
+        t += 600.0
+    policy = PredictivePolicy(SLOPolicy(deadline=90))
+    with caplog.at_level(logging.WARNING, "lepton_dask.scaling"):
+        r = simulate(arrivals_trace(times), policy)
+    assert policy.misses >= 3
+    assert "predictive scaling switched off: the forecast missed 3" in caplog.text
+    # scored on while off: the new pattern is learnt and it comes back on
+    assert "predictive scaling back on: the last 5 forecasts hit" in caplog.text
+    assert not policy.off
+    offs = [
+        d["forecast"] for _, d in r.decisions if d.get("forecast", "").startswith("off")
+    ]
+    assert offs and "missed 3 of the last" in offs[0]
+    assert r.deadline_met == 1.0
+
+
+def test_clock_jumps_warn_and_rebase():
+    f = ArrivalForecast()
+    for t in (0, 100, 200, 300):
+        f.observe(float(t), 10.0)
+    with pytest.warns(ClockJumpWarning, match="clock jump: a batch arrived at 50"):
+        f.observe(50.0, 10.0)
+    assert all(b > a for a, b in zip(f.arrivals, f.arrivals[1:], strict=False))
+    assert f.arrivals[-1] - f.arrivals[-2] == pytest.approx(100.0)
+
+    policy = PredictivePolicy(SLOPolicy(deadline=90))
+
+    def view(now):
+        batch = BatchView(str(now), now, {"cpu": 0.0}, {"cpu": 10.0}, tasks=1)
+        return ClusterView(
+            now=now, pools={"cpu": POOL}, workers=[], backlog={}, batches=[batch]
+        )
+
+    policy.decide(view(1000.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        policy.decide(view(1001.0))  # forward: no warning
+    with pytest.warns(ClockJumpWarning) as caught:
+        policy.decide(view(500.0))
+    said = " | ".join(str(w.message) for w in caught)
+    assert "now is 501.0 s before the last decision's" in said
+    assert "a batch arrived at 500.000, 501.0 s before the last arrival" in said
+
+
+def test_bad_base_is_refused():
+    with pytest.raises(TypeError, match="base must be an SLOPolicy"):
+        PredictivePolicy(object())
