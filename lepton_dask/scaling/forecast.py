@@ -337,9 +337,22 @@ class PredictivePolicy:
         from lepton_dask.store import StoreSpec
 
         spec = getattr(store, "spec", store)
-        if not isinstance(spec, StoreSpec):
+        if spec is None or isinstance(spec, str):
             spec = StoreSpec.from_config(spec)
+        if not isinstance(spec, StoreSpec):
+            raise TypeError(
+                "store must be a StoreSpec, a Ledger, a URI or None, got "
+                f"{type(store).__name__}"
+            )
         docs = recordings(spec, workload)
+        if not docs:
+            known = sorted({d.get("workload", "?") for d in recordings(spec)})[:20]
+            warnings.warn(
+                f"no recorded run of workload {workload!r}: the forecast starts "
+                f"without history (recorded workloads: {', '.join(known) or 'none'})",
+                UserWarning,
+                stacklevel=2,
+            )
         return cls(
             base, history=history_from_recordings(docs), runs=len(docs), **kwargs
         )

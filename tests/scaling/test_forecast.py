@@ -181,3 +181,58 @@ def test_clock_jumps_warn_and_rebase():
 def test_bad_base_is_refused():
     with pytest.raises(TypeError, match="base must be an SLOPolicy"):
         PredictivePolicy(object())
+
+
+def _sleep(i):
+    import time
+
+    time.sleep(0.01)
+    return i
+
+
+@pytest.mark.timeout(90)
+def test_history_survives_a_new_scheduler(mongo_uri):
+    import time
+    import uuid
+
+    from distributed import Client
+
+    import lepton_dask
+    from lepton_dask.cost import CostMonitor, Ledger
+    from lepton_dask.store._spec import StoreSpec
+    from tests.helpers import cluster_with, wait_for
+
+    spec = StoreSpec(mongo_uri, f"fc_{uuid.uuid4().hex[:8]}", 10.0)
+    ledger = Ledger(spec)
+    m1 = CostMonitor(ledger=ledger, run_id="f1", minimum_billing=0, flush_interval=0.1)
+    with cluster_with(m1) as cluster, Client(cluster) as client:
+        for k in range(4):  # four batches of the workload, 0.3 s apart
+            with lepton_dask.workload("hourly"):
+                client.gather(client.map(_sleep, range(10 * k, 10 * k + 10)))
+            time.sleep(0.3)
+        wait_for(lambda: m1.recorder.unfinished == 0, 10)
+    arrivals = [m1.recorder.started + b["arrival"] for b in m1.recorder.batches]
+    assert len(arrivals) == 4
+
+    # a second scheduler on the same store: the forecast starts with that history
+    m2 = CostMonitor(ledger=ledger, run_id="f2", minimum_billing=0, flush_interval=0.1)
+    with cluster_with(m2) as cluster, Client(cluster) as client:
+        policy = PredictivePolicy.from_ledger(SLOPolicy(deadline=60), "hourly", ledger)
+        assert policy.forecast.runs == 1
+        assert policy.forecast.arrivals == pytest.approx(arrivals, abs=1e-3)
+        assert all(w == pytest.approx(0.1, rel=0.5) for w in policy.forecast.works)
+        assert "not enough history: 4 batches from 1 run(s)" in (
+            policy.forecast.status()
+        )
+        with lepton_dask.workload("hourly"):
+            client.submit(_sleep, 1).result()
+        wait_for(lambda: len(m2.history()) == 2, 10)
+        again = PredictivePolicy.from_ledger(SLOPolicy(deadline=60), "hourly", spec)
+        assert again.forecast.runs == 2 and len(again.forecast.arrivals) == 5
+    with pytest.warns(
+        UserWarning, match="no recorded run of workload 'nightly'.*hourly"
+    ):
+        none = PredictivePolicy.from_ledger(SLOPolicy(deadline=60), "nightly", spec)
+    assert none.forecast.arrivals == [] and none.forecast.runs == 0
+    with pytest.raises(TypeError, match="store must be a StoreSpec"):
+        PredictivePolicy.from_ledger(SLOPolicy(deadline=60), "hourly", 42)
