@@ -118,6 +118,26 @@ METRICS = [
         "1 when the scaler's deadline or budget cannot be met",
     ),
     ("lepton_scaler_decisions_total", "counter", "Scaling decisions taken"),
+    (
+        "lepton_forecast_workers",
+        "gauge",
+        "Workers the predictive policy wants warm for the forecast batch",
+    ),
+    (
+        "lepton_prewarmed_workers",
+        "gauge",
+        "Workers the last decision added ahead of a forecast batch",
+    ),
+    (
+        "lepton_forecast_hits_total",
+        "counter",
+        "Forecast batches that arrived in their window",
+    ),
+    (
+        "lepton_forecast_misses_total",
+        "counter",
+        "Forecast batches that did not arrive in their window",
+    ),
 ]
 
 
@@ -227,6 +247,19 @@ def families(snapshot: dict[str, Any]) -> Iterator:
         )
         dec.add_metric([], snapshot.get("scaler_decisions", 0))
         yield dec
+        if "forecast_hits" in scaler:  # a predictive policy decides
+            for name in ("lepton_forecast_workers", "lepton_prewarmed_workers"):
+                key = name.removeprefix("lepton_")
+                yield GaugeMetricFamily(
+                    name, docs[name], value=float(scaler.get(key) or 0)
+                )
+            for name, key in (
+                ("lepton_forecast_hits_total", "forecast_hits"),
+                ("lepton_forecast_misses_total", "forecast_misses"),
+            ):
+                c = _counter(name, docs[name], [])
+                c.add_metric([], float(scaler.get(key) or 0))
+                yield c
 
 
 class CostCollector:

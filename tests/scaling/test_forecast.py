@@ -236,3 +236,32 @@ def test_history_survives_a_new_scheduler(mongo_uri):
     assert none.forecast.arrivals == [] and none.forecast.runs == 0
     with pytest.raises(TypeError, match="store must be a StoreSpec"):
         PredictivePolicy.from_ledger(SLOPolicy(deadline=60), "hourly", 42)
+
+
+def test_forecast_metrics_from_the_decision_detail():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from lepton_dask.cost.metrics import CostCollector
+    from lepton_dask.cost.monitor import CostMonitor
+
+    policy = PredictivePolicy(SLOPolicy(deadline=90))
+    r = simulate(sawtooth_recurring(repeats=3), policy)
+    prewarm = next(d for _, d in r.decisions if d["prewarmed_workers"] > 0)
+    monitor = CostMonitor(ledger=False)
+    reg = CollectorRegistry()
+    reg.register(CostCollector(monitor))
+    assert b"lepton_forecast_workers" not in generate_latest(reg)  # no scaler yet
+    monitor._handle_decision(prewarm)
+    text = generate_latest(reg).decode()
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("lepton_forecast") or line.startswith("lepton_prewarmed")
+    }
+    assert values == {
+        "lepton_forecast_workers": prewarm["forecast_workers"],
+        "lepton_prewarmed_workers": prewarm["prewarmed_workers"],
+        "lepton_forecast_hits_total": prewarm["forecast_hits"],
+        "lepton_forecast_misses_total": prewarm["forecast_misses"],
+    }
+    assert values["lepton_prewarmed_workers"] >= 1
