@@ -614,7 +614,11 @@ class SLOPolicy:
             per = p.startup_s + work / (n_cold * thr)
             cold_cost = n_cold * max(per, view.minimum_billing) * price
         else:  # a cold start cannot meet the deadline: keep as long as the gaps last
-            cold_cost = (max(view.idle_gaps) + view.minimum_billing) * n_keep * price
+            cold_cost = (
+                (max(view.idle_gaps, default=0.0) + view.minimum_billing)
+                * n_keep
+                * price
+            )
         buy = max(0.0, cold_cost - warm_cost)
         if self.keep_alive == "randomized" and view.idle_since is not None:
             if getattr(self, "_drawn_for", None) != view.idle_since:

@@ -352,6 +352,35 @@ def diurnal_days(
     )
 
 
+def nightly_etl(
+    nights: int = 5, anomalous: int = 3, jitter_s: float = 300.0, seed: int = 8
+) -> Trace:
+    """(9) A nightly ETL over ``nights`` nights: at about 02:00 (+/-
+    ``jitter_s``) an extract of 400 tasks, a transform of 200 tasks 15 minutes
+    later and a load of 40 tasks 10 minutes after that, each stage done within
+    5 minutes. Night ``anomalous`` (counted from 0; None: none) is different:
+    it starts three hours late with three times the data (a backfill)."""
+    rng = np.random.default_rng(seed)
+    stages = ((0.0, 400, 1.5), (900.0, 200, 2.0), (1500.0, 40, 3.0))
+    parts, deadline, b = [], {}, 0
+    for night in range(nights):
+        late, scale = (3 * 3600.0, 3) if night == anomalous else (0.0, 1)
+        start = night * 86400.0 + 2 * 3600.0 + late + rng.uniform(-jitter_s, jitter_s)
+        for offset, tasks, mean_s in stages:
+            n = tasks * scale
+            parts.append(
+                (np.full(n, start + offset), rng.gamma(4.0, mean_s / 4, n), "cpu", b)
+            )
+            deadline[b] = 300.0
+            b += 1
+    return _concat(
+        "nightly-etl",
+        "a nightly extract-transform-load at about 02:00, one night late and 3x larger",
+        parts,
+        deadline,
+    )
+
+
 TRACES = {
     "burst-reduce": burst_then_reduce,
     "sawtooth": sawtooth,
