@@ -206,8 +206,18 @@ def dashboard(uid: str, title: str, panels: list[dict[str, Any]]) -> dict[str, A
             }
         ],
         "__requires": [
-            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
-            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+            {
+                "type": "grafana",
+                "id": "grafana",
+                "name": "Grafana",
+                "version": "10.0.0",
+            },
+            {
+                "type": "datasource",
+                "id": "prometheus",
+                "name": "Prometheus",
+                "version": "1.0.0",
+            },
             {"type": "panel", "id": "stat", "name": "Stat", "version": ""},
             {"type": "panel", "id": "timeseries", "name": "Time series", "version": ""},
         ],
@@ -232,7 +242,7 @@ def dashboard(uid: str, title: str, panels: list[dict[str, Any]]) -> dict[str, A
             }
         ],
         "panels": laid,
-    }  # fmt: skip
+    }
 
 
 def cost_dashboard() -> dict[str, Any]:
@@ -243,12 +253,27 @@ def cost_dashboard() -> dict[str, Any]:
         "lepton-cost",
         "lepton: cost",
         [
-            panel("Spend", [(spend, "USD")], unit="currencyUSD", kind="stat", decimals=4),
-            panel("Spend rate", [(rate, "USD/h")], unit="currencyUSD", kind="stat", decimals=2),
+            panel(
+                "Spend", [(spend, "USD")], unit="currencyUSD", kind="stat", decimals=4
+            ),
+            panel(
+                "Spend rate",
+                [(rate, "USD/h")],
+                unit="currencyUSD",
+                kind="stat",
+                decimals=2,
+            ),
             panel(
                 "Cost per task",
-                [(f"sum(increase(lepton_spend_usd_total{{{POOL}}}[$__range])) / sum(increase(lepton_tasks_completed_total{{{POOL}}}[$__range]))", "USD/task")],
-                unit="currencyUSD", kind="stat", decimals=6,
+                [
+                    (
+                        f"sum(increase(lepton_spend_usd_total{{{POOL}}}[$__range])) / sum(increase(lepton_tasks_completed_total{{{POOL}}}[$__range]))",
+                        "USD/task",
+                    )
+                ],
+                unit="currencyUSD",
+                kind="stat",
+                decimals=6,
                 description="spend over tasks completed in the dashboard's time range",
             ),
             panel(
@@ -259,11 +284,23 @@ def cost_dashboard() -> dict[str, Any]:
                 mappings={"0": ("within budget", "green"), "1": ("EXCEEDED", "red")},
                 description="1 when a configured budget (per hour or total) is exceeded",
             ),
-            panel("Total budget", [(f"max(lepton_budget_usd{{{SEL}}})", "USD")], unit="currencyUSD", kind="stat", decimals=2),
+            panel(
+                "Total budget",
+                [(f"max(lepton_budget_usd{{{SEL}}})", "USD")],
+                unit="currencyUSD",
+                kind="stat",
+                decimals=2,
+            ),
             panel(
                 "Time to budget exhaustion",
-                [(f"{left} / sum(lepton_spend_rate_usd_per_hour{{{SEL}}}) * 3600", "left")],
-                unit="s", kind="stat",
+                [
+                    (
+                        f"{left} / sum(lepton_spend_rate_usd_per_hour{{{SEL}}}) * 3600",
+                        "left",
+                    )
+                ],
+                unit="s",
+                kind="stat",
                 thresholds=[(None, "red"), (3600, "orange"), (6 * 3600, "green")],
                 description="USD left of lepton.cost.budget-usd at the current spend rate",
             ),
@@ -277,11 +314,16 @@ def cost_dashboard() -> dict[str, Any]:
             panel(
                 "Spend in range",
                 [(f"sum(increase(lepton_spend_usd_total{{{POOL}}}[$__range]))", "USD")],
-                unit="currencyUSD", kind="stat", decimals=4,
+                unit="currencyUSD",
+                kind="stat",
+                decimals=4,
             ),
             panel(
                 "Spend rate vs budget",
-                [(rate, "spend rate"), (f"max(lepton_budget_usd_per_hour{{{SEL}}})", "budget")],
+                [
+                    (rate, "spend rate"),
+                    (f"max(lepton_budget_usd_per_hour{{{SEL}}})", "budget"),
+                ],
                 unit="currencyUSD",
                 description="USD per hour now, against lepton.cost.budget-usd-per-hour",
             ),
@@ -299,14 +341,20 @@ def cost_dashboard() -> dict[str, Any]:
             panel(
                 "Cost per task and per GB",
                 [
-                    (f"sum(rate(lepton_spend_usd_total{{{POOL}}}[$__rate_interval])) / sum(rate(lepton_tasks_completed_total{{{POOL}}}[$__rate_interval]))", "per task"),
-                    (f"sum(rate(lepton_spend_usd_total{{{POOL}}}[$__rate_interval])) / sum(rate(lepton_computed_bytes_total{{{POOL}}}[$__rate_interval])) * 1e9", "per GB of results"),
+                    (
+                        f"sum(rate(lepton_spend_usd_total{{{POOL}}}[$__rate_interval])) / sum(rate(lepton_tasks_completed_total{{{POOL}}}[$__rate_interval]))",
+                        "per task",
+                    ),
+                    (
+                        f"sum(rate(lepton_spend_usd_total{{{POOL}}}[$__rate_interval])) / sum(rate(lepton_computed_bytes_total{{{POOL}}}[$__rate_interval])) * 1e9",
+                        "per GB of results",
+                    ),
                 ],
                 unit="currencyUSD",
                 description="over each point's interval (not since the scheduler started)",
             ),
         ],
-    )  # fmt: skip
+    )
 
 
 def throughput_dashboard() -> dict[str, Any]:
@@ -316,31 +364,73 @@ def throughput_dashboard() -> dict[str, Any]:
         "lepton-throughput",
         "lepton: throughput",
         [
-            panel("Tasks/s", [(f"sum(rate(lepton_tasks_completed_total{{{POOL}}}[$__rate_interval]))", "tasks/s")], kind="stat", decimals=1),
-            panel("Results", [(f"sum(rate(lepton_computed_bytes_total{{{POOL}}}[$__rate_interval]))", "bytes/s")], unit="Bps", kind="stat"),
+            panel(
+                "Tasks/s",
+                [
+                    (
+                        f"sum(rate(lepton_tasks_completed_total{{{POOL}}}[$__rate_interval]))",
+                        "tasks/s",
+                    )
+                ],
+                kind="stat",
+                decimals=1,
+            ),
+            panel(
+                "Results",
+                [
+                    (
+                        f"sum(rate(lepton_computed_bytes_total{{{POOL}}}[$__rate_interval]))",
+                        "bytes/s",
+                    )
+                ],
+                unit="Bps",
+                kind="stat",
+            ),
             panel(
                 "Utilization",
                 [(f"{busy} / {paid}", "busy/paid")],
-                unit="percentunit", kind="stat",
+                unit="percentunit",
+                kind="stat",
                 description="busy over paid thread-seconds in the dashboard's time range",
             ),
-            panel("Workers", [(f"sum(dask_scheduler_workers{{{SEL}}})", "workers")], kind="stat", decimals=0),
+            panel(
+                "Workers",
+                [(f"sum(dask_scheduler_workers{{{SEL}}})", "workers")],
+                kind="stat",
+                decimals=0,
+            ),
             panel(
                 "Tasks per second",
                 [
-                    (f"sum(lepton_throughput_tasks_per_second{{{SEL}}})", "last minute (monitor)"),
-                    (f"sum by (pool) (rate(lepton_tasks_completed_total{{{POOL}}}[$__rate_interval]))", "{{pool}}"),
+                    (
+                        f"sum(lepton_throughput_tasks_per_second{{{SEL}}})",
+                        "last minute (monitor)",
+                    ),
+                    (
+                        f"sum by (pool) (rate(lepton_tasks_completed_total{{{POOL}}}[$__rate_interval]))",
+                        "{{pool}}",
+                    ),
                 ],
                 unit="ops",
             ),
             panel(
                 "Result bytes per second",
-                [(f"sum by (pool) (rate(lepton_computed_bytes_total{{{POOL}}}[$__rate_interval]))", "{{pool}}")],
+                [
+                    (
+                        f"sum by (pool) (rate(lepton_computed_bytes_total{{{POOL}}}[$__rate_interval]))",
+                        "{{pool}}",
+                    )
+                ],
                 unit="Bps",
             ),
             panel(
                 "Utilization by pool",
-                [(f"sum by (pool) (rate(lepton_task_compute_seconds_total{{{POOL}}}[$__rate_interval])) / sum by (pool) (rate(lepton_paid_thread_seconds_total{{{POOL}}}[$__rate_interval]))", "{{pool}}")],
+                [
+                    (
+                        f"sum by (pool) (rate(lepton_task_compute_seconds_total{{{POOL}}}[$__rate_interval])) / sum by (pool) (rate(lepton_paid_thread_seconds_total{{{POOL}}}[$__rate_interval]))",
+                        "{{pool}}",
+                    )
+                ],
                 unit="percentunit",
                 description="busy thread-seconds over paid thread-seconds, per interval",
             ),
@@ -350,7 +440,7 @@ def throughput_dashboard() -> dict[str, Any]:
                 stack=True,
             ),
         ],
-    )  # fmt: skip
+    )
 
 
 def scaling_dashboard() -> dict[str, Any]:
@@ -358,7 +448,17 @@ def scaling_dashboard() -> dict[str, Any]:
         "lepton-scaling",
         "lepton: scaling",
         [
-            panel("Decisions (in range)", [(f"sum(increase(lepton_scaler_decisions_total{{{SEL}}}[$__range]))", "decisions")], kind="stat", decimals=0),
+            panel(
+                "Decisions (in range)",
+                [
+                    (
+                        f"sum(increase(lepton_scaler_decisions_total{{{SEL}}}[$__range]))",
+                        "decisions",
+                    )
+                ],
+                kind="stat",
+                decimals=0,
+            ),
             panel(
                 "Infeasible",
                 [(f"max(lepton_scaler_infeasible{{{SEL}}})", "infeasible")],
@@ -366,8 +466,19 @@ def scaling_dashboard() -> dict[str, Any]:
                 thresholds=[(None, "green"), (1, "red")],
                 mappings={"0": ("feasible", "green"), "1": ("INFEASIBLE", "red")},
             ),
-            panel("Predicted finish", [(f"max(lepton_scaler_predicted_finish_seconds{{{SEL}}})", "finish")], unit="s", kind="stat"),
-            panel("Predicted spend", [(f"sum(lepton_scaler_predicted_spend_usd{{{SEL}}})", "USD")], unit="currencyUSD", kind="stat", decimals=4),
+            panel(
+                "Predicted finish",
+                [(f"max(lepton_scaler_predicted_finish_seconds{{{SEL}}})", "finish")],
+                unit="s",
+                kind="stat",
+            ),
+            panel(
+                "Predicted spend",
+                [(f"sum(lepton_scaler_predicted_spend_usd{{{SEL}}})", "USD")],
+                unit="currencyUSD",
+                kind="stat",
+                decimals=4,
+            ),
             panel(
                 "Workers by pool",
                 [(f"sum by (pool) (lepton_workers{{{POOL}}})", "{{pool}}")],
@@ -376,7 +487,10 @@ def scaling_dashboard() -> dict[str, Any]:
             panel(
                 "Desired vs actual workers",
                 [
-                    (f"sum by (pool) (lepton_scaler_target_workers{{{POOL}}})", "target {{pool}}"),
+                    (
+                        f"sum by (pool) (lepton_scaler_target_workers{{{POOL}}})",
+                        "target {{pool}}",
+                    ),
                     (f"sum by (pool) (lepton_workers{{{POOL}}})", "actual {{pool}}"),
                     (f"sum(dask_scheduler_desired_workers{{{SEL}}})", "Dask's desired"),
                 ],
@@ -385,18 +499,29 @@ def scaling_dashboard() -> dict[str, Any]:
             panel(
                 "Predicted finish vs deadline",
                 [
-                    (f"max(lepton_scaler_predicted_finish_seconds{{{SEL}}})", "predicted finish"),
-                    (f"max(lepton_scaler_time_to_deadline_seconds{{{SEL}}})", "time to deadline"),
+                    (
+                        f"max(lepton_scaler_predicted_finish_seconds{{{SEL}}})",
+                        "predicted finish",
+                    ),
+                    (
+                        f"max(lepton_scaler_time_to_deadline_seconds{{{SEL}}})",
+                        "time to deadline",
+                    ),
                 ],
                 unit="s",
                 description="the deadline policy is on time while the first line is below the second",
             ),
             panel(
                 "Decisions per minute",
-                [(f"sum(rate(lepton_scaler_decisions_total{{{SEL}}}[$__rate_interval])) * 60", "decisions/min")],
+                [
+                    (
+                        f"sum(rate(lepton_scaler_decisions_total{{{SEL}}}[$__rate_interval])) * 60",
+                        "decisions/min",
+                    )
+                ],
             ),
         ],
-    )  # fmt: skip
+    )
 
 
 DASHBOARDS = {

@@ -90,9 +90,13 @@ class GroupRef:
             startup_s=float(d.get("startup_s", 60)),
         )
         return cls(
-            d["pool"], resource, d["name"], spec,
-            cluster=str(d.get("cluster", "")), default=bool(d.get("default", False)),
-        )  # fmt: skip
+            d["pool"],
+            resource,
+            d["name"],
+            spec,
+            cluster=str(d.get("cluster", "")),
+            default=bool(d.get("default", False)),
+        )
 
 
 def load_groups(path: str | Path) -> list[GroupRef]:
@@ -340,8 +344,12 @@ class Scaler:
                 p["patch"] = {"spec": {"worker": {"replicas": p["to"]}}}
             logger.info(
                 "%s %s: replicas %d -> %d (%s)",
-                p["resource"], p["name"], p["from"], p["to"], decision.reason,
-            )  # fmt: skip
+                p["resource"],
+                p["name"],
+                p["from"],
+                p["to"],
+                decision.reason,
+            )
             if p["to"] != p["from"]:
                 self.api.patch(self.namespace, p["resource"], p["name"], p["patch"])
         entry = decision.as_log(view.now)[1]

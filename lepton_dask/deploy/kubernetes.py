@@ -439,13 +439,20 @@ def scaler_groups(spec: DeploySpec) -> list[dict[str, Any]]:
         kind, name = group_resource(spec, g)
         out.append(
             {
-                "pool": g.name, "resource": kind, "name": name, "kind": g.kind,
-                "cluster": spec.name, "default": g is spec.groups[0],
-                "instance_type": g.instance_type, "pricing": g.pricing,
-                "threads": g.nthreads, "min_replicas": g.min_replicas,
-                "max_replicas": g.max_replicas, "startup_s": 90 if g.kind == "gpu" else 60,
+                "pool": g.name,
+                "resource": kind,
+                "name": name,
+                "kind": g.kind,
+                "cluster": spec.name,
+                "default": g is spec.groups[0],
+                "instance_type": g.instance_type,
+                "pricing": g.pricing,
+                "threads": g.nthreads,
+                "min_replicas": g.min_replicas,
+                "max_replicas": g.max_replicas,
+                "startup_s": 90 if g.kind == "gpu" else 60,
             }
-        )  # fmt: skip
+        )
     return out
 
 

@@ -1,0 +1,105 @@
+"""The ``lepton-dask experiment`` and ``lepton-dask plan`` commands: traces x
+policies in the simulator, recorded runs replayed, a recurring job planned
+(the parser lives in :mod:`lepton_dask.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from lepton_dask.experiments.harness import markdown_table, run_experiments
+
+    if args.run or args.workload:
+        return _experiment_replay(args)
+    traces = args.traces.split(",") if args.traces else None
+    res = run_experiments(
+        args.out,
+        traces,
+        progress=True,
+        online=not args.clairvoyant_only,
+        time_limit=args.oracle_seconds,
+    )
+    table = res["table"]
+    if args.real:
+        from lepton_dask.experiments.real import compare
+
+        print(
+            "running a small sawtooth on a real LocalPoolCluster (~2 minutes)...",
+            file=sys.stderr,
+        )
+        table = markdown_table(res["summary"], {"small-sawtooth": compare()})
+        with open(os.path.join(args.out, "summary.md"), "w") as f:
+            f.write(table + "\n")
+    print(table)
+    print(f"\nwrote {args.out}/runs.csv, summary.md, pareto-*.png, timeline-*.png")
+    return 0
+
+
+def _experiment_replay(args: argparse.Namespace) -> int:
+    import warnings
+
+    from lepton_dask.experiments import replay
+    from lepton_dask.store import StoreSpec
+
+    spec = StoreSpec.from_config(args.uri, args.database)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", replay.PartialRecordingWarning)
+            if args.run:
+                trace = replay.from_run(args.run, spec)
+            else:
+                trace = replay.from_workload(args.workload, spec)
+    except replay.RecordingNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    res = replay.sweep(
+        args.out,
+        trace,
+        online=not args.clairvoyant_only,
+        time_limit=args.oracle_seconds,
+    )
+    print(res["table"])
+    print(f"\nwrote {args.out}/runs.csv, summary.md, pareto-*.png, timeline-*.png")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import warnings
+
+    from dask.utils import parse_timedelta
+
+    from lepton_dask.experiments import replay
+    from lepton_dask.experiments.plan import format_plan, plan
+    from lepton_dask.store import StoreSpec
+
+    if not (args.workload or args.run) or not (args.deadline or args.budget):
+        print(
+            "error: plan needs --workload (or --run) and --deadline and/or --budget",
+            file=sys.stderr,
+        )
+        return 2
+    spec = StoreSpec.from_config(args.uri, args.database)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", replay.PartialRecordingWarning)
+            trace = (
+                replay.from_run(args.run, spec)
+                if args.run
+                else replay.from_workload(args.workload, spec)
+            )
+    except replay.RecordingNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    deadline = parse_timedelta(args.deadline) if args.deadline else None
+    print(format_plan(plan(trace, deadline=deadline, budget=args.budget)))
+    return 0
+
+
+__all__ = ["cmd_experiment", "cmd_plan"]
