@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from lepton_dask.experiments.harness import pareto
+from lepton_dask.experiments.replay import cloud_pools
 from lepton_dask.scaling.policies import BalancedPolicy
 from lepton_dask.scaling.slo import SLOPolicy
 from lepton_dask.scaling.state import PoolSpec
@@ -39,32 +40,11 @@ def pool_mixes(
     >>> sorted(pool_mixes(t))
     ['on-demand', 'on-demand + spot', 'spot']
     """
-
-    def cpu(pricing: str, preempt: float) -> PoolSpec:
-        name = "cpu" if pricing == "on-demand" else "cpu-spot"
-        return PoolSpec.from_catalog(
-            name,
-            "m6i.large",
-            pricing,
-            threads=2,
-            startup_s=startup,
-            max_workers=max_workers,
-            preemptions_per_hour=preempt,
-        )
-
-    od, spot = cpu("on-demand", 0.0), cpu("spot", 0.5)
+    p = cloud_pools(startup, max_workers)
+    od, spot = p["cpu"], p["cpu-spot"]
     mixes = {"on-demand": [od], "spot": [spot], "on-demand + spot": [od, spot]}
     if (trace.kind == KIND_CODES["gpu"]).any():
-        gpu = PoolSpec.from_catalog(
-            "gpu",
-            "g5.xlarge",
-            "on-demand",
-            threads=1,
-            kind="gpu",
-            startup_s=1.5 * startup,
-            max_workers=8,
-        )
-        mixes = {name: [*pools, gpu] for name, pools in mixes.items()}
+        mixes = {name: [*pools, p["gpu"]] for name, pools in mixes.items()}
     return mixes
 
 

@@ -252,28 +252,22 @@ def trace_from_recording(doc: dict[str, Any], *, seed: int = 0) -> Trace:
     )
 
 
-def replay_pools(trace: Trace, startup: float = 60.0, max_workers: int = 50):
-    """The harness's cloud-like pools for a replayed trace: on-demand and spot
-    m6i.large, plus g5.xlarge when it has GPU work."""
-    cpu = PoolSpec.from_catalog(
-        "cpu",
-        "m6i.large",
-        "on-demand",
-        threads=2,
-        startup_s=startup,
-        max_workers=max_workers,
-    )
-    if not (trace.kind == KIND_CODES["gpu"]).any():
-        return [cpu]
-    spot = PoolSpec.from_catalog(
-        "cpu-spot",
-        "m6i.large",
-        "spot",
-        threads=2,
-        startup_s=startup,
-        max_workers=max_workers,
-        preemptions_per_hour=0.5,
-    )
+def cloud_pools(startup: float = 60.0, max_workers: int = 50) -> dict[str, PoolSpec]:
+    """Cloud-like pools priced from the catalog: ``cpu`` (m6i.large on-demand),
+    ``cpu-spot`` (m6i.large spot, 0.5 preemptions an hour) and ``gpu``
+    (g5.xlarge, half as long again to start)."""
+
+    def cpu(name: str, pricing: str, preempt: float) -> PoolSpec:
+        return PoolSpec.from_catalog(
+            name,
+            "m6i.large",
+            pricing,
+            threads=2,
+            startup_s=startup,
+            max_workers=max_workers,
+            preemptions_per_hour=preempt,
+        )
+
     gpu = PoolSpec.from_catalog(
         "gpu",
         "g5.xlarge",
@@ -283,7 +277,20 @@ def replay_pools(trace: Trace, startup: float = 60.0, max_workers: int = 50):
         startup_s=1.5 * startup,
         max_workers=8,
     )
-    return [cpu, spot, gpu]
+    return {
+        "cpu": cpu("cpu", "on-demand", 0.0),
+        "cpu-spot": cpu("cpu-spot", "spot", 0.5),
+        "gpu": gpu,
+    }
+
+
+def replay_pools(trace: Trace, startup: float = 60.0, max_workers: int = 50):
+    """The harness's cloud-like pools for a replayed trace: on-demand
+    m6i.large, plus spot m6i.large and g5.xlarge when it has GPU work."""
+    p = cloud_pools(startup, max_workers)
+    if not (trace.kind == KIND_CODES["gpu"]).any():
+        return [p["cpu"]]
+    return [p["cpu"], p["cpu-spot"], p["gpu"]]
 
 
 def scenario(trace: Trace, minimum_billing: float = 60.0) -> Scenario:
@@ -333,6 +340,7 @@ def sweep(
 __all__ = [
     "PartialRecordingWarning",
     "RecordingNotFoundError",
+    "cloud_pools",
     "from_run",
     "from_workload",
     "latest_runs",
