@@ -2,9 +2,10 @@
 
 from lepton_dask.experiments.harness import (
     analyse,
+    from_run,
     run_experiments,
     run_sweep,
     scenarios,
 )
 
-__all__ = ["analyse", "run_experiments", "run_sweep", "scenarios"]
+__all__ = ["analyse", "from_run", "run_experiments", "run_sweep", "scenarios"]

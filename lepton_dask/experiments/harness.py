@@ -76,27 +76,45 @@ def slo_policy(trace: Trace) -> Callable[[], SLOPolicy] | None:
     return None
 
 
-def _pool(
-    name: str,
-    itype: str,
-    pricing: str,
-    *,
-    threads: int,
-    kind: str = "cpu",
-    startup: float,
-    max_workers: int,
-    preempt: float = 0.0,
-) -> PoolSpec:
-    return PoolSpec.from_catalog(
-        name,
-        itype,
-        pricing,
-        threads=threads,
-        kind=kind,
-        startup_s=startup,
-        max_workers=max_workers,
-        preemptions_per_hour=preempt,
+def cloud_pools(startup: float = 60.0, max_workers: int = 50) -> dict[str, PoolSpec]:
+    """Cloud-like pools priced from the catalog: ``cpu`` (m6i.large on-demand),
+    ``cpu-spot`` (m6i.large spot, 0.5 preemptions an hour) and ``gpu``
+    (g5.xlarge, half as long again to start)."""
+
+    def cpu(name: str, pricing: str, preempt: float) -> PoolSpec:
+        return PoolSpec.from_catalog(
+            name,
+            "m6i.large",
+            pricing,
+            threads=2,
+            startup_s=startup,
+            max_workers=max_workers,
+            preemptions_per_hour=preempt,
+        )
+
+    gpu = PoolSpec.from_catalog(
+        "gpu",
+        "g5.xlarge",
+        "on-demand",
+        threads=1,
+        kind="gpu",
+        startup_s=1.5 * startup,
+        max_workers=8,
     )
+    return {
+        "cpu": cpu("cpu", "on-demand", 0.0),
+        "cpu-spot": cpu("cpu-spot", "spot", 0.5),
+        "gpu": gpu,
+    }
+
+
+def from_run(run_id: str, store: Any = None) -> Scenario:
+    """Recorded run ``run_id`` as a :class:`Scenario` on the cloud-like pools,
+    ready for :func:`run_sweep` (:func:`lepton_dask.experiments.replay.from_run`
+    rebuilds its trace from the ledger)."""
+    from lepton_dask.experiments import replay
+
+    return replay.scenario(replay.from_run(run_id, store))
 
 
 def scenarios(
@@ -104,36 +122,11 @@ def scenarios(
 ) -> dict[str, Scenario]:
     """The four traces on cloud-like pools: 60 s CPU startup (90 s GPU), a
     60 s minimum billing period, AWS prices from the catalog."""
-    cpu = _pool(
-        "cpu",
-        "m6i.large",
-        "on-demand",
-        threads=2,
-        startup=startup,
-        max_workers=max_workers,
-    )
-    spot = _pool(
-        "cpu-spot",
-        "m6i.large",
-        "spot",
-        threads=2,
-        startup=startup,
-        max_workers=max_workers,
-        preempt=0.5,
-    )
-    gpu = _pool(
-        "gpu",
-        "g5.xlarge",
-        "on-demand",
-        threads=1,
-        kind="gpu",
-        startup=1.5 * startup,
-        max_workers=8,
-    )
+    p = cloud_pools(startup, max_workers)
     out = {}
     for name, make in TRACES.items():
         trace = make()
-        pools = [cpu, spot, gpu] if name == "cpu-gpu-cpu" else [cpu]
+        pools = list(p.values()) if name == "cpu-gpu-cpu" else [p["cpu"]]
         out[name] = Scenario(name, trace, pools, minimum_billing)
     return out
 

@@ -18,8 +18,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from lepton_dask.experiments.harness import pareto
-from lepton_dask.experiments.replay import cloud_pools
+from lepton_dask.experiments.harness import cloud_pools, pareto
 from lepton_dask.scaling.policies import BalancedPolicy
 from lepton_dask.scaling.slo import SLOPolicy
 from lepton_dask.scaling.state import PoolSpec

@@ -29,6 +29,7 @@ from lepton_dask.experiments.harness import (
     DEFAULT_ADAPTIVE,
     Scenario,
     analyse,
+    cloud_pools,
     markdown_table,
     plot_pareto,
     plot_timeline,
@@ -37,7 +38,6 @@ from lepton_dask.experiments.harness import (
     simulate,
     write_csv,
 )
-from lepton_dask.scaling.state import PoolSpec
 from lepton_dask.sim.trace import KIND_CODES, Trace
 
 
@@ -252,38 +252,6 @@ def trace_from_recording(doc: dict[str, Any], *, seed: int = 0) -> Trace:
     )
 
 
-def cloud_pools(startup: float = 60.0, max_workers: int = 50) -> dict[str, PoolSpec]:
-    """Cloud-like pools priced from the catalog: ``cpu`` (m6i.large on-demand),
-    ``cpu-spot`` (m6i.large spot, 0.5 preemptions an hour) and ``gpu``
-    (g5.xlarge, half as long again to start)."""
-
-    def cpu(name: str, pricing: str, preempt: float) -> PoolSpec:
-        return PoolSpec.from_catalog(
-            name,
-            "m6i.large",
-            pricing,
-            threads=2,
-            startup_s=startup,
-            max_workers=max_workers,
-            preemptions_per_hour=preempt,
-        )
-
-    gpu = PoolSpec.from_catalog(
-        "gpu",
-        "g5.xlarge",
-        "on-demand",
-        threads=1,
-        kind="gpu",
-        startup_s=1.5 * startup,
-        max_workers=8,
-    )
-    return {
-        "cpu": cpu("cpu", "on-demand", 0.0),
-        "cpu-spot": cpu("cpu-spot", "spot", 0.5),
-        "gpu": gpu,
-    }
-
-
 def replay_pools(trace: Trace, startup: float = 60.0, max_workers: int = 50):
     """The harness's cloud-like pools for a replayed trace: on-demand
     m6i.large, plus spot m6i.large and g5.xlarge when it has GPU work."""
@@ -340,7 +308,6 @@ def sweep(
 __all__ = [
     "PartialRecordingWarning",
     "RecordingNotFoundError",
-    "cloud_pools",
     "from_run",
     "from_workload",
     "latest_runs",
