@@ -512,6 +512,37 @@ def scaling_dashboard() -> dict[str, Any]:
                 description="the deadline policy is on time while the first line is below the second",
             ),
             panel(
+                "Forecast vs actual workers",
+                [
+                    (
+                        f"sum(lepton_forecast_workers{{{SEL}}}) or vector(0)",
+                        "forecast",
+                    ),
+                    (
+                        f"sum(lepton_prewarmed_workers{{{SEL}}}) or vector(0)",
+                        "pre-warmed",
+                    ),
+                    (f"sum(lepton_workers{{{POOL}}})", "actual"),
+                ],
+                description="workers the predictive policy wants warm for the next forecast batch, those it launched ahead of one, and those running (0 without a predictive policy)",
+            ),
+            panel(
+                "Forecast hits and misses (in range)",
+                [
+                    (
+                        f"sum(increase(lepton_forecast_hits_total{{{SEL}}}[$__range])) or vector(0)",
+                        "hits",
+                    ),
+                    (
+                        f"sum(increase(lepton_forecast_misses_total{{{SEL}}}[$__range])) or vector(0)",
+                        "misses",
+                    ),
+                ],
+                kind="stat",
+                decimals=0,
+                description="forecast batches that arrived in their window, and those that did not (three misses in five switch the forecast off)",
+            ),
+            panel(
                 "Decisions per minute",
                 [
                     (
