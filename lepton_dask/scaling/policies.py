@@ -547,7 +547,7 @@ _CONFIG_KEYS = {
     },
     "budget": {"budget-usd-per-hour": "usd_per_hour", "budget-usd": "total_usd"},
 }
-_CONFIG_KEYS["deadline"] = _CONFIG_KEYS["slo"]
+_CONFIG_KEYS["deadline"] = _CONFIG_KEYS["predictive"] = _CONFIG_KEYS["slo"]
 
 
 def policy_from_config(cfg: dict | None = None) -> object:
@@ -558,6 +558,8 @@ def policy_from_config(cfg: dict | None = None) -> object:
     'BalancedPolicy'
     >>> policy_from_config({"policy": "slo", "deadline": 600}).deadline
     600.0
+    >>> type(policy_from_config({"policy": "predictive", "deadline": 600})).__name__
+    'PredictivePolicy'
     >>> policy_from_config({"policy": "slo"})
     Traceback (most recent call last):
     ...
@@ -579,11 +581,18 @@ def policy_from_config(cfg: dict | None = None) -> object:
         and "deadline" not in kwargs
     ):
         kwargs["deadline"] = float(cfg["within"])  # the old name of the deadline
-    if name in ("slo", "deadline") and not kwargs:
+    if name in ("slo", "deadline", "predictive") and not kwargs:
         raise ValueError(
             f"lepton.scaling.policy is {name!r}: set lepton.scaling.deadline, latency, "
             "budget-usd-per-hour or budget-usd"
         )
+    if name == "predictive":  # the SLO terms, pre-warmed for load that recurs
+        from lepton_dask.scaling.forecast import PredictivePolicy
+
+        workload = dask.config.get("lepton.workload", None)
+        if workload:  # a restarted scheduler starts with the job's history
+            return PredictivePolicy.from_ledger(SLOPolicy(**kwargs), str(workload))
+        return PredictivePolicy(SLOPolicy(**kwargs))
     if name == "budget" and "usd_per_hour" not in kwargs:
         raise ValueError(
             "lepton.scaling.policy is 'budget' but lepton.scaling.budget-usd-per-hour is not set"

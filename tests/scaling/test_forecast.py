@@ -236,6 +236,21 @@ def test_history_survives_a_new_scheduler(mongo_uri):
     assert none.forecast.arrivals == [] and none.forecast.runs == 0
     with pytest.raises(TypeError, match="store must be a StoreSpec"):
         PredictivePolicy.from_ledger(SLOPolicy(deadline=60), "hourly", 42)
+    # from config, as CostAwareAdaptive and the k8s scaler build it
+    import dask
+
+    from lepton_dask.scaling.policies import policy_from_config
+
+    with dask.config.set(
+        {
+            "lepton.workload": "hourly",
+            "lepton.store.uri": spec.uri,
+            "lepton.store.database": spec.database,
+        }
+    ):
+        cfg = policy_from_config({"policy": "predictive", "deadline": 60})
+    assert isinstance(cfg, PredictivePolicy) and cfg.forecast.runs == 2
+    assert cfg.base.deadline == 60.0
 
 
 def test_forecast_metrics_from_the_decision_detail():
