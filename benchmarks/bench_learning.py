@@ -43,7 +43,7 @@ from _common import machine, mongo, result_line, table
 
 from lepton_dask.experiments.harness import scenarios
 from lepton_dask.experiments.real import window
-from lepton_dask.scaling import PredictivePolicy, SLOPolicy
+from lepton_dask.scaling import BalancedPolicy, PredictivePolicy, SLOPolicy
 from lepton_dask.scaling.state import PoolSpec
 from lepton_dask.sim.oracle import oracle_cost
 from lepton_dask.sim.simulator import Simulator
@@ -247,9 +247,23 @@ def plan_accuracy(uri: str) -> dict:
 
     trace = from_run(run_id, StoreSpec(uri, db, 10.0))
     deadline = 12.0
-    p = plan(trace, deadline=deadline, weights=(1.0,))
-    terms = p["recommended"]["terms"]
-    # the plan's terms on the pools the rerun has (plan() prices cloud pools)
+    # the plan on the pools the rerun has, billed as they are
+    p = plan(
+        trace,
+        deadline=deadline,
+        weights=(1.0,),
+        mixes={"local": pools},
+        minimum_billing=minimum,
+        interval=0.5,
+        hold_results=True,
+    )
+    rec = p["recommended"]
+    kind, kwargs = rec["apply"]
+    make = (
+        (lambda: SLOPolicy(**kwargs))
+        if kind == "SLOPolicy"
+        else (lambda: BalancedPolicy(**kwargs))
+    )
     planned = trace.__class__(
         trace.name,
         trace.submit,
@@ -260,31 +274,22 @@ def plan_accuracy(uri: str) -> dict:
         trace.deps,
         trace.description,
     )
-    pred = Simulator(
-        planned,
-        pools,
-        SLOPolicy(**terms),
-        minimum_billing=minimum,
-        interval=0.5,
-        hold_results=True,
-    ).run()
     scenario = Scenario("bench-learning", planned, pools, minimum, hold_results=True)
     t1 = time.perf_counter()
-    real = run_trace_real(scenario, lambda: SLOPolicy(**terms), settle=20.0)
+    real = run_trace_real(scenario, make, settle=20.0)
     rerun_s = time.perf_counter() - t1
     return {
         "run": run_id,
         "tasks": len(trace),
-        "recommended": p["recommended"]["policy_code"],
-        "recommended_mix_cloud": p["recommended"]["mix"],
-        "predicted_usd": pred.cost_usd,
+        "recommended": rec["policy_code"],
+        "predicted_usd": rec["cost_usd"],
         "actual_usd": real["cost_usd"],
-        "predicted_s": pred.makespan_s,
+        "predicted_s": rec["makespan_s"],
         "actual_s": real["makespan_s"],
-        "plan_cost_error": abs(real["cost_usd"] - pred.cost_usd) / real["cost_usd"],
-        "plan_time_error": abs(real["makespan_s"] - pred.makespan_s)
+        "plan_cost_error": abs(real["cost_usd"] - rec["cost_usd"]) / real["cost_usd"],
+        "plan_time_error": abs(real["makespan_s"] - rec["makespan_s"])
         / real["makespan_s"],
-        "predicted_deadlines_met": pred.deadline_met,
+        "predicted_deadlines_met": rec["deadline_met"],
         "record_s": record_s,
         "rerun_s": rerun_s,
     }

@@ -47,10 +47,10 @@ def pool_mixes(
     return mixes
 
 
-def _run(trace: Trace, pools: list[PoolSpec], policy: Any, mix: str) -> dict:
-    r = Simulator(
-        trace, pools, policy, minimum_billing=60.0, record_timeline=True
-    ).run()
+def _run(
+    trace: Trace, pools: list[PoolSpec], policy: Any, mix: str, sim: dict[str, Any]
+) -> dict:
+    r = Simulator(trace, pools, policy, record_timeline=True, **sim).run()
     peak: dict[str, int] = {}
     for _, workers, _ in r.timeline:
         for p, n in workers.items():
@@ -74,6 +74,10 @@ def plan(
     deadline: float | None = None,
     budget: float | None = None,
     weights: tuple[float, ...] = WEIGHTS,
+    mixes: dict[str, list[PoolSpec]] | None = None,
+    minimum_billing: float = 60.0,
+    interval: float = 1.0,
+    hold_results: bool = False,
 ) -> dict[str, Any]:
     """Simulate ``trace`` on each pool mix and recommend one.
 
@@ -85,6 +89,12 @@ def plan(
         Each batch done within this many seconds of its submission.
     budget : float, optional
         Total USD for the run.
+    mixes : dict, optional
+        Pool mixes to choose from, by name (default :func:`pool_mixes`: cloud
+        pools); e.g. ``{"local": cluster_pools}`` to plan for your own.
+    minimum_billing, interval, hold_results
+        The simulator's billing minimum, decision interval and whether the
+        client holds results (as :class:`~lepton_dask.sim.simulator.Simulator`).
 
     Returns
     -------
@@ -110,7 +120,12 @@ def plan(
         )
     terms = {"deadline": deadline, "total_usd": budget}
     terms = {k: float(v) for k, v in terms.items() if v is not None}
-    mixes = pool_mixes(trace)
+    mixes = pool_mixes(trace) if mixes is None else dict(mixes)
+    sim = {
+        "minimum_billing": minimum_billing,
+        "interval": interval,
+        "hold_results": hold_results,
+    }
 
     def meets(row: dict[str, Any]) -> bool:
         return (
@@ -121,12 +136,12 @@ def plan(
 
     candidates, every = [], []
     for mix, pools in mixes.items():
-        row = _run(trace, pools, SLOPolicy(**terms), mix)
+        row = _run(trace, pools, SLOPolicy(**terms), mix, sim)
         row["apply"] = ("SLOPolicy", terms)
         candidates.append(row)
         every.append(row)
         for w in weights:
-            b = _run(trace, pools, BalancedPolicy(w), mix)
+            b = _run(trace, pools, BalancedPolicy(w), mix, sim)
             b["apply"] = ("BalancedPolicy", {"weight": float(w)})
             b["policy"] = f"balanced w={w:g}"
             every.append(b)
