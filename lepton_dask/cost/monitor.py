@@ -23,6 +23,9 @@ from typing import Any
 import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from lepton_dask import _protocol as protocol
+from lepton_dask._distributed import prefix_duration
+from lepton_dask._protocol import ScalerState
 from lepton_dask.config import get_timedelta
 from lepton_dask.cost.billing import (
     Lifetime,
@@ -39,7 +42,7 @@ from lepton_dask.cost.pricing import (  # noqa: F401  (Declaration, worker_decla
     worker_declaration,
 )
 from lepton_dask.cost.recording import RunRecorder, recordings, write_recording
-from lepton_dask.cost.scaler_state import DONE_STATES, BatchTracker, ScalerState
+from lepton_dask.cost.scaler_state import DONE_STATES, BatchTracker
 
 logger = logging.getLogger(__name__)
 
@@ -160,10 +163,10 @@ class CostMonitor(SchedulerPlugin):
     # -- plugin hooks --------------------------------------------------------------
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
-        scheduler.handlers["lepton_cost_launch"] = self._handle_launch
-        scheduler.handlers["lepton_cost_snapshot"] = self._handle_snapshot
-        scheduler.handlers["lepton_scaler_state"] = self.scaler_state
-        scheduler.handlers["lepton_scaler_decision"] = self._handle_decision
+        scheduler.handlers[protocol.COST_LAUNCH] = self._handle_launch
+        scheduler.handlers[protocol.COST_SNAPSHOT] = self._handle_snapshot
+        scheduler.handlers[protocol.SCALER_STATE] = self.scaler_state
+        scheduler.handlers[protocol.SCALER_DECISION] = self._handle_decision
         if self.ledger is not None:
             try:
                 history = await asyncio.to_thread(self._resume)
@@ -393,14 +396,14 @@ class CostMonitor(SchedulerPlugin):
                     if ts.resource_restrictions and "GPU" in ts.resource_restrictions
                     else "cpu"
                 )
-                backlog[kind] += s._get_prefix_duration(ts.prefix) * scale
+                backlog[kind] += prefix_duration(s, ts.prefix) * scale
                 tasks[kind] += scale
         pending = {"cpu": 0.0, "gpu": 0.0}
         tail = 0.0
         for tg in s.task_groups.values():
             n = tg.states.get("waiting", 0)
             if n:
-                dur = s._get_prefix_duration(tg.prefix)
+                dur = prefix_duration(s, tg.prefix)
                 pending["gpu" if tg.name in self._gpu_groups else "cpu"] += n * dur
                 tail = max(tail, dur)
         completed = {"cpu": 0.0, "gpu": 0.0}

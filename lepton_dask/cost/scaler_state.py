@@ -22,51 +22,13 @@ from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
+
+from lepton_dask._protocol import BatchState, ScalerState, ScalerWorker
+
+__all__ = ["DONE_STATES", "BatchState", "BatchTracker", "ScalerState", "ScalerWorker"]
 
 DONE_STATES = frozenset({"memory", "erred", "forgotten"})
-
-
-class WorkerState(TypedDict, total=False):
-    """One arrived worker in :class:`ScalerState`."""
-
-    name: str
-    pool: str
-    billed_since: float  # when billing began (the launch request)
-    busy: bool  # running a task now
-    holds_data: bool  # holds the only copy of some result
-
-
-class BatchState(TypedDict, total=False):
-    """One submission batch (a ``compute``/``submit`` call, a burst) with
-    unfinished work, in :class:`ScalerState`."""
-
-    id: str
-    arrival: float  # when its first task was submitted (state clock)
-    work: dict[str, float]  # unfinished work per kind, reference thread-seconds
-    done: dict[str, float]  # work already finished per kind
-    tasks: int  # unfinished tasks
-    longest: float  # longest unfinished task, seconds
-    critical: float  # longest chain of unfinished tasks, seconds (>= longest)
-    deadline_s: float | None  # seconds after arrival, as the user stated it
-
-
-class ScalerState(TypedDict, total=False):
-    """What a scaling policy needs from the cluster, per kind of work
-    (``"cpu"``, ``"gpu"``): produced by ``CostMonitor.scaler_state`` and by the
-    simulator, consumed by :meth:`ViewBuilder.build`."""
-
-    now: float
-    backlog: dict[str, float]  # running + queued work, thread-seconds
-    tasks: dict[str, float]  # running + queued tasks
-    pending: dict[str, float]  # work waiting for dependencies
-    pending_tail: float  # longest task among those
-    completed: dict[str, float]  # work finished so far
-    workers: list[WorkerState]
-    threads: float  # threads of the arrived workers
-    minimum_billing: float
-    spend_usd: float
-    batches: list[BatchState]  # unfinished batches, oldest first
 
 
 @dataclass
@@ -157,16 +119,22 @@ class BatchTracker:
         if batch.tasks <= 0:
             del self.batches[bid]
 
-    def state(self, scheduler: Any) -> list[dict[str, Any]]:
+    def state(self, scheduler: Any) -> list[BatchState]:
         """The unfinished batches, oldest first (:class:`BatchState` dicts)."""
+        from lepton_dask._distributed import prefix_knowledge
+
         out = []
         for batch in list(self.batches.values())[: self.max_batches]:
             work = {"cpu": 0.0, "gpu": 0.0}
+            unmeasured = {"cpu": 0.0, "gpu": 0.0}
+            floor = {"cpu": 0.0, "gpu": 0.0}
             longest, chain = 0.0, 0.0
             for (prefix, kind), n in batch.left.items():
-                tp = scheduler.task_prefixes.get(prefix)
-                dur = scheduler._get_prefix_duration(tp) if tp is not None else 0.5
+                dur, measured, ran = prefix_knowledge(scheduler, prefix)
                 work[kind] += n * dur
+                if not measured:
+                    unmeasured[kind] += n * dur
+                    floor[kind] += n * ran
                 longest = max(longest, dur)
                 chain += dur  # prefixes of one batch are mostly stages of a chain
             out.append(
@@ -179,6 +147,8 @@ class BatchTracker:
                     "longest": longest,
                     "critical": chain,
                     "deadline_s": batch.deadline_s,
+                    "unmeasured": unmeasured,
+                    "unmeasured_floor": floor,
                 }
             )
         return out

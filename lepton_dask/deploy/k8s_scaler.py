@@ -36,19 +36,20 @@ import ssl
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lepton_dask import _protocol as protocol
+from lepton_dask.scaling.apply import plan_apply
 from lepton_dask.scaling.state import (
     ClusterView,
     Decision,
     PoolSpec,
     ViewBuilder,
     WorkerView,
-    releasable,
 )
 
 logger = logging.getLogger(__name__)
@@ -116,9 +117,11 @@ def replica_patches(
     """The patches that apply ``decision``, given each group's current
     ``spec.worker.replicas``.
 
-    Growing is immediate (up to the pool's maximum). Shrinking names the
-    workers to retire (``"retire"``): the pool's *releasable* ones (idle,
-    their paid minimum used up), paid-up longest first, and never more.
+    The plan is :func:`~lepton_dask.scaling.apply.plan_apply`'s, the one every
+    scaler carries out: growing is immediate (up to the pool's maximum);
+    shrinking names the workers to retire (``"retire"``): those the decision
+    names, then the pool's *releasable* ones (idle, their paid minimum used
+    up), paid-up longest first, and never more.
 
     >>> from lepton_dask.scaling.state import PoolSpec, ClusterView, Decision
     >>> g = [GroupRef("cpu", "DaskCluster", "lepton", PoolSpec("cpu", max_workers=5))]
@@ -126,26 +129,24 @@ def replica_patches(
     >>> replica_patches(Decision({"cpu": 9}, "more"), v, g, {"cpu": 1})
     [{'resource': 'DaskCluster', 'name': 'lepton', 'pool': 'cpu', 'from': 1, 'to': 5, 'retire': [], 'patch': {'spec': {'worker': {'replicas': 5}}}}]
     """
+    plan = plan_apply(
+        decision,
+        replace(view, pools={g.pool: g.spec for g in groups}),
+        counts={g.pool: int(replicas.get(g.pool, 0)) for g in groups},
+    )
     out = []
     for g in groups:
-        have = int(replicas.get(g.pool, 0))
-        want = int(decision.targets.get(g.pool, have))
-        want = min(max(want, g.spec.min_workers), g.spec.max_workers)
-        retire: list[str] = []
-        if want < have:
-            free = releasable(view, g.pool)
-            want = max(want, have - len(free))
-            retire = [w.name for w in free[: have - want]]
-        if want != have:
+        p = plan.pools[g.pool]
+        if p.target != p.have:
             out.append(
                 {
                     "resource": g.resource,
                     "name": g.name,
                     "pool": g.pool,
-                    "from": have,
-                    "to": want,
-                    "retire": retire,
-                    "patch": {"spec": {"worker": {"replicas": want}}},
+                    "from": p.have,
+                    "to": p.target,
+                    "retire": list(p.retire),
+                    "patch": {"spec": {"worker": {"replicas": p.target}}},
                 }
             )
     return out
@@ -325,7 +326,7 @@ class Scaler:
     def step(self) -> list[dict[str, Any]]:
         """One decision; returns the changes applied."""
         self.check_alone()
-        st = self.client.sync(self.client.scheduler.lepton_scaler_state)
+        st = self.client.sync(getattr(self.client.scheduler, protocol.SCALER_STATE))
         replicas = {
             g.pool: self.api.replicas(self.namespace, g.resource, g.name)
             for g in self.groups
@@ -354,9 +355,9 @@ class Scaler:
                 self.api.patch(self.namespace, p["resource"], p["name"], p["patch"])
         entry = decision.as_log(view.now)[1]
         entry["changed"] = any(p["to"] != p["from"] for p in changes)
+        report: protocol.DecisionReport = {**entry, "time": view.now}
         self.client.sync(
-            self.client.scheduler.lepton_scaler_decision,
-            decision={**entry, "time": view.now},
+            getattr(self.client.scheduler, protocol.SCALER_DECISION), decision=report
         )
         return changes
 

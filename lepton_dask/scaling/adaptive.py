@@ -25,6 +25,8 @@ from typing import Any
 import dask.config
 from distributed.deploy.adaptive import Adaptive
 
+from lepton_dask import _protocol as protocol
+from lepton_dask.scaling.apply import ChurnCounter, plan_apply, report_launches
 from lepton_dask.scaling.managers import ManagedPools
 from lepton_dask.scaling.policies import policy_from_config
 from lepton_dask.scaling.state import (
@@ -33,7 +35,6 @@ from lepton_dask.scaling.state import (
     PoolSpec,
     ViewBuilder,
     WorkerView,
-    releasable,
 )
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class CostAwareAdaptive(Adaptive):
         self.periodic_callback = None
         self.policy = policy if policy is not None else policy_from_config()
         self.views = ViewBuilder()
+        self.churn = ChurnCounter()
         self.last: Decision | None = None
         self.monitor = monitor
         self._monitor_checked = False
@@ -182,7 +184,7 @@ class CostAwareAdaptive(Adaptive):
     async def view(self) -> ClusterView:
         """The state to decide from: the scheduler's, with each worker in its
         pool and the launched workers that have not arrived yet."""
-        st = await self.scheduler.lepton_scaler_state()
+        st = await getattr(self.scheduler, protocol.SCALER_STATE)()
         plan = self.managed.plan()
         arrived = {str(w["name"]) for w in st["workers"]}
         self.managed.observe(st["now"], arrived)
@@ -211,108 +213,48 @@ class CostAwareAdaptive(Adaptive):
             launched, retired = await self.apply(decision, view)
             changed = bool(launched or retired)
             entry = decision.as_log(view.now)
-            entry[1].update(changed=changed, launched=launched, retired=retired)
+            entry[1].update(
+                changed=changed,
+                launched=launched,
+                retired=retired,
+                launches_total=self.churn.launches,
+                churn_total=self.churn.churn,
+            )
             if changed or self.last is None or decision.reason != self.last.reason:
                 self.log.append(entry)
             self.last = decision
-            await self.scheduler.lepton_scaler_decision(
-                decision={**entry[1], "time": view.now}
-            )
+            report: protocol.DecisionReport = {**entry[1], "time": view.now}
+            await getattr(self.scheduler, protocol.SCALER_DECISION)(decision=report)
         finally:
             self._adapting = False
-
-    def bounded(
-        self, targets: dict[str, int], counts: dict[str, int]
-    ) -> dict[str, int]:
-        """Per-pool targets within each pool's limits and the total within
-        ``minimum``/``maximum``: growth of the dearest pools is cut first, and
-        a shortfall is made up in the cheapest pools."""
-        pools = self.managed.pools
-        out = {
-            p: min(
-                max(int(targets.get(p, counts.get(p, 0))), s.min_workers), s.max_workers
-            )
-            for p, s in pools.items()
-        }
-        order = self.managed.cheapest_first()
-        for over_current in (True, False):
-            for p in reversed(order):
-                floor = (
-                    max(counts.get(p, 0), pools[p].min_workers)
-                    if over_current
-                    else pools[p].min_workers
-                )
-                while sum(out.values()) > self.maximum and out[p] > floor:
-                    out[p] -= 1
-        for p in order:
-            while sum(out.values()) < self.minimum and out[p] < pools[p].max_workers:
-                out[p] += 1
-        return out
-
-    def choose_retirees(
-        self, pool: str, n: int, decision: Decision, view: ClusterView, forced: int
-    ) -> list[str]:
-        """Which ``n`` workers of ``pool`` go: the ones the policy names, else
-        idle paid-out ones; past those, ``forced`` more (to honour ``maximum``):
-        not yet arrived, then idle, then busy."""
-        named = (decision.detail.get("release") or {}).get(pool)
-        chosen = (
-            list(named)
-            if named is not None
-            else [w.name for w in releasable(view, pool)]
-        )
-        chosen = chosen[:n]
-        if forced > 0 and len(chosen) < n:
-            rest = sorted(
-                (w for w in view.in_pool(pool) if w.name not in chosen),
-                key=lambda w: (w.arrived, w.busy, w.holds_data, -w.billed_since),
-            )
-            chosen += [w.name for w in rest][: min(forced, n - len(chosen))]
-        return chosen
 
     async def apply(
         self, decision: Decision, view: ClusterView
     ) -> tuple[list[str], list[str]]:
-        """Grow pools to their targets; retire chosen workers, by name, down to
-        them. Returns (launched, retired) worker names."""
-        counts = self.managed.counts()
-        wanted = {p: int(t) for p, t in decision.targets.items() if p in counts}
-        targets = self.bounded(wanted, counts)
+        """Carry out :func:`~lepton_dask.scaling.apply.plan_apply`'s plan:
+        grow pools to their targets, retire exactly the planned workers.
+        Returns (launched, retired) worker names."""
+        plan = plan_apply(
+            decision,
+            view,
+            minimum=self.minimum,
+            maximum=self.maximum,
+            counts=self.managed.counts(),
+        )
         launched: list[str] = []
-        retire: list[str] = []
-        for pool, target in targets.items():
-            have = counts.get(pool, 0)
-            if target > have:
-                new = await self.managed.grow(pool, target - have)
+        for p in plan.pools.values():
+            if p.launch:
+                new = await self.managed.grow(p.pool, p.launch)
                 launched += new
-                await self._report_launches(pool, new)
+                await report_launches(self.scheduler, new, self.managed.pools[p.pool])
                 if new:
                     logger.info(
-                        "scaling %s up to %d: %s", pool, target, decision.reason
+                        "scaling %s up to %d: %s", p.pool, p.target, decision.reason
                     )
-            elif target < have:
-                forced = max(0, wanted.get(pool, have) - target)
-                retire += self.choose_retirees(
-                    pool, have - target, decision, view, forced
-                )
+        retire = plan.retire
         if retire:
-            plan = self.managed.plan()
-            names = [plan[n][1] for n in retire if n in plan]
+            names = self.managed.plan()
             logger.info("retiring %s: %s", retire, decision.reason)
-            await self.scale_down(names)
+            await self.scale_down([names[n][1] for n in retire if n in names])
+        self.churn.record_plan(view.now, plan, view)
         return launched, retire
-
-    async def _report_launches(self, pool: str, names: list[str]) -> None:
-        """Bill each launched worker from its request (the CostMonitor's
-        ``lepton_cost_launch``)."""
-        spec = self.managed.pools[pool]
-        for name in names:
-            try:
-                await self.scheduler.lepton_cost_launch(
-                    name=name,
-                    instance_type=spec.instance_type,
-                    pricing=spec.pricing,
-                    pool=pool,
-                )
-            except Exception as e:  # the scaler still works; billing starts on arrival
-                logger.debug("launch of %s not reported to a CostMonitor: %s", name, e)

@@ -38,6 +38,7 @@ from typing import Any
 
 import dask.config
 
+from lepton_dask._distributed import correct_state
 from lepton_dask.scaling.state import PoolSpec
 
 logger = logging.getLogger(__name__)
@@ -445,7 +446,7 @@ class ManagedPools:
                         **p.template,
                         "options": dict(p.template.get("options") or {}),
                     }
-            c._correct_state()  # starts them in the background, as scale() does
+            correct_state(c)  # starts them in the background, as scale() does
         new = sorted(set(self.plan()) - before)
         now = time.time()
         for name in new:

@@ -481,20 +481,34 @@ class StockAdaptivePolicy:
                 }
                 targets[pool.name] = want
                 continue
-            idle = [w for w in view.in_pool(pool.name) if not w.busy]
-            candidates = idle[: have - want]
-            if len(candidates) >= have and any(w.holds_data for w in candidates):
+            # adaptive_core.recommendations: launches that have not arrived
+            # go first, then the scheduler's workers_to_close (idle ones)
+            mine = view.in_pool(pool.name)
+            candidates = [w for w in mine if not w.arrived][: have - want]
+            arrived = [w for w in mine if w.arrived]
+            if want < have - len(candidates):
+                idle = [w for w in arrived if not w.busy]
+                candidates += idle[: max(0, len(arrived) - want)]
+            if len(candidates) >= len(arrived) and any(
+                w.holds_data for w in candidates
+            ):
                 # Scheduler.workers_to_close keeps enough memory for the data
                 # held on the cluster: the last worker holding results stays
                 keep = next(w for w in candidates if w.holds_data)
                 candidates = [w for w in candidates if w is not keep]
+            seen = {f"{pool.name}|{w.name}" for w in candidates}
             firm = []
             for w in candidates:
                 key = f"{pool.name}|{w.name}"
                 self._close_counts[key] = self._close_counts.get(key, 0) + 1
                 if self._close_counts[key] >= self.wait_count:
                     firm.append(w.name)
-                    del self._close_counts[key]
+            self._close_counts = {
+                k: v
+                for k, v in self._close_counts.items()
+                if (k in seen and k.split("|", 1)[1] not in firm)
+                or view.pools.get(k.split("|")[0]) is not pool
+            }
             targets[pool.name] = have - len(firm)
             if firm:
                 release[pool.name] = firm

@@ -24,6 +24,7 @@ from typing import Any
 from distributed import Nanny, Scheduler, SpecCluster, Worker
 
 from lepton_dask.cost.pricing import worker_declaration
+from lepton_dask.scaling.apply import report_launches
 from lepton_dask.scaling.state import PoolSpec
 
 logger = logging.getLogger(__name__)
@@ -175,14 +176,11 @@ class LocalPoolCluster(SpecCluster):
         pool = next(iter(self.pools))
         name, spec = self._worker(pool, delay=True)
         self._launched[name] = time.time()
-        self.loop.add_callback(self._report_launch, name)
+        # stock Adaptive's scale(n) launches outside the apply step: report here
+        self.loop.add_callback(
+            report_launches, self.scheduler_comm, [name], self.pools[pool]
+        )
         return {name: spec}
-
-    async def _report_launch(self, name: str) -> None:
-        try:
-            await self.scheduler_comm.lepton_cost_launch(name=name)
-        except Exception as e:
-            logger.debug("launch of %s not reported to a CostMonitor: %s", name, e)
 
     async def _start(self):
         await super()._start()

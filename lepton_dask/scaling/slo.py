@@ -63,11 +63,11 @@ import statistics
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import dask
 
+from lepton_dask.scaling._capacity import Capacity, Due, feasible
 from lepton_dask.scaling.state import (
     EPS_WORK,
     BatchView,
@@ -113,69 +113,6 @@ def deadline(seconds: float) -> Iterator[None]:
 
 
 MIN_GAPS = 4  # idle gaps seen before the keep-alive follows them
-
-
-@dataclass
-class _Due:
-    """Work that must be done by ``due`` (seconds from now), whose longest
-    chain of tasks is ``critical`` seconds."""
-
-    due: float
-    work: float
-    critical: float
-    tasks: float
-    batch: str
-
-
-class _Capacity:
-    """Threads over time (from now): ``(start, threads)`` steps."""
-
-    def __init__(self, steps: list[tuple[float, float]], cap: float = math.inf):
-        self.steps = sorted((max(0.0, a), c) for a, c in steps if c > 0)
-        self.cap = cap
-
-    def delivered(self, t: float) -> float:
-        """Thread-seconds delivered in ``[0, t]`` (threads capped at ``cap``:
-        no more threads can work than there are tasks)."""
-        if t <= 0:
-            return 0.0
-        total, rate, last = 0.0, 0.0, 0.0
-        for at, c in self.steps:
-            if at >= t:
-                break
-            total += min(rate, self.cap) * (at - last)
-            rate, last = rate + c, at
-        return total + min(rate, self.cap) * (t - last)
-
-    def time_for(self, work: float) -> float:
-        """Seconds until ``work`` thread-seconds are delivered."""
-        if work <= 0:
-            return 0.0
-        done, rate, last = 0.0, 0.0, 0.0
-        for at, c in self.steps:
-            r = min(rate, self.cap)
-            if r > 0 and done + r * (at - last) >= work:
-                return last + (work - done) / r
-            done += r * (at - last)
-            rate, last = rate + c, at
-        r = min(rate, self.cap)
-        return last + (work - done) / r if r > 0 else math.inf
-
-
-def _feasible(cap: _Capacity, dues: list[_Due]) -> tuple[bool, str | None]:
-    """Every prefix of the EDF order finishes by its due time, by Graham's
-    list-scheduling bound ``T <= (W - L) / m + L`` (``W`` the work, ``L`` the
-    longest chain of tasks, ``m`` the threads): the work off the chain must be
-    delivered by the due time less the chain."""
-    cum, crit = 0.0, 0.0
-    for d in dues:
-        cum += d.work
-        crit = max(crit, min(d.critical, d.work))
-        if cap.delivered(d.due - crit) < cum - crit - 1e-9 or (
-            cap.delivered(d.due) < cum - 1e-9  # the chain itself needs a thread
-        ):
-            return False, d.batch
-    return True, None
 
 
 class SLOPolicy:
@@ -287,9 +224,10 @@ class SLOPolicy:
         while len(self._seen) > 32:
             self._seen.popitem(last=False)
 
-    def _dues(self, view: ClusterView, kind: str, pools: list[PoolSpec]) -> list[_Due]:
+    def _dues(self, view: ClusterView, kind: str, pools: list[PoolSpec]) -> list[Due]:
         horizon_default = self.deadline
         dues, covered = [], 0.0
+        t_thread, startup = self._learning_times(view, kind, pools)
         for b in view.batches:
             w = b.work.get(kind, 0.0)
             if w <= EPS_WORK:
@@ -297,7 +235,21 @@ class SLOPolicy:
             covered += w
             d = self._deadline_of(b)
             due = (b.arrival + d - view.now) if d is not None else math.inf
-            dues.append(_Due(due, w, b.critical, max(b.tasks, 1), b.id))
+            guess = b.unmeasured.get(kind, 0.0)
+            probe = False
+            if guess > EPS_WORK:
+                if due > t_thread + startup:
+                    # time to learn the duration first: size on what is
+                    # certain (the longest time its tasks have run)
+                    floor = b.unmeasured_floor.get(kind, 0.0)
+                    w = max(w - guess + floor, 0.0)
+                    probe = floor <= 0.0
+                    self._basis.add("probe")
+                else:
+                    self._basis.add("guess")
+            else:
+                self._basis.add("measured")
+            dues.append(Due(due, w, b.critical, max(b.tasks, 1), b.id, probe))
         # work the state did not attribute to a batch: due as the oldest batch
         total = view.backlog.get(kind, 0.0) + view.pending.get(kind, 0.0)
         rest = total - covered
@@ -310,9 +262,7 @@ class SLOPolicy:
             )
             tail = view.pending_tail if view.pending.get(kind, 0.0) > EPS_WORK else 0.0
             dues.append(
-                _Due(
-                    due, rest, tail, view.tasks_ready.get(kind, 1) or 1, "unattributed"
-                )
+                Due(due, rest, tail, view.tasks_ready.get(kind, 1) or 1, "unattributed")
             )
         rate = view.arrival_rate.get(kind, 0.0)
         if self.stream and rate > EPS_WORK and self.deadline is not None:
@@ -323,7 +273,7 @@ class SLOPolicy:
             crit = self._typical("critical") or 0.0
             for j in range(1, FORECAST_STEPS + 1):
                 dues.append(
-                    _Due(
+                    Due(
                         j * step + self.deadline,
                         rate * step,
                         crit,
@@ -333,6 +283,25 @@ class SLOPolicy:
                 )
         dues.sort(key=lambda d: d.due)
         return dues
+
+    @staticmethod
+    def _learning_times(
+        view: ClusterView, kind: str, pools: list[PoolSpec]
+    ) -> tuple[float, float]:
+        """(seconds until a thread of ``kind`` can start a task: 0 with a
+        worker there, else the next arrival or a new worker's startup; the
+        quickest startup of a new worker)."""
+        startup = min((p.startup_s for p in pools), default=0.0)
+        t = math.inf
+        for w in view.workers:
+            p = view.pools.get(w.pool)
+            if p is None or p.kind != kind:
+                continue
+            t = min(
+                t,
+                0.0 if w.arrived else max(0.0, w.billed_since + p.startup_s - view.now),
+            )
+        return min(t, startup), startup
 
     def _typical(self, key: str) -> float | None:
         vals = [r[key] for r in list(self._seen.values())[-8:] if key in r]
@@ -384,6 +353,7 @@ class SLOPolicy:
 
     def decide(self, view: ClusterView) -> Decision:
         self._remember(view)
+        self._basis: set[str] = set()
         targets: dict[str, int] = {}
         reasons: list[str] = []
         infeasible = False
@@ -406,6 +376,13 @@ class SLOPolicy:
                 p.max_workers,
             )
         detail: dict[str, Any] = {"batches": len(view.batches)}
+        # what the work was sized on: the least certain basis used
+        for basis in ("guess", "probe", "measured"):
+            if basis in self._basis:
+                detail["sized_on"] = basis
+                if basis != "measured":
+                    reasons.append(f"sized on a {basis}")
+                break
         if math.isfinite(time_left):
             detail["time_left_s"] = time_left
         if keep_alive:
@@ -442,11 +419,11 @@ class SLOPolicy:
 
         warm = sorted((c for _, c in arrived), reverse=True)
 
-        def capacity(n_new: int, keep: int | None = None) -> _Capacity:
+        def capacity(n_new: int, keep: int | None = None) -> Capacity:
             steps = [(0.0, c) for c in (warm if keep is None else warm[:keep])]
             steps += starting
             steps += [(p.startup_s, p.threads * p.speed) for p in slots[:n_new]]
-            return _Capacity(steps, cap=tasks)
+            return Capacity(steps, cap=tasks)
 
         def fastest() -> int:
             """New workers until the threads cover the tasks that can run."""
@@ -485,17 +462,17 @@ class SLOPolicy:
 
         # the fewest new workers that make every batch feasible (monotone in n)
         lo, hi = 0, len(slots)
-        ok_hi, _ = _feasible(capacity(hi), dues)
+        ok_hi, _ = feasible(capacity(hi), dues)
         if math.isinf(dues[-1].due):
             # no deadline (a budget alone): as fast as the work can use, then
             # capped by the budget below
             n_new = fastest()
-        elif _feasible(capacity(0), dues)[0]:
+        elif feasible(capacity(0), dues)[0]:
             n_new = 0
         elif ok_hi:
             while lo < hi:
                 mid = (lo + hi) // 2
-                if _feasible(capacity(mid), dues)[0]:
+                if feasible(capacity(mid), dues)[0]:
                     hi = mid
                 else:
                     lo = mid + 1
@@ -503,8 +480,11 @@ class SLOPolicy:
         else:
             # infeasible: as fast as the work's parallelism lets new workers help
             n_new = fastest()
-            _, late = _feasible(capacity(n_new), dues)
+            _, late = feasible(capacity(n_new), dues)
             out["infeasible"] = True
+        if n_new == 0 and not arrived and not starting and slots:
+            if any(d.probe for d in dues):
+                n_new = 1  # a probe: one worker to learn how long the tasks take
         budget_capped = False
         while n_new > 0 and not affordable(n_new):
             n_new -= 1
@@ -550,7 +530,7 @@ class SLOPolicy:
         lo, hi = 0, len(arrived)
         while lo < hi:
             mid = (lo + hi) // 2
-            if _feasible(capacity(0, keep=mid), dues)[0]:
+            if feasible(capacity(0, keep=mid), dues)[0]:
                 hi = mid
             else:
                 lo = mid + 1

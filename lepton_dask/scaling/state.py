@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from lepton_dask.cost.scaler_state import ScalerState
+from lepton_dask._protocol import ScalerState
 
 EPS_WORK = 1e-9  # thread-seconds of outstanding work below which there is none
 
@@ -135,6 +135,10 @@ class BatchView:
     longest: float = 0.0
     critical: float = 0.0
     deadline_s: float | None = None
+    #: part of ``work`` priced on a guess, and what is certain of it
+    #: (:class:`~lepton_dask._protocol.BatchState`)
+    unmeasured: dict[str, float] = field(default_factory=dict)
+    unmeasured_floor: dict[str, float] = field(default_factory=dict)
 
     @property
     def remaining(self) -> float:
@@ -406,6 +410,8 @@ class ViewBuilder:
                 float(b.get("longest", 0.0)),
                 float(b.get("critical", b.get("longest", 0.0))),
                 b.get("deadline_s"),
+                dict(b.get("unmeasured") or {}),
+                dict(b.get("unmeasured_floor") or {}),
             )
             for b in st.get("batches", ())
         ]

@@ -1,15 +1,15 @@
 """The simulator's bookkeeping per submission batch: the ready queue's order
 (first-in first-out, or earliest deadline first when batches' deadlines
-differ), each task's bottom level, and each batch's unfinished work for the
-scaler state's ``batches``."""
+differ) and each batch's unfinished work for the scaler state's ``batches``."""
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
+from collections import defaultdict, deque
 from typing import Any
 
+from lepton_dask.sim._knowledge import PrefixKnowledge
 from lepton_dask.sim.trace import Trace
 
 
@@ -50,120 +50,67 @@ def ready_queue(trace: Trace, arrival: dict[int, float]):
     return _EDFQueue(lambda i: due[burst[i]])
 
 
-def bottom_levels(
-    duration: list[float], dependents: list[list[int]], deps: list[list[int]] | None
-) -> list[float]:
-    """Each task's duration plus the longest chain of its dependents: the time
-    from its start to the end of everything that waits on it."""
-    if deps is None:
-        return list(duration)
-    n = len(duration)
-    indeg = [len(dependents[i]) for i in range(n)]
-    level = list(duration)
-    stack = [i for i in range(n) if indeg[i] == 0]
-    while stack:  # reverse topological order: sinks first
-        i = stack.pop()
-        for j in deps[i]:
-            level[j] = max(level[j], duration[j] + level[i])
-            indeg[j] -= 1
-            if indeg[j] == 0:
-                stack.append(j)
-    return level
-
-
 class Batches:
     """Unfinished work per submission batch (a trace's burst), for the
-    ``batches`` entry of the scaler state: work left per kind (running tasks
-    count what is left of them), work done, tasks left, and the longest task
-    and chain of tasks still to finish (lazy max-heaps)."""
+    ``batches`` entry of the scaler state, priced exactly as the real
+    scheduler's ``BatchTracker`` prices it: unfinished tasks per prefix times
+    the scheduler's estimate of the prefix (:class:`PrefixKnowledge`), the
+    longest such estimate, their sum as the chain, and the part on a guess
+    (prefixes with no finished task and no prior) with its floor."""
 
-    def __init__(self, trace: Trace, level: list[float]):
-        self.trace = trace
+    def __init__(self, trace: Trace, prefix: list[int], knowledge: PrefixKnowledge):
         self.kind = trace.kind.tolist()
         self.batch = trace.burst.tolist()
         self.duration = trace.duration.tolist()
-        self.level = level
+        self.prefix = prefix
+        self.know = knowledge
         self.deadline = {int(b): float(d) for b, d in trace.deadline.items()}
         self.active: dict[int, dict[str, Any]] = {}
         self.finished: dict[int, tuple[float, list[float]]] = {}
-        self.done = [False] * len(level)
-        self.started: dict[int, float] = {}
 
-    def _get(self, b: int, now: float) -> dict[str, Any]:
+    def submit(self, i: int, now: float) -> None:
+        b = self.batch[i]
         rec = self.active.get(b)
         if rec is None:
             # a batch finished earlier may get more tasks: it keeps its arrival
             arrival, done = self.finished.pop(b, (now, [0.0, 0.0]))
             rec = self.active[b] = {
                 "arrival": arrival,
-                "unstarted": [0.0, 0.0],
-                "end_sum": [0.0, 0.0],
-                "running": [0, 0],
+                "left": defaultdict(int),
                 "done": done,
                 "tasks": 0,
-                "levels": [],
-                "longest": [],
             }
-        return rec
-
-    def submit(self, i: int, now: float) -> None:
-        rec = self._get(self.batch[i], now)
-        rec["unstarted"][self.kind[i]] += self.duration[i]
+        rec["left"][(self.prefix[i], self.kind[i])] += 1
         rec["tasks"] += 1
-        heapq.heappush(rec["levels"], (-self.level[i], i))
-        heapq.heappush(rec["longest"], (-self.duration[i], i))
 
-    def start(self, i: int, now: float, end_t: float) -> None:
-        rec = self.active[self.batch[i]]
-        k = self.kind[i]
-        rec["unstarted"][k] -= self.duration[i]
-        rec["end_sum"][k] += end_t
-        rec["running"][k] += 1
-        self.started[i] = now
-
-    def lose(self, i: int, end_t: float) -> None:
-        """A run of ``i`` lost to a preemption: its work is unstarted again."""
-        rec = self.active[self.batch[i]]
-        k = self.kind[i]
-        rec["end_sum"][k] -= end_t
-        rec["running"][k] -= 1
-        rec["unstarted"][k] += self.duration[i]
-        self.started.pop(i, None)
-
-    def finish(self, i: int, end_t: float) -> None:
+    def finish(self, i: int) -> None:
         b = self.batch[i]
         rec = self.active[b]
-        k = self.kind[i]
-        rec["end_sum"][k] -= end_t
-        rec["running"][k] -= 1
-        rec["done"][k] += self.duration[i]
+        slot = (self.prefix[i], self.kind[i])
+        rec["left"][slot] -= 1
+        if rec["left"][slot] <= 0:
+            del rec["left"][slot]
+        rec["done"][self.kind[i]] += self.duration[i]
         rec["tasks"] -= 1
-        self.done[i] = True
-        self.started.pop(i, None)
         if rec["tasks"] == 0:
             # finished for now (more of the batch may still be submitted)
             del self.active[b]
             self.finished[b] = (rec["arrival"], rec["done"])
 
-    def _top(self, heap: list, now: float) -> float:
-        while heap and self.done[heap[0][1]]:
-            heapq.heappop(heap)
-        if not heap:
-            return 0.0
-        value, i = -heap[0][0], heap[0][1]
-        if i in self.started:  # running: part of it is done
-            value -= now - self.started[i]
-        return max(value, 0.0)
-
-    def state(self, now: float) -> list[dict[str, Any]]:
+    def state(self, est: list[float]) -> list[dict[str, Any]]:
+        """The unfinished batches, ``est``: the estimate of each prefix now."""
         out = []
+        know = self.know
         for b, rec in self.active.items():
-            work = [
-                max(0.0, rec["unstarted"][k])
-                + max(0.0, rec["end_sum"][k] - rec["running"][k] * now)
-                for k in (0, 1)
-            ]
-            longest = self._top(rec["longest"], now)
+            work, unmeasured, floor = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
+            longest = chain = 0.0
+            for (p, k), n in rec["left"].items():
+                work[k] += n * est[p]
+                if not know.measured(p):
+                    unmeasured[k] += n * est[p]
+                    floor[k] += n * know.ran(p)
+                longest = max(longest, est[p])
+                chain += est[p]
             out.append(
                 {
                     "id": str(b),
@@ -172,8 +119,10 @@ class Batches:
                     "done": {"cpu": rec["done"][0], "gpu": rec["done"][1]},
                     "tasks": rec["tasks"],
                     "longest": longest,
-                    "critical": max(longest, self._top(rec["levels"], now)),
+                    "critical": chain,
                     "deadline_s": self.deadline.get(b),
+                    "unmeasured": {"cpu": unmeasured[0], "gpu": unmeasured[1]},
+                    "unmeasured_floor": {"cpu": floor[0], "gpu": floor[1]},
                 }
             )
         return out

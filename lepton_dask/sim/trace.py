@@ -11,6 +11,14 @@ import numpy as np
 
 KIND_CODES = {"cpu": 0, "gpu": 1}
 KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
+#: default prefix words per depth in a graph (see :meth:`Trace.prefixes`)
+STAGES = ("map", "reduce", "combine", "finish")
+
+
+def _valid_prefix(p: str) -> bool:
+    from dask.utils import key_split
+
+    return isinstance(p, str) and bool(p) and key_split(f"{p}-0") == p
 
 
 @dataclass
@@ -33,6 +41,10 @@ class Trace:
         done within this many seconds of its arrival (every burst's deadline).
     deps : list of lists, optional
         Predecessors of each task (a task graph); None for independent tasks.
+    prefix : list of str, optional
+        Each task's key prefix (what Dask's ``key_split`` makes of its key,
+        the name the scheduler keeps duration estimates under). Default: one
+        prefix per kind and stage of the graph (:meth:`prefixes`).
     """
 
     name: str
@@ -44,6 +56,7 @@ class Trace:
     deps: list[list[int]] | None = None
     description: str = ""
     latency: float | None = None
+    prefix: list[str] | None = None
 
     def __post_init__(self):
         n = len(self.submit)
@@ -58,6 +71,44 @@ class Trace:
             raise ValueError(
                 f"trace {self.name!r}: deps has {len(self.deps)} entries, expected {n}"
             )
+        if self.prefix is not None:
+            if len(self.prefix) != n:
+                raise ValueError(
+                    f"trace {self.name!r}: prefix has {len(self.prefix)} entries, "
+                    f"expected {n}"
+                )
+            bad = next((p for p in self.prefix if not _valid_prefix(p)), None)
+            if bad is not None:
+                raise ValueError(
+                    f"trace {self.name!r}: prefix {bad!r} is not a Dask key prefix "
+                    "(words of letters joined by '-', as key_split makes them)"
+                )
+
+    def depths(self) -> list[int]:
+        """Each task's depth in the graph (0 without dependencies)."""
+        n = len(self)
+        depth = [0] * n
+        if self.deps is not None:
+            for i in sorted(range(n), key=lambda i: self.submit[i]):
+                depth[i] = 1 + max((depth[j] for j in self.deps[i]), default=-1)
+        return depth
+
+    def prefixes(self) -> list[str]:
+        """Each task's key prefix: :attr:`prefix` when given, else
+        ``"<kind>-<stage>"`` by kind and depth in the graph (``cpu-map``,
+        ``gpu-reduce``, ...), the same for every burst, as one function
+        submitted again is one prefix to the scheduler.
+
+        >>> sawtooth(gaps=(30,)).prefixes()[:2]
+        ['cpu-map', 'cpu-map']
+        """
+        if self.prefix is not None:
+            return list(self.prefix)
+        kinds = self.kind.tolist()
+        return [
+            f"{KIND_NAMES[k]}-{STAGES[min(d, len(STAGES) - 1)]}"
+            for k, d in zip(kinds, self.depths(), strict=True)
+        ]
 
     def __len__(self) -> int:
         return len(self.submit)
@@ -102,6 +153,7 @@ class Trace:
             self.deps,
             self.description,
             None if self.latency is None else self.latency * time_factor,
+            self.prefix,
         )
 
     def to_json(self) -> str:
@@ -116,6 +168,7 @@ class Trace:
                 "deps": self.deps,
                 "description": self.description,
                 "latency": self.latency,
+                "prefix": self.prefix,
             }
         )
 
@@ -132,6 +185,7 @@ class Trace:
             d.get("deps"),
             d.get("description", ""),
             d.get("latency"),
+            d.get("prefix"),
         )
 
 

@@ -1,0 +1,73 @@
+"""The private parts of distributed that lepton-dask relies on, wrapped once.
+
+Each wrapper names the distributed version it was read from. The test
+``tests/test_distributed_private.py`` calls every one against a real
+scheduler or cluster and fails with a message naming the wrapper when
+distributed changes what it wraps.
+
+Read from distributed 2026.8.0:
+
+- ``Scheduler._get_prefix_duration(prefix)``: ``prefix.duration_average`` when
+  it is >= 0 (a ``default-task-durations`` entry, then an exponentially
+  weighted average of finished tasks with weight 1/2), else twice
+  ``prefix.max_exec_time`` when a task of the prefix has been seen running
+  (heartbeats), else ``Scheduler.UNKNOWN_TASK_DURATION``;
+  ``TaskPrefix.add_exec_time`` resets the average to -1 when a running task
+  exceeds twice it.
+- ``SpecCluster._correct_state()``: starts the workers of ``worker_spec`` that
+  are not running (what ``scale()`` calls).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["correct_state", "prefix_duration", "prefix_knowledge", "unknown_duration"]
+
+
+def unknown_duration(scheduler: Any = None) -> float:
+    """The duration the scheduler assumes for a task of an unseen prefix:
+    ``Scheduler.UNKNOWN_TASK_DURATION`` (from
+    ``distributed.scheduler.unknown-task-duration``), or the configured value
+    when there is no scheduler at hand.
+
+    >>> import dask
+    >>> with dask.config.set({"distributed.scheduler.unknown-task-duration": "2s"}):
+    ...     unknown_duration()
+    2.0
+    """
+    if scheduler is not None:
+        return float(scheduler.UNKNOWN_TASK_DURATION)
+    import dask.config
+    from dask.utils import parse_timedelta
+
+    return float(
+        parse_timedelta(dask.config.get("distributed.scheduler.unknown-task-duration"))
+    )
+
+
+def prefix_duration(scheduler: Any, prefix: Any) -> float:
+    """The scheduler's estimate of one task of ``prefix`` (a ``TaskPrefix``)."""
+    return float(scheduler._get_prefix_duration(prefix))
+
+
+def prefix_knowledge(scheduler: Any, name: str) -> tuple[float, bool, float]:
+    """``(estimate, measured, ran)`` for the task prefix ``name``: the
+    scheduler's duration estimate; whether it rests on a finished task or a
+    ``default-task-durations`` entry (``duration_average >= 0``) rather than
+    a guess; and the longest time a task of it has been seen running (0 when
+    none has)."""
+    tp = scheduler.task_prefixes.get(name)
+    if tp is None:
+        return unknown_duration(scheduler), False, 0.0
+    return (
+        prefix_duration(scheduler, tp),
+        tp.duration_average >= 0,
+        max(0.0, float(tp.max_exec_time)),
+    )
+
+
+def correct_state(cluster: Any) -> Any:
+    """Start the workers of ``cluster.worker_spec`` that are not running yet,
+    as ``SpecCluster.scale`` does (``SpecCluster._correct_state``)."""
+    return cluster._correct_state()
