@@ -159,8 +159,9 @@ def compare(
 
 
 # -- every trace, time-scaled -------------------------------------------------------
-REAL_SECONDS = 150.0  # about how long each real run takes
+REAL_SECONDS = 75.0  # about how long each real run takes
 MIN_TASK_S = 0.05  # shortest typical sleep task worth timing for real
+UNKNOWN_S = 0.5  # distributed.scheduler.unknown-task-duration, unscaled
 
 
 def window(trace: Trace, start: float, length: float) -> Trace:
@@ -171,6 +172,7 @@ def window(trace: Trace, start: float, length: float) -> Trace:
     arrival = {b["burst"]: b["arrival"] for b in trace.bursts()}
     keep = np.array([start <= arrival[int(b)] < start + length for b in trace.burst])
     bursts = sorted({int(b) for b in trace.burst[keep]})
+    names = trace.prefixes()
     return Trace(
         f"{trace.name}[{start:g}+{length:g}s]",
         trace.submit[keep] - start,
@@ -181,6 +183,7 @@ def window(trace: Trace, start: float, length: float) -> Trace:
         None,
         trace.description,
         trace.latency,
+        [names[i] for i in np.flatnonzero(keep)],
     )
 
 
@@ -188,7 +191,8 @@ def scale_for_real(scenario, seconds: float = REAL_SECONDS):
     """``(scenario, factor)``: ``scenario`` with times, durations, startup and
     minimum billing multiplied by ``factor`` (and a window of a long trace),
     so that it runs for about ``seconds`` with sleep tasks of at least
-    ``MIN_TASK_S`` typically."""
+    ``MIN_TASK_S`` typically. Run it under :func:`scaled_world` so that the
+    scheduler's guess for an unseen task is scaled too."""
     from dataclasses import replace
 
     from lepton_dask.experiments.harness import Scenario
@@ -217,15 +221,24 @@ def scale_for_real(scenario, seconds: float = REAL_SECONDS):
     return sc, f
 
 
+@contextlib.contextmanager
+def scaled_world(factor: float):
+    """``distributed.scheduler.unknown-task-duration`` times ``factor`` (for
+    the real scheduler and the simulator alike), so that a run time-scaled by
+    ``factor`` guesses about unseen tasks as the unscaled world would."""
+    import dask
+
+    with dask.config.set(
+        {"distributed.scheduler.unknown-task-duration": f"{UNKNOWN_S * factor}s"}
+    ):
+        yield
+
+
 def _groups(trace: Trace) -> list[tuple[float, int, int, list[int]]]:
     """Tasks submitted together: ``(time, burst, kind, tasks)``, one group per
     submission time, burst, depth in the graph and kind, in an order where
     every task comes after its dependencies."""
-    n = len(trace)
-    depth = [0] * n
-    if trace.deps is not None:
-        for i in sorted(range(n), key=lambda i: trace.submit[i]):
-            depth[i] = 1 + max((depth[j] for j in trace.deps[i]), default=-1)
+    depth = trace.depths()
     by: dict[tuple[float, int, int, int], list[int]] = {}
     for i in np.argsort(trace.submit, kind="stable"):
         key = (
@@ -238,19 +251,38 @@ def _groups(trace: Trace) -> list[tuple[float, int, int, list[int]]]:
     return [(t, b, k, ids) for (t, _, b, k), ids in sorted(by.items())]
 
 
+def _adapt(cluster: Any, scenario, policy: Any, interval: float) -> None:
+    """``policy``: a factory of our policies (CostAwareAdaptive), or a
+    number: Dask's own Adaptive with that target_duration (wait_count 3)."""
+    if callable(policy):
+        cluster.adapt(Adaptive=CostAwareAdaptive, policy=policy(), interval=interval)
+    else:
+        cluster.adapt(
+            minimum=0,
+            maximum=sum(p.max_workers for p in scenario.pools),
+            target_duration=float(policy),
+            interval=interval,
+            wait_count=3,
+        )
+
+
 def run_trace_real(
-    scenario, factory, *, interval: float = 0.5, settle: float = 30.0
+    scenario, policy: Any, *, interval: float = 0.5, settle: float = 30.0
 ) -> dict[str, Any]:
-    """Run a (scaled) scenario on a LocalPoolCluster under the policy that
-    ``factory`` makes: each group of tasks submitted together is one
-    ``compute`` call under :func:`lepton_dask.deadline` when its burst has a
-    deadline; every result is held until the end."""
+    """Run a (scaled) scenario on a LocalPoolCluster (in-process workers,
+    ``time.sleep`` tasks keyed ``<prefix>-<i>``) under ``policy``: a factory
+    of one of our policies, or a number, stock Adaptive's target_duration.
+    Each group of tasks submitted together is one ``compute`` call under
+    :func:`lepton_dask.deadline` when its burst has a deadline; every result
+    is held until the end. Returns the cost (the CostMonitor's), makespan,
+    the share of deadlines met and the worker launches."""
     import dask
     from distributed import Client
 
     from lepton_dask.scaling.slo import deadline as slo_deadline
 
     trace = scenario.trace
+    names = trace.prefixes()
     monitor = CostMonitor(
         ledger=False, minimum_billing=scenario.minimum_billing, flush_interval=1.0
     )
@@ -263,8 +295,9 @@ def run_trace_real(
         ) as cluster,
         Client(cluster) as client,
     ):
-        cluster.adapt(Adaptive=CostAwareAdaptive, policy=factory(), interval=interval)
+        _adapt(cluster, scenario, policy, interval)
         futures: dict[int, Any] = {}
+        finished: dict[int, float] = {}
         t0 = time.time()
         for at, b, kind, ids in _groups(trace):
             delay = at - (time.time() - t0)
@@ -274,54 +307,137 @@ def run_trace_real(
                 dask.delayed(_sleep, pure=False)(
                     float(trace.duration[i]),
                     *[futures[j] for j in (trace.deps[i] if trace.deps else [])],
-                    dask_key_name=f"task-{i}",
+                    dask_key_name=f"{names[i]}-{i}",
                 )
                 for i in ids
             ]
             d = trace.deadline.get(b)
             with slo_deadline(d) if d else contextlib.nullcontext():
                 got = client.compute(tasks, resources={"GPU": 1} if kind == 1 else None)
+            for i, fut in zip(ids, got, strict=True):
+                fut.add_done_callback(
+                    lambda _, i=i: finished.__setitem__(i, time.time())
+                )
             futures.update(zip(ids, got, strict=True))
-        return _settle(futures, t0, monitor, settle)
+        out = _settle(futures, t0, monitor, settle)
+        launches = len(cluster.launch_times())
+        churn = getattr(getattr(cluster, "_adaptive", None), "churn", None)
+    out["deadline_met"] = _deadlines_met(trace, finished, t0)
+    out["launches"] = launches
+    out["churn"] = None if churn is None else churn.churn
+    return out
+
+
+def _deadlines_met(trace: Trace, finished: dict[int, float], t0: float) -> float:
+    """The share of bursts with a deadline whose last task finished in time."""
+    met = []
+    for b in trace.bursts():
+        if b["deadline"] is None:
+            continue
+        ids = np.flatnonzero(trace.burst == b["burst"])
+        last = max((finished.get(int(i), np.inf) for i in ids), default=np.inf)
+        met.append(last - t0 - b["arrival"] <= b["deadline"] * 1.0001)
+    return sum(met) / len(met) if met else 1.0
+
+
+def best_adaptive(scenario, interval: float, sweep=None) -> float:
+    """The stock Adaptive target_duration (of the harness's sweep, scaled to
+    the scenario) that the simulator finds cheapest among those meeting the
+    most deadlines."""
+    from lepton_dask.experiments.harness import ADAPTIVE_SWEEP
+
+    f = scenario.minimum_billing / 60.0  # the scenarios bill 60 s unscaled
+    runs = []
+    for td in sweep or ADAPTIVE_SWEEP:
+        r = _simulate(scenario, StockAdaptivePolicy(td * f), interval)
+        runs.append((-round(r.deadline_met, 3), r.cost_usd, td * f))
+    return min(runs)[2]
+
+
+def _simulate(scenario, policy: Any, interval: float):
+    return Simulator(
+        scenario.trace,
+        scenario.pools,
+        policy,
+        minimum_billing=scenario.minimum_billing,
+        interval=interval,
+        hold_results=True,
+        record_timeline=False,
+    ).run()
 
 
 def compare_traces(
-    names: list[str] | None = None, *, seconds: float = REAL_SECONDS
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Every scenario, time-scaled, on a real LocalPoolCluster under the SLO
-    policy, against the simulator on the same scaled scenario."""
+    names: list[str] | None = None,
+    *,
+    seconds: float = REAL_SECONDS,
+    repeats: int | dict[str, int] = 1,
+    progress: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """Every scenario (or ``names``), time-scaled, on a real LocalPoolCluster
+    under three policies, each beside the simulator on the same scaled
+    scenario: the SLO policy from the trace's stated terms (``slo``), stock
+    Adaptive at its defaults scaled with the trace (``adaptive_default``:
+    target_duration 5 s, interval 1 s, wait_count 3) and the best stock
+    Adaptive of the simulated sweep (``adaptive_best``). ``repeats`` runs
+    (per trace, when a dict) alternate the policies; medians are reported,
+    every run is kept under ``runs``."""
     from lepton_dask.experiments.harness import scenarios, slo_policy
 
     out = {}
     for name, sc in scenarios().items():
         if names and name not in names:
             continue
-        small, f = scale_for_real(sc, seconds)
-        factory = slo_policy(small.trace)
+        factory = slo_policy(sc.trace)
         if factory is None:
             continue
+        small, f = scale_for_real(sc, seconds)
         interval = max(0.2, min(1.0, f))
-        real = run_trace_real(small, factory, interval=interval)
-        sim = Simulator(
-            small.trace,
-            small.pools,
-            factory(),
-            minimum_billing=small.minimum_billing,
-            interval=interval,
-            hold_results=True,
-            record_timeline=False,
-        ).run()
-        t0 = float(small.trace.submit.min())
-        out[name] = {
-            factory().label: {
-                "factor": f,
-                "real_usd": real["cost_usd"],
-                "sim_usd": sim.cost_usd,
-                "error": abs(sim.cost_usd - real["cost_usd"]) / real["cost_usd"],
-                "real_s": real["makespan_s"],
-                "sim_s": sim.makespan_s + t0,
-                "time_error": abs(sim.makespan_s + t0 - real["makespan_s"])
-                / real["makespan_s"],
+        n = repeats.get(name, 1) if isinstance(repeats, dict) else int(repeats)
+        with scaled_world(f):
+            policies = {
+                "slo": factory,
+                "adaptive_default": 5.0 * f,
+                "adaptive_best": best_adaptive(small, interval),
             }
-        }
+            out[name] = _compare_one(small, policies, interval, n, progress)
+        out[name]["factor"] = f
+        out[name]["unknown_task_duration_s"] = UNKNOWN_S * f
     return out
+
+
+def _compare_one(scenario, policies, interval, repeats, progress) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in policies}
+    for _ in range(repeats):
+        for label, policy in policies.items():  # alternating
+            t = time.time()
+            real = run_trace_real(scenario, policy, interval=interval, settle=20.0)
+            real["seconds"] = time.time() - t
+            runs[label].append(real)
+            if progress:
+                progress(f"{scenario.name} {label}: ${real['cost_usd']:.5f}")
+    res: dict[str, Any] = {"runs": runs}
+    for label, policy in policies.items():
+        sim_policy = policy() if callable(policy) else StockAdaptivePolicy(policy)
+        sim = _simulate(scenario, sim_policy, interval)
+        real_usd = float(np.median([r["cost_usd"] for r in runs[label]]))
+        res[label] = {
+            "real_usd": real_usd,
+            "sim_usd": sim.cost_usd,
+            "real_deadlines_met": float(
+                np.median([r["deadline_met"] for r in runs[label]])
+            ),
+            "sim_deadlines_met": sim.deadline_met,
+            "sim_real_error": abs(sim.cost_usd - real_usd) / real_usd
+            if real_usd
+            else float("nan"),
+            "real_s": float(np.median([r["makespan_s"] for r in runs[label]])),
+            "sim_s": sim.makespan_s + float(scenario.trace.submit.min()),
+            "real_launches": float(np.median([r["launches"] for r in runs[label]])),
+            "real_churn": None
+            if runs[label][0]["churn"] is None
+            else float(np.median([r["churn"] for r in runs[label]])),
+            "sim_launches": sim.launches,
+            "sim_churn": sim.churn,
+            "knob": None if callable(policy) else policy,
+        }
+    return res
