@@ -16,6 +16,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from lepton_dask import _protocol as protocol
 from tests.helpers import wait_for
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -141,7 +142,7 @@ def up_snapshot(addr):
     from distributed import Client
 
     with Client(addr, timeout=30) as c:
-        return c.sync(c.scheduler.lepton_cost_snapshot), len(
+        return c.sync(getattr(c.scheduler, protocol.COST_SNAPSHOT)), len(
             c.scheduler_info()["workers"]
         )
 

@@ -344,7 +344,7 @@ class ArrivalEstimator:
 
 
 class ViewBuilder:
-    """Turns the scheduler's ``lepton_scaler_state`` into a :class:`ClusterView`,
+    """Turns the scheduler's scaler state (``protocol.SCALER_STATE``) into a :class:`ClusterView`,
     keeping what a view needs from earlier ones: the arrival rate, idle gaps,
     the start of the busy period and the online Ernest model.
 

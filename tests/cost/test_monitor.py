@@ -12,6 +12,7 @@ import pytest
 from distributed import Client, Nanny, Scheduler, SpecCluster
 from prometheus_client.parser import text_string_to_metric_families
 
+from lepton_dask import _protocol as protocol
 from lepton_dask.cost import CatalogError, CostMonitor, Ledger, worker_declaration
 from lepton_dask.store._spec import StoreSpec
 from tests.helpers import cluster_with, wait_for
@@ -213,7 +214,7 @@ def test_launch_request_starts_billing_before_arrival():
     monitor = CostMonitor(ledger=False, minimum_billing=0)
     with cluster_with(monitor, n_workers=0) as cluster, Client(cluster) as client:
         client.run_on_scheduler(
-            lambda dask_scheduler: dask_scheduler.handlers["lepton_cost_launch"](
+            lambda dask_scheduler: dask_scheduler.handlers[protocol.COST_LAUNCH](
                 name="late"
             )
         )

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from distributed import Client
 
+from lepton_dask import _protocol as protocol
 from lepton_dask.cost import CostMonitor
 from lepton_dask.dashboard.cost_page import TITLES
 from tests.browser import Chromium
@@ -57,7 +58,7 @@ def test_cost_page_renders_in_chromium(cluster_with_costs, tmp_path):
     assert np.isfinite(x.sum().compute())
     # what a scaler reports after each decision, over the scheduler's real comm
     client.sync(
-        client.scheduler.lepton_scaler_decision,
+        getattr(client.scheduler, protocol.SCALER_DECISION),
         decision={
             "targets": {"default": 3},
             "reason": "deadline 60 s needs 3 workers",

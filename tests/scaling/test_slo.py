@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from distributed import Client, wait
 
+from lepton_dask import _protocol as protocol
 from lepton_dask.cost import CostMonitor
 from lepton_dask.cost.scaler_state import ScalerState
 from lepton_dask.scaling import (
@@ -259,7 +260,7 @@ def test_the_simulator_and_a_real_scheduler_emit_the_same_state(tmp_path):
         with deadline(45):
             futs = client.map(time.sleep, [0.5] * 4, pure=False)
         time.sleep(0.2)
-        st = client.sync(client.scheduler.lepton_scaler_state)
+        st = client.sync(getattr(client.scheduler, protocol.SCALER_STATE))
         assert set(st) == keys
         (b,) = st["batches"]
         assert b["deadline_s"] == 45.0 and b["tasks"] >= 1
@@ -267,7 +268,9 @@ def test_the_simulator_and_a_real_scheduler_emit_the_same_state(tmp_path):
         assert v.batches[0].deadline_s == 45.0 and v.batches[0].remaining > 0
         wait(futs)
         time.sleep(0.2)
-        assert not client.sync(client.scheduler.lepton_scaler_state)["batches"]
+        assert not client.sync(getattr(client.scheduler, protocol.SCALER_STATE))[
+            "batches"
+        ]
 
 
 def test_the_loop_meets_deadlines_on_a_small_real_stream():
