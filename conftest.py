@@ -9,6 +9,7 @@ over a real connection. Each test gets its own database.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -96,3 +97,40 @@ def client(cluster):
 
     with Client(cluster) as c:
         yield c
+
+
+# -- no process outlives the suite -------------------------------------------------
+_SESSION_START = time.time()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a process that a test started (a worker, a server, a
+    daemon, a browser) is still alive once every fixture has been torn down;
+    name each, then end it so that it does not outlive the run either."""
+    import psutil
+
+    from tests.helpers import kill_started_since, started_since
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    left = started_since(_SESSION_START)
+    if left:
+        time.sleep(3)  # a process told to stop may take a moment
+        left = [p for p in left if p.is_running()]
+    if not left:
+        return
+    lines = []
+    for p in left:
+        try:
+            lines.append(f"  pid {p.pid}: {' '.join(p.cmdline())[:200]}")
+        except psutil.Error:  # gone meanwhile
+            continue
+    if not lines:
+        return
+    kill_started_since(_SESSION_START)
+    session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+        "processes started by the tests were still running at the end:\n"
+        + "\n".join(lines),
+        red=True,
+    )
+    session.exitstatus = 1

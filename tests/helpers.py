@@ -54,3 +54,54 @@ def nanny_cluster(**workers: dict):
     ):
         names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
         yield client, names
+
+
+#: what the suite's processes run (a worker, a server, a browser, a daemon)
+OURS = (
+    "dask",
+    "distributed",
+    "lepton",
+    "ferretdb",
+    "prometheus",
+    "alertmanager",
+    "chromium",
+    "munged",
+    "slurm",
+    "SLURMCluster",
+    "mongod",
+)
+
+
+def started_since(since: float, marker: str | tuple[str, ...] = OURS) -> list:
+    """Processes alive now, created at or after ``since``, whose command line
+    names ``marker`` (any of them), other than this process and its parents."""
+    import psutil
+
+    markers = (marker,) if isinstance(marker, str) else marker
+    me = psutil.Process()
+    skip = {me.pid, *(p.pid for p in me.parents())}
+    out = []
+    for p in psutil.process_iter(["pid", "create_time", "cmdline", "status"]):
+        info = p.info
+        if info["pid"] in skip or (info["create_time"] or 0) < since - 1.0:
+            continue
+        if info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmd = " ".join(info["cmdline"] or ())
+        if any(m in cmd for m in markers):
+            out.append(p)
+    return out
+
+
+def kill_started_since(since: float, marker: str | tuple[str, ...] = OURS) -> None:
+    """Terminate (then kill) what :func:`started_since` finds."""
+    import psutil
+
+    procs = started_since(since, marker)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=5)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()

@@ -7,6 +7,7 @@ import logging
 import re
 import warnings
 
+import dask
 import numpy as np
 import pytest
 
@@ -111,9 +112,13 @@ def test_forecast_only_changes_no_decision():
 
 def test_prewarm_reasons_and_a_cheaper_run_on_recurring_load():
     trace = sawtooth_recurring(repeats=4)
-    plain = simulate(trace, SLOPolicy(deadline=90))
-    policy = PredictivePolicy(SLOPolicy(deadline=90))
-    r = simulate(trace, policy)
+    # a recurring workload has its recorded durations as the scheduler's
+    # priors (default-task-durations); the simulator reads them from config
+    priors = {"cpu-map": float(trace.duration.mean())}
+    with dask.config.set({"distributed.scheduler.default-task-durations": priors}):
+        plain = simulate(trace, SLOPolicy(deadline=90))
+        policy = PredictivePolicy(SLOPolicy(deadline=90))
+        r = simulate(trace, policy)
     pattern = re.compile(
         r"forecast: ~\d+ s of work at t=\d+ s \(in \d+-\d+ s\), "
         r"(seen in (\d+) of the last (\d+) cycles|5th-99th percentile of \d+ "

@@ -27,7 +27,7 @@ from distributed.deploy.spec import ProcessInterface
 from lepton_dask.cost import CostMonitor
 from lepton_dask.scaling import BalancedPolicy, CostAwareAdaptive, PoolSpec
 from lepton_dask.scaling.managers import ManagedPools
-from tests.helpers import wait_for
+from tests.helpers import kill_started_since, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -318,6 +318,7 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
     (tmp / "spool").mkdir()
     env = {**os.environ, "SLURM_CONF": str(conf)}
     procs = []
+    started = time.time()
     try:
         procs.append(
             subprocess.Popen(
@@ -349,12 +350,23 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         subprocess.run(
             ["scancel", "--full", "-u", "root"], env=env, capture_output=True
         )
+
+        def no_jobs():
+            out = subprocess.run(
+                ["squeue", "-h"], env=env, capture_output=True, text=True
+            )
+            return out.returncode != 0 or not out.stdout.strip()
+
+        with contextlib.suppress(TimeoutError, AssertionError):
+            wait_for(no_jobs, 20, interval=0.3)  # the jobs' steps end first
         for p in reversed(procs):
             p.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(10)
             if p.poll() is None:
                 p.kill()
+        # a job's worker that outlived its slurmstepd (reparented to init)
+        kill_started_since(started, "SLURMCluster")
 
 
 def test_slurm_cluster_on_a_real_slurm(tmp_path, monkeypatch):
