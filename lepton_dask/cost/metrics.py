@@ -118,6 +118,12 @@ METRICS = [
         "1 when the scaler's deadline or budget cannot be met",
     ),
     ("lepton_scaler_decisions_total", "counter", "Scaling decisions taken"),
+    ("lepton_scaler_launches_total", "counter", "Workers the scaler launched"),
+    (
+        "lepton_scaler_churn_total",
+        "counter",
+        "Workers launched within one startup of a retirement in the same pool",
+    ),
     (
         "lepton_forecast_workers",
         "gauge",
@@ -247,6 +253,13 @@ def families(snapshot: dict[str, Any]) -> Iterator:
         )
         dec.add_metric([], snapshot.get("scaler_decisions", 0))
         yield dec
+        for name, key in (
+            ("lepton_scaler_launches_total", "launches_total"),
+            ("lepton_scaler_churn_total", "churn_total"),
+        ):
+            c = _counter(name, docs[name], [])
+            c.add_metric([], float(scaler.get(key) or 0))
+            yield c
         if "forecast_hits" in scaler:  # a predictive policy decides
             for name in ("lepton_forecast_workers", "lepton_prewarmed_workers"):
                 key = name.removeprefix("lepton_")
