@@ -142,8 +142,9 @@ def real_part(result: dict, traces, args) -> None:
     from lepton_dask.experiments.real import compare_traces
 
     t0 = time.time()
+    repeats = REAL_REPEATS if args.repeats is None else args.repeats
     real = compare_traces(
-        traces, seconds=args.real_seconds, repeats=REAL_REPEATS, progress=print
+        traces, seconds=args.real_seconds, repeats=repeats, progress=print
     )
     result["real_seconds"] = round(time.time() - t0, 1)
     rows = []
@@ -262,6 +263,13 @@ def main(argv=None):
     )
     ap.add_argument(
         "--real-seconds", type=float, default=75.0, help="length of each real run"
+    )
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="real repetitions for every trace (default: 3 on burst-reduce, "
+        "sawtooth, stream and multi-tenant, 1 on the others)",
     )
     ap.add_argument("--traces", default=None, help="comma-separated (default: all)")
     ap.add_argument(
