@@ -22,7 +22,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["correct_state", "prefix_duration", "prefix_knowledge", "unknown_duration"]
+__all__ = [
+    "correct_state",
+    "install_priors",
+    "prefix_duration",
+    "prefix_knowledge",
+    "remove_priors",
+    "unknown_duration",
+]
 
 
 def unknown_duration(scheduler: Any = None) -> float:
@@ -71,3 +78,37 @@ def correct_state(cluster: Any) -> Any:
     """Start the workers of ``cluster.worker_spec`` that are not running yet,
     as ``SpecCluster.scale`` does (``SpecCluster._correct_state``)."""
     return cluster._correct_state()
+
+
+PRIORS_KEY = "distributed.scheduler.default-task-durations"
+
+
+def install_priors(scheduler: Any, priors: dict[str, float]) -> dict[str, float]:
+    """Make ``priors`` (seconds per task prefix) the scheduler's starting
+    estimates: entries of ``distributed.scheduler.default-task-durations``
+    (set in this process's config, which ``TaskPrefix`` reads when it first
+    sees a prefix), and the average of a prefix already known but not yet
+    measured. Entries the user configured win. Returns what was installed."""
+    import dask.config
+
+    current = dict(dask.config.get(PRIORS_KEY, {}) or {})
+    new = {k: float(v) for k, v in priors.items() if k not in current and v > 0}
+    if new:
+        dask.config.set({PRIORS_KEY: {**current, **new}})
+    for name, value in new.items():
+        tp = scheduler.task_prefixes.get(name)
+        if tp is not None and tp.duration_average < 0 and tp.max_exec_time < 0:
+            tp.duration_average = value
+    return new
+
+
+def remove_priors(installed: dict[str, float]) -> None:
+    """Take back what :func:`install_priors` installed (entries still as it
+    left them)."""
+    import dask.config
+
+    if not installed:
+        return
+    current = dict(dask.config.get(PRIORS_KEY, {}) or {})
+    kept = {k: v for k, v in current.items() if installed.get(k) != v}
+    dask.config.set({PRIORS_KEY: kept})

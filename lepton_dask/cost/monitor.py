@@ -24,7 +24,7 @@ import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from lepton_dask import _protocol as protocol
-from lepton_dask._distributed import prefix_duration
+from lepton_dask._distributed import install_priors, prefix_duration, remove_priors
 from lepton_dask._protocol import ScalerState
 from lepton_dask.config import get_timedelta
 from lepton_dask.cost.billing import (
@@ -41,7 +41,12 @@ from lepton_dask.cost.pricing import (  # noqa: F401  (Declaration, worker_decla
     Pricing,
     worker_declaration,
 )
-from lepton_dask.cost.recording import RunRecorder, recordings, write_recording
+from lepton_dask.cost.recording import (
+    RunRecorder,
+    duration_priors,
+    recordings,
+    write_recording,
+)
 from lepton_dask.cost.scaler_state import DONE_STATES, BatchTracker
 
 logger = logging.getLogger(__name__)
@@ -159,6 +164,8 @@ class CostMonitor(SchedulerPlugin):
         self.recorder = RunRecorder(self.run_id) if cfg.get("record", True) else None
         #: unfinished work per submission batch (the scaler state's ``batches``)
         self.batches = BatchTracker(recorder=self.recorder)
+        #: duration priors this monitor installed (see ``_install_priors``)
+        self.priors: dict[str, float] = {}
 
     # -- plugin hooks --------------------------------------------------------------
     async def start(self, scheduler: Any) -> None:
@@ -174,6 +181,7 @@ class CostMonitor(SchedulerPlugin):
                     self.pools[pool].history_usd += usd
             except Exception as e:
                 logger.error("cost ledger unavailable, spend history not loaded: %s", e)
+        await self._install_priors()
         for addr in list(scheduler.workers):
             self.add_worker(scheduler, addr)
         from tornado.ioloop import PeriodicCallback
@@ -188,6 +196,36 @@ class CostMonitor(SchedulerPlugin):
                 self.page = importlib.import_module(PAGE_MODULE).install(scheduler)
             except Exception as e:  # the page is a view; spend is still counted
                 logger.error("could not add the Cost page to the dashboard: %s", e)
+
+    async def _install_priors(self) -> None:
+        """A known workload (``lepton.workload``) starts with the durations
+        its recorded runs measured, per task prefix, as the scheduler's
+        ``default-task-durations`` (``lepton.cost.priors``), so that neither
+        the scheduler nor a policy guesses about work it has seen before."""
+        workload = dask.config.get("lepton.workload", None)
+        if not workload or self.ledger is None:
+            return
+        if not dask.config.get("lepton.cost.priors", True):
+            return
+        try:
+            docs = await asyncio.to_thread(recordings, self.ledger.spec, workload)
+        except (OSError, ValueError, RuntimeError) as e:
+            logger.warning(
+                "duration priors of workload %r not loaded (%s): the scheduler "
+                "starts from unknown-task-duration",
+                workload,
+                e,
+                exc_info=True,
+            )
+            return
+        self.priors = install_priors(self.scheduler, duration_priors(docs))
+        if self.priors:
+            logger.info(
+                "duration priors of workload %r from %d recorded runs: %s",
+                workload,
+                len(docs),
+                ", ".join(f"{k} {v:.3g} s" for k, v in self.priors.items()),
+            )
 
     def _resume(self) -> dict[str, float]:
         self.ledger.resume(self.run_id)
@@ -322,6 +360,7 @@ class CostMonitor(SchedulerPlugin):
     async def before_close(self) -> None:
         if self._pc is not None:
             self._pc.stop()
+        remove_priors(self.priors)
         for addr in list(self.lives):
             self.remove_worker(self.scheduler, addr)
         if self.recorder is not None:

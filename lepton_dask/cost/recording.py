@@ -421,3 +421,25 @@ def recording(spec: Any, run_id: str) -> dict[str, Any] | None:
     return spec.retry(
         lambda: _coll(spec).find_one({"_id": run_id}), "reading a run recording"
     )
+
+
+def duration_priors(docs: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean seconds per task prefix over the recordings ``docs`` (their
+    finished tasks, each run weighted by its task count): what the scheduler
+    should assume for a prefix before it has seen one of its tasks finish.
+
+    >>> duration_priors([{"groups": [
+    ...     {"prefix": "load", "duration": {"count": 2, "sum": 4.0}},
+    ...     {"prefix": "fit", "duration": {"count": 0, "sum": 0.0}}]},
+    ...     {"groups": [{"prefix": "load", "duration": {"count": 2, "sum": 8.0}}]}])
+    {'load': 3.0}
+    """
+    total: dict[str, list[float]] = {}
+    for doc in docs:
+        for g in doc.get("groups", ()):
+            d = g.get("duration") or {}
+            if d.get("count"):
+                acc = total.setdefault(g["prefix"], [0.0, 0.0])
+                acc[0] += float(d["sum"])
+                acc[1] += float(d["count"])
+    return {p: s / n for p, (s, n) in sorted(total.items()) if n > 0}

@@ -321,10 +321,15 @@ def run_trace_real(
             futures.update(zip(ids, got, strict=True))
         out = _settle(futures, t0, monitor, settle)
         launches = len(cluster.launch_times())
-        churn = getattr(getattr(cluster, "_adaptive", None), "churn", None)
+        adaptive = getattr(cluster, "_adaptive", None)
+        churn = getattr(adaptive, "churn", None)
+        reasons = [
+            e["reason"] for _, e in getattr(adaptive, "log", ()) if "reason" in e
+        ]
     out["deadline_met"] = _deadlines_met(trace, finished, t0)
     out["launches"] = launches
     out["churn"] = None if churn is None else churn.churn
+    out["reasons"] = reasons
     return out
 
 

@@ -275,17 +275,7 @@ class Run:
         decision = sim.policy.decide(view)
         if len(self.decisions) < 100_000:
             self.decisions.append(decision.as_log(now))
-        plan = plan_apply(decision, view)
-        for p in plan.pools.values():
-            for _ in range(p.launch):
-                self.launch(sim.pools[p.pool], now)
-            for name in p.retire:
-                w = self.workers.get(int(name))
-                if w is not None:
-                    self.end(w, now)
-        self.churn.record_plan(now, plan, view)
-        if plan.retire:
-            self.dispatch(now)  # work of a forced retirement goes elsewhere
+        self.apply(decision, view)
         if sim.record_timeline:
             counts: dict[str, int] = {}
             rate = 0.0
@@ -294,6 +284,24 @@ class Run:
                 rate += w.pool.usd_per_hour
             self.timeline.append((now, counts, rate))
         return not self._over()
+
+    def apply(self, decision: Any, view: Any) -> tuple[list[str], list[str]]:
+        """Carry out :func:`~lepton_dask.scaling.apply.plan_apply`'s plan at
+        ``now``; returns (launched, retired) worker names."""
+        now = self.now
+        plan = plan_apply(decision, view)
+        launched: list[str] = []
+        for p in plan.pools.values():
+            for _ in range(p.launch):
+                launched.append(str(self.launch(self.sim.pools[p.pool], now).wid))
+            for name in p.retire:
+                w = self.workers.get(int(name))
+                if w is not None:
+                    self.end(w, now)
+        self.churn.record_plan(now, plan, view)
+        if plan.retire:
+            self.dispatch(now)  # work of a forced retirement goes elsewhere
+        return launched, list(plan.retire)
 
     def _over(self) -> bool:
         sim, now = self.sim, self.now

@@ -1,0 +1,143 @@
+"""The simulator knows what a real scheduler knows of task durations.
+
+The same small graph (one prefix, four tasks run one after the other: 2.0,
+0.4, 0.8 and 0.4 s) runs on a real scheduler and in the simulator; the
+duration estimate a policy would see is read tick by tick from both.
+"""
+
+from __future__ import annotations
+
+import time
+
+import dask
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from lepton_dask._distributed import prefix_knowledge
+from lepton_dask.scaling.state import Decision, PoolSpec
+from lepton_dask.sim._knowledge import PrefixKnowledge
+from lepton_dask.sim.simulator import Simulator
+from lepton_dask.sim.trace import Trace
+
+DURATIONS = [2.0, 0.4, 0.8, 0.4]
+UNKNOWN = 0.5
+TICK = 0.25
+HEARTBEAT = 0.5  # distributed's worker heartbeat on a cluster this small
+CONFIG = {
+    "distributed.scheduler.unknown-task-duration": f"{UNKNOWN}s",
+    "distributed.scheduler.default-task-durations": {},
+}
+
+
+def _real() -> list[tuple[float, float, bool]]:
+    """(seconds since submission, estimate, measured) on a real scheduler."""
+    with (
+        dask.config.set(CONFIG),
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        t0 = time.time()
+        futures = [
+            client.submit(time.sleep, d, key=f"nap-{i}", pure=False)
+            for i, d in enumerate(DURATIONS)
+        ]
+        out = []
+        while not all(f.done() for f in futures):
+            est, measured, _ = client.run_on_scheduler(
+                lambda dask_scheduler: prefix_knowledge(dask_scheduler, "nap")
+            )
+            out.append((time.time() - t0, est, measured))
+            time.sleep(TICK)
+        return out
+
+
+class _Recorder:
+    """A policy that keeps one worker and notes the estimate it is shown."""
+
+    def __init__(self):
+        self.seen: list[tuple[float, float, bool]] = []
+
+    def decide(self, view):
+        for b in view.batches:
+            if b.tasks:
+                est = b.work["cpu"] / b.tasks
+                self.seen.append((view.now, est, not b.unmeasured.get("cpu")))
+        return Decision({"cpu": 1}, "keep one")
+
+
+def _simulated() -> list[tuple[float, float, bool]]:
+    n = len(DURATIONS)
+    trace = Trace(
+        "naps",
+        np.zeros(n),
+        np.array(DURATIONS),
+        np.zeros(n, np.int8),
+        np.zeros(n, int),
+        prefix=["nap"] * n,
+    )
+    policy = _Recorder()
+    with dask.config.set(CONFIG):
+        Simulator(
+            trace,
+            [PoolSpec("cpu", threads=1, max_workers=1)],
+            policy,
+            initial={"cpu": 1},
+            interval=TICK,
+            minimum_billing=0.0,
+        ).run()
+    return policy.seen
+
+
+def _at(samples, t):
+    return min(samples, key=lambda s: abs(s[0] - t))
+
+
+def test_estimates_follow_the_scheduler_tick_by_tick():
+    real, sim = _real(), _simulated()
+    assert len(real) >= 10 and len(sim) >= 10
+    # the measured average after each finished task, as TaskPrefix keeps it
+    expected, avg = [], -1.0
+    for d in DURATIONS[:-1]:
+        avg = d if avg < 0 else 0.5 * d + 0.5 * avg
+        expected.append(avg)
+    compared = 0
+    for t, real_est, real_measured in real:
+        ts, sim_est, sim_measured = _at(sim, t)
+        if abs(ts - t) > TICK:
+            continue
+        if real_measured != sim_measured:
+            # only around the first finish (2.0 s), within a heartbeat
+            assert abs(t - DURATIONS[0]) <= HEARTBEAT + TICK, (t, real_est, sim_est)
+            continue
+        compared += 1
+        if real_measured:
+            # both the average of the same finished tasks (sleep overhead aside)
+            assert real_est == pytest.approx(sim_est, abs=0.06), (t, real_est, sim_est)
+            assert min(abs(real_est - e) for e in expected) < 0.06
+        else:
+            # unknown-task-duration, then twice the longest running time, as
+            # of the last heartbeat (real) or tick (simulated)
+            assert real_est == UNKNOWN or 2 * (t - HEARTBEAT - TICK) <= real_est
+            assert real_est <= max(UNKNOWN, 2 * t) + 0.05
+            assert abs(real_est - sim_est) <= 2 * (HEARTBEAT + TICK), (
+                t,
+                real_est,
+                sim_est,
+            )
+    assert compared >= 8
+
+
+def test_prior_then_measurement_then_reset():
+    """default-task-durations first; a running task longer than twice the
+    average discards it (TaskPrefix.add_exec_time)."""
+    with dask.config.set({"distributed.scheduler.default-task-durations": {"a": "1s"}}):
+        k = PrefixKnowledge(["a", "b"])
+    assert (k.estimate(0), k.measured(0)) == (1.0, True)
+    assert not k.measured(1)
+    k.executing(0, 2.5)  # more than twice the prior: back to a guess
+    assert (k.estimate(0), k.measured(0)) == (5.0, False)
+    k.finished(0, 3.0)
+    assert (k.estimate(0), k.measured(0)) == (3.0, True)
