@@ -151,7 +151,9 @@ def test_up_refuses_non_loopback_without_flag():
     assert out.returncode == 2 and "--allow-remote" in out.stderr
 
 
-def test_demo_end_to_end(store):
+@pytest.mark.timeout(320)
+def test_demo_end_to_end(store, tmp_path):
+    png = tmp_path / "scaling.png"
     out = subprocess.run(
         [
             *CLI,
@@ -164,10 +166,14 @@ def test_demo_end_to_end(store):
             store.uri,
             "--database",
             store.database,
+            "--scaling-seconds",
+            "10",
+            "--scaling-png",
+            str(png),
         ],
         capture_output=True,
         text=True,
-        timeout=200,
+        timeout=280,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all match numpy" in out.stdout
@@ -180,5 +186,10 @@ def test_demo_end_to_end(store):
         "/metrics",
         "/cost",
         "logreg",
+        "scaling on real workers",
+        "stock Adaptive : $",
+        "SLO policy     : $",
+        "deadlines met",
     ):
         assert line in out.stdout, line
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # workers and $/hour

@@ -284,7 +284,9 @@ def run_trace_real(
     trace = scenario.trace
     names = trace.prefixes()
     monitor = CostMonitor(
-        ledger=False, minimum_billing=scenario.minimum_billing, flush_interval=1.0
+        ledger=False,
+        minimum_billing=scenario.minimum_billing,
+        flush_interval=max(0.25, interval),
     )
     with (
         LocalPoolCluster(
@@ -330,6 +332,15 @@ def run_trace_real(
     out["launches"] = launches
     out["churn"] = None if churn is None else churn.churn
     out["reasons"] = reasons
+    out["timeline"] = [
+        (
+            e["time"] - t0,
+            sum(v["workers"] for v in e["pools"].values()),
+            e["spend_rate_usd_per_hour"],
+        )
+        for e in monitor.timeline
+        if e["time"] >= t0
+    ]
     return out
 
 
@@ -446,3 +457,50 @@ def _compare_one(scenario, policies, interval, repeats, progress) -> dict[str, A
             "knob": None if callable(policy) else policy,
         }
     return res
+
+
+def side_by_side(
+    seconds: float = 30.0, png: str | None = None, trace: str = "sawtooth"
+) -> dict[str, dict[str, Any]]:
+    """The scaling claim, shown on real workers (``make demo`` ends with it):
+    one bursty trace, time-scaled to about ``seconds``, on a real
+    LocalPoolCluster under stock Adaptive at its defaults (scaled with the
+    trace) and under the SLO policy stated from the trace's deadlines. Returns
+    each run's cost, deadlines met and timeline; writes ``png`` (workers and
+    $/hour over time) when given."""
+    from lepton_dask.experiments.harness import scenarios, slo_policy
+
+    small, f = scale_for_real(scenarios()[trace], seconds)
+    interval = max(0.2, min(1.0, f))
+    runs = {}
+    with scaled_world(f):
+        for label, policy in (
+            ("stock Adaptive", 5.0 * f),
+            ("SLO policy", slo_policy(small.trace)),
+        ):
+            runs[label] = run_trace_real(small, policy, interval=interval, settle=10.0)
+    if png:
+        _plot(runs, png, f"{trace}, time-scaled x{f:.3g}, real LocalPoolCluster")
+    return runs
+
+
+def _plot(runs: dict[str, dict[str, Any]], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    for label, r in runs.items():
+        t = [x[0] for x in r["timeline"]]
+        name = f"{label}: ${r['cost_usd']:.5f}, deadlines met {r['deadline_met']:.0%}"
+        top.step(t, [x[1] for x in r["timeline"]], where="post", label=name)
+        bottom.step(t, [x[2] for x in r["timeline"]], where="post", label=label)
+    top.set_ylabel("workers")
+    bottom.set_ylabel("$/hour")
+    bottom.set_xlabel("seconds")
+    top.set_title(title)
+    top.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
