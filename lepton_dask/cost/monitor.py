@@ -35,11 +35,9 @@ from lepton_dask.cost.billing import (
     total_spend,
 )
 from lepton_dask.cost.catalog import Catalog, load_catalog
-from lepton_dask.cost.pricing import (  # noqa: F401  (Declaration, worker_declaration: re-exported, they were defined here)
-    Declaration,
+from lepton_dask.cost.pricing import (
     Price,
     Pricing,
-    worker_declaration,
 )
 from lepton_dask.cost.recording import (
     RunRecorder,

@@ -127,11 +127,6 @@ def from_workload(name: str, store: Any = None, *, seed: int = 0) -> Trace:
     return trace_from_recording((complete or docs)[-1], seed=seed)
 
 
-def latest_runs(name: str, store: Any = None) -> list[dict[str, Any]]:
-    """The recordings of workload ``name``, oldest first."""
-    return recordings(_spec(store), name)
-
-
 def _draw(dist: dict[str, Any], n: int, rng: np.random.Generator) -> np.ndarray:
     if not dist.get("bins") or n == 0:
         return np.full(n, float(dist.get("sum", 0.0)) / max(dist.get("count", 1), 1))
@@ -310,7 +305,6 @@ __all__ = [
     "RecordingNotFoundError",
     "from_run",
     "from_workload",
-    "latest_runs",
     "replay_pools",
     "scenario",
     "sweep",
