@@ -410,27 +410,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 while True:
                     time.sleep(3600)
     if args.scaling_seconds > 0:
-        _scaling_demo(args.scaling_seconds, args.scaling_png)
+        from lepton_dask.experiments.commands import scaling_demo
+
+        scaling_demo(args.scaling_seconds, args.scaling_png)
     return 0 if all(report.checks.values()) else 1
-
-
-def _scaling_demo(seconds: float, png: str) -> None:
-    """The scaling claim on real workers: stock Adaptive and the SLO policy on
-    the same bursty trace, side by side."""
-    from lepton_dask.experiments.real import side_by_side
-
-    print(
-        f"\nscaling on real workers: the sawtooth trace time-scaled to ~{seconds:g} s "
-        "on a LocalPoolCluster, stock Adaptive vs the SLO policy ...",
-        flush=True,
-    )
-    runs = side_by_side(seconds, png)
-    for label, r in runs.items():
-        print(
-            f"{label:<15}: ${r['cost_usd']:.5f}, deadlines met "
-            f"{r['deadline_met']:.0%}, {r['launches']} workers launched"
-        )
-    print(f"plot       : {png} (workers and $/hour over time)")
 
 
 # -- experiment, plan: lepton_dask.experiments.commands ----------------------------

@@ -14,6 +14,7 @@ by the test suite.
 
 from __future__ import annotations
 
+import http.client
 import multiprocessing
 import signal
 import subprocess
@@ -195,8 +196,8 @@ def run_load(
                 res.scrapes += 1
                 if b"lepton_spend_usd_total" not in body:
                     res.scrape_errors += 1
-            except Exception:
-                res.scrape_errors += 1
+            except (OSError, ValueError, http.client.HTTPException):
+                res.scrape_errors += 1  # counted in the report
             if service_pid is not None and res.scrapes % 20 == 1:
                 res.rss_mb.append(_rss_mb(service_pid))
             done.wait(max(0.0, scrape_interval - (time.monotonic() - t0)))

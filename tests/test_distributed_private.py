@@ -46,7 +46,11 @@ def test_prefix_duration_follows_the_documented_rule():
                     s.task_prefixes["fresh"] = fresh
                     est, measured, ran = private.prefix_knowledge(s, "fresh")
                     assert (est, measured, ran) == (pytest.approx(2.0), True, 1.5)
-                    assert private.prefix_knowledge(s, "never") == (pytest.approx(0.7), False, 0.0)
+                    assert private.prefix_knowledge(s, "never") == (
+                        pytest.approx(0.7),
+                        False,
+                        0.0,
+                    )
                 except (AttributeError, TypeError, AssertionError) as e:
                     _fail("prefix_duration / prefix_knowledge", e)
 

@@ -24,7 +24,7 @@ import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from lepton_dask import _protocol as protocol
-from lepton_dask._distributed import install_priors, prefix_duration, remove_priors
+from lepton_dask._distributed import install_priors, remove_priors
 from lepton_dask._protocol import ScalerState
 from lepton_dask.config import get_timedelta
 from lepton_dask.cost.billing import (
@@ -45,7 +45,7 @@ from lepton_dask.cost.recording import (
     recordings,
     write_recording,
 )
-from lepton_dask.cost.scaler_state import DONE_STATES, BatchTracker
+from lepton_dask.cost.scaler_state import DONE_STATES, BatchTracker, read_scaler_state
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,11 @@ class CostMonitor(SchedulerPlugin):
                 for pool, usd in history.items():
                     self.pools[pool].history_usd += usd
             except Exception as e:
-                logger.error("cost ledger unavailable, spend history not loaded: %s", e)
+                logger.error(
+                    "cost ledger unavailable, spend history not loaded: %s",
+                    e,
+                    exc_info=True,
+                )
         await self._install_priors()
         for addr in list(scheduler.workers):
             self.add_worker(scheduler, addr)
@@ -193,7 +197,11 @@ class CostMonitor(SchedulerPlugin):
             try:
                 self.page = importlib.import_module(PAGE_MODULE).install(scheduler)
             except Exception as e:  # the page is a view; spend is still counted
-                logger.error("could not add the Cost page to the dashboard: %s", e)
+                logger.error(
+                    "could not add the Cost page to the dashboard, skipped: %s",
+                    e,
+                    exc_info=True,
+                )
 
     async def _install_priors(self) -> None:
         """A known workload (``lepton.workload``) starts with the durations
@@ -394,71 +402,9 @@ class CostMonitor(SchedulerPlugin):
             self.log.append((self.now(), {"event": "scaler", **decision}))
 
     def scaler_state(self) -> ScalerState:
-        """What a scaling policy needs from the scheduler, per kind of work:
-        outstanding work (running + queued, from per-prefix durations as Dask's
-        Adaptive measures them), work waiting for dependencies and the longest
-        such task, task counts, work completed, and the workers with their
-        pools, billing starts and whether they are busy, and the threads they have."""
-        s = self.scheduler
-        backlog = {"cpu": 0.0, "gpu": 0.0}
-        tasks = {"cpu": 0.0, "gpu": 0.0}
-        threads = 0
-        workers = []
-        gpu_pools = set()
-        for addr, ws in s.workers.items():
-            kind = "gpu" if "GPU" in (ws.resources or {}) else "cpu"
-            backlog[kind] += ws.occupancy
-            tasks[kind] += len(ws.processing)
-            threads += ws.nthreads
-            life = self.lives.get(addr)
-            if life is not None and kind == "gpu":
-                gpu_pools.add(life.pool)
-            unique = any(len(ts.who_has) == 1 for ts in ws.has_what)
-            workers.append(
-                {
-                    "name": str(ws.name),
-                    "pool": life.pool if life else "default",
-                    "billed_since": life.start if life else self.now(),
-                    "busy": bool(ws.processing),
-                    "holds_data": unique,
-                }
-            )
-        sample = list(s.queued.peekn(200)) + list(s.unrunnable)[:200]
-        n_ready = len(s.queued) + len(s.unrunnable)
-        if sample:
-            scale = max(1.0, n_ready / len(sample))
-            for ts in sample:
-                kind = (
-                    "gpu"
-                    if ts.resource_restrictions and "GPU" in ts.resource_restrictions
-                    else "cpu"
-                )
-                backlog[kind] += prefix_duration(s, ts.prefix) * scale
-                tasks[kind] += scale
-        pending = {"cpu": 0.0, "gpu": 0.0}
-        tail = 0.0
-        for tg in s.task_groups.values():
-            n = tg.states.get("waiting", 0)
-            if n:
-                dur = prefix_duration(s, tg.prefix)
-                pending["gpu" if tg.name in self._gpu_groups else "cpu"] += n * dur
-                tail = max(tail, dur)
-        completed = {"cpu": 0.0, "gpu": 0.0}
-        for name, t in self.pools.items():
-            completed["gpu" if name in gpu_pools else "cpu"] += t.compute_seconds
-        return {
-            "now": self.now(),
-            "backlog": backlog,
-            "tasks": tasks,
-            "pending": pending,
-            "pending_tail": tail,
-            "completed": completed,
-            "workers": workers,
-            "threads": threads,
-            "minimum_billing": self.minimum,
-            "spend_usd": self.snapshot()["spend_usd"],
-            "batches": self.batches.state(s),
-        }
+        """What a scaling policy needs from the scheduler
+        (:func:`~lepton_dask.cost.scaler_state.read_scaler_state`)."""
+        return read_scaler_state(self)
 
     # -- periodic work ---------------------------------------------------------------
     async def _tick(self) -> None:
@@ -541,7 +487,9 @@ class CostMonitor(SchedulerPlugin):
                 await asyncio.to_thread(write_recording, self.ledger.spec, record)
             self._unflushed = self._unflushed[len(pending) :]  # (only ever appended to)
         except Exception as e:
-            logger.warning("could not write the cost ledger (will retry): %s", e)
+            logger.warning(
+                "could not write the cost ledger (will retry): %s", e, exc_info=True
+            )
         finally:
             self._flushing = False
 

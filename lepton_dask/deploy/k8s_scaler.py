@@ -383,7 +383,11 @@ class Scaler:
             except AutoscalerConflict:
                 raise  # beside a DaskAutoscaler: stop
             except Exception as e:  # keep scaling through transient errors
-                logger.error("scaling step failed: %s", e)
+                logger.error(
+                    "scaling step failed, skipped until the next interval: %s",
+                    e,
+                    exc_info=True,
+                )
             time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 
 

@@ -103,3 +103,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 __all__ = ["cmd_experiment", "cmd_plan"]
+
+
+def scaling_demo(seconds: float, png: str) -> None:
+    """The end of ``lepton-dask demo``: the scaling claim on real workers,
+    stock Adaptive and the SLO policy on the same bursty trace, side by side."""
+    from lepton_dask.experiments.real import side_by_side
+
+    print(
+        f"\nscaling on real workers: the sawtooth trace time-scaled to ~{seconds:g} s "
+        "on a LocalPoolCluster, stock Adaptive vs the SLO policy ...",
+        flush=True,
+    )
+    runs = side_by_side(seconds, png)
+    for label, r in runs.items():
+        print(
+            f"{label:<15}: ${r['cost_usd']:.5f}, deadlines met "
+            f"{r['deadline_met']:.0%}, {r['launches']} workers launched"
+        )
+    print(f"plot       : {png} (workers and $/hour over time)")

@@ -128,7 +128,7 @@ def gpu_available() -> bool:
         import cupy
 
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
+    except (ImportError, RuntimeError, OSError):  # no cupy, no driver, no device
         return False
 
 

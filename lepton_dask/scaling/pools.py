@@ -244,5 +244,5 @@ class LocalPoolCluster(SpecCluster):
         try:
             await w.kill() if hasattr(w, "kill") else await w.close()
         except Exception as e:  # pragma: no cover - best effort
-            logger.debug("preempting %s: %s", name, e)
+            logger.debug("preempting %s, its close failed: %s", name, e, exc_info=True)
         self.workers.pop(name, None)

@@ -285,7 +285,12 @@ class FeatureStore:
         try:
             self.gc(name)
         except Exception as e:  # GC is opportunistic; the write succeeded
-            logger.warning("garbage collection of %r after a write failed: %s", name, e)
+            logger.warning(
+                "garbage collection of %r after a write failed, skipped: %s",
+                name,
+                e,
+                exc_info=True,
+            )
         return version
 
     def _block_collections(
@@ -384,6 +389,7 @@ class FeatureStore:
                 name,
                 version,
                 e,
+                exc_info=True,
             )
 
     # -- reading -------------------------------------------------------------------

@@ -484,7 +484,12 @@ def write_collection(
         try:
             db.drop_collection(tmp)
         except Exception as e:  # pragma: no cover - best effort
-            logger.warning("could not drop %s after a failed write: %s", tmp, e)
+            logger.warning(
+                "could not drop %s after a failed write (gc removes it): %s",
+                tmp,
+                e,
+                exc_info=True,
+            )
         raise
     return int(sum(counts))
 

@@ -1,0 +1,69 @@
+"""The house rules, read from the package's source with ``ast``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from lepton_dask import _protocol as protocol
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lepton_dask"
+MAX_MODULE_LINES = 650
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield path, ast.parse(path.read_text(), str(path))
+
+
+def test_no_module_over_650_lines():
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, f"split these modules (lines): {long}"
+
+
+def _keeps_the_traceback(handler: ast.ExceptHandler) -> bool:
+    """The handler logs with ``exc_info``, keeps ``traceback.format_exc()``,
+    or raises."""
+    for node in ast.walk(handler):
+        if isinstance(node, ast.Raise):
+            return True
+        if isinstance(node, ast.Call):
+            if any(k.arg == "exc_info" for k in node.keywords):
+                return True
+            f = node.func
+            if isinstance(f, ast.Attribute) and f.attr in ("format_exc", "print_exc"):
+                return True
+    return False
+
+
+def test_broad_excepts_keep_the_traceback():
+    """Each ``except Exception`` (or bare ``except``) either narrows to what it
+    expects or keeps the traceback a user needs (``exc_info``)."""
+    bad = []
+    for path, tree in _modules():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ExceptHandler):
+                continue
+            broad = node.type is None or (
+                isinstance(node.type, ast.Name)
+                and node.type.id in ("Exception", "BaseException")
+            )
+            if broad and not _keeps_the_traceback(node):
+                bad.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert bad == [], f"narrow these or log them with exc_info=True: {bad}"
+
+
+def test_handler_names_are_spelled_only_in_the_protocol_module():
+    names = set(protocol.HANDLERS)
+    found = []
+    for path, tree in _modules():
+        if path.name == "_protocol.py":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert found == [], f"use lepton_dask._protocol's constants: {found}"
