@@ -65,8 +65,7 @@ class Trace:
                 raise ValueError(
                     f"trace {self.name!r}: {name} has {len(getattr(self, name))} entries, submit has {n}"
                 )
-        if n and (np.any(self.duration < 0) or not np.all(np.isfinite(self.duration))):
-            raise ValueError(f"trace {self.name!r}: durations must be finite and >= 0")
+        self._check_values()
         if self.deps is not None and len(self.deps) != n:
             raise ValueError(
                 f"trace {self.name!r}: deps has {len(self.deps)} entries, expected {n}"
@@ -83,6 +82,38 @@ class Trace:
                     f"trace {self.name!r}: prefix {bad!r} is not a Dask key prefix "
                     "(words of letters joined by '-', as key_split makes them)"
                 )
+
+    def _check_values(self) -> None:
+        """Refuse what cannot be run: a negative or non-finite submission time
+        or duration, a deadline or latency that is not a positive number of
+        seconds (one before its own submission); the error names the batch,
+        the task and the field."""
+        for field_name, arr in (("submit", self.submit), ("duration", self.duration)):
+            arr = np.asarray(arr, dtype=float)
+            bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
+            if len(bad):
+                i = int(bad[0])
+                raise ValueError(
+                    f"trace {self.name!r}: batch {int(self.burst[i])}, task {i}: "
+                    f"{field_name} must be a finite number >= 0 seconds, got "
+                    f"{float(arr[i])!r} ({len(bad)} such task(s))"
+                )
+        for b, d in self.deadline.items():
+            if not (
+                isinstance(d, (int, float, np.number)) and math.isfinite(d) and d > 0
+            ):
+                raise ValueError(
+                    f"trace {self.name!r}: batch {b}: deadline must be a positive "
+                    f"number of seconds after its submission, got {d!r} (a deadline "
+                    "at or before the batch's submission cannot be met)"
+                )
+        if self.latency is not None and not (
+            math.isfinite(self.latency) and self.latency > 0
+        ):
+            raise ValueError(
+                f"trace {self.name!r}: latency must be a positive number of "
+                f"seconds, got {self.latency!r}"
+            )
 
     def depths(self) -> list[int]:
         """Each task's depth in the graph (0 without dependencies)."""
