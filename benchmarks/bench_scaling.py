@@ -283,30 +283,35 @@ def main(argv=None):
     )
     args = ap.parse_args(argv)
     traces = args.traces.split(",") if args.traces else None
+    result: dict = {"traces": {}, "machine": machine()}
+    os.makedirs(args.out, exist_ok=True)
+    if args.real:  # the evidence first: real workers beside the simulator
+        real_part(result, traces, args)
     res = run_experiments(
         args.out, traces, progress=False, time_limit=args.oracle_seconds
     )
     summary = res["summary"]
     print(res["table"])
-    result: dict = {"traces": {}, "machine": machine()}
     for name, s in summary.items():
-        result["traces"][name] = {
-            "ours_vs_ofo": _r(s["ours_vs_ofo"]),
-            "ours_vs_clairvoyant": _r(s["ours_vs_clairvoyant"]),
-            "deadlines_met": _r(s["deadlines_met"]),
-            "adaptive_best_vs_ofo": _r(s["adaptive_best_vs_ofo"]),
-            "adaptive_best": s["adaptive_best"],
-            "gap_captured": _r(s["gap_captured"]),
-            "saving_vs_default": _r(s["saving_vs_default"]),
-            "default_headroom": _r(1 - 1 / s["default_vs_ofo"]),
-            "dominates": s["dominates"],
-            "sim_real_error": None,
-            "oracle_seconds": _r(s["oracle_seconds"], 1),
-            "oracle_gap": _r(s["oracle_gap"], 4),
-            "ofo_usd": _r(s["ofo_usd"], 5),
-            "clairvoyant_usd": _r(s["oracle_usd"], 5),
-            "ours_usd": _r(s["ours_usd"], 5),
-        }
+        result["traces"].setdefault(name, {}).update(
+            {
+                "ours_vs_ofo": _r(s["ours_vs_ofo"]),
+                "ours_vs_clairvoyant": _r(s["ours_vs_clairvoyant"]),
+                "deadlines_met": _r(s["deadlines_met"]),
+                "adaptive_best_vs_ofo": _r(s["adaptive_best_vs_ofo"]),
+                "adaptive_best": s["adaptive_best"],
+                "gap_captured": _r(s["gap_captured"]),
+                "saving_vs_default": _r(s["saving_vs_default"]),
+                "default_headroom": _r(1 - 1 / s["default_vs_ofo"]),
+                "dominates": s["dominates"],
+                "sim_real_error": None,
+                "oracle_seconds": _r(s["oracle_seconds"], 1),
+                "oracle_gap": _r(s["oracle_gap"], 4),
+                "ofo_usd": _r(s["ofo_usd"], 5),
+                "clairvoyant_usd": _r(s["oracle_usd"], 5),
+                "ours_usd": _r(s["ours_usd"], 5),
+            }
+        )
     speed = sim_speed(100_000 if args.quick else 1_000_000, 1000)
     print(
         f"\nsimulator: {speed['tasks']:,} tasks, up to {speed['max_workers']} workers "
@@ -317,8 +322,6 @@ def main(argv=None):
     for t in result["traces"].values():
         t["headroom"] = t["default_headroom"]
     result["sim_speed"] = speed
-    if args.real:
-        real_part(result, traces, args)
     print("\n" + "\n".join(goals(result)))
     print(result_line(result))
     return result
