@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Capacity", "Due", "feasible"]
+__all__ = ["Capacity", "Due", "Sizing", "feasible"]
 
 
 @dataclass
@@ -72,3 +72,63 @@ def feasible(cap: Capacity, dues: list[Due]) -> tuple[bool, str | None]:
         ):
             return False, d.batch
     return True, None
+
+
+class Sizing:
+    """The capacity one kind of work can have: warm workers (threads, biggest
+    first), starting ones (``(seconds to arrival, threads)``), and new ones
+    from ``slots`` (one entry per worker a pool can still add, cheapest
+    first), for the outstanding ``dues``."""
+
+    def __init__(self, warm: list[float], starting: list, slots: list, dues: list[Due]):
+        self.warm = sorted(warm, reverse=True)
+        self.starting = starting
+        self.slots = slots
+        self.dues = dues
+        self.tasks = sum(d.tasks for d in dues)
+        self.work = sum(d.work for d in dues)
+
+    def capacity(self, n_new: int, keep: int | None = None) -> Capacity:
+        """With ``n_new`` new workers (and only ``keep`` of the warm ones)."""
+        warm = self.warm if keep is None else self.warm[:keep]
+        steps = [(0.0, c) for c in warm] + list(self.starting)
+        steps += [(p.startup_s, p.threads * p.speed) for p in self.slots[:n_new]]
+        return Capacity(steps, cap=self.tasks)
+
+    def feasible(self, n_new: int, keep: int | None = None) -> tuple[bool, str | None]:
+        return feasible(self.capacity(n_new, keep), self.dues)
+
+    def _fewest(self, ok, hi: int) -> int:
+        """The least n in [0, hi] with ``ok(n)`` (``ok`` monotone)."""
+        lo = 0
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def fewest_new(self) -> int:
+        """The fewest new workers that make every due feasible."""
+        return self._fewest(lambda n: self.feasible(n)[0], len(self.slots))
+
+    def fewest_kept(self) -> int:
+        """The fewest warm workers (no new ones) that keep every due feasible."""
+        return self._fewest(lambda n: self.feasible(0, keep=n)[0], len(self.warm))
+
+    def fastest(self) -> int:
+        """New workers until the threads cover the tasks that can run."""
+        threads = sum(self.warm) + sum(c for _, c in self.starting)
+        n = 0
+        while n < len(self.slots) and threads < self.tasks:
+            threads += self.slots[n].threads * self.slots[n].speed
+            n += 1
+        return n
+
+    def finish(self, n_new: int) -> float:
+        """Seconds to finish every due with ``n_new`` new workers, the longest
+        chain last."""
+        return self.capacity(n_new).time_for(self.work) + max(
+            d.critical for d in self.dues
+        )

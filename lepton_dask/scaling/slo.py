@@ -67,7 +67,7 @@ from typing import Any
 
 import dask
 
-from lepton_dask.scaling._capacity import Capacity, Due, feasible
+from lepton_dask.scaling._capacity import Due, Sizing
 from lepton_dask.scaling.state import (
     EPS_WORK,
     BatchView,
@@ -397,6 +397,8 @@ class SLOPolicy:
         )
 
     def _decide_kind(self, view: ClusterView, kind: str, targets: dict) -> dict:
+        """One kind of work: the deadlines (and a stream's latency, as its
+        forecast dues), then the budget, then what to release or keep."""
         arrived, starting = self._existing(view, kind)
         spot_ok = self._ahead(view, kind)
         pools = self._pools(view, kind, spot_ok)
@@ -410,133 +412,100 @@ class SLOPolicy:
         if not dues:
             out["reason"] = self._idle(view, kind, targets, out)
             return out
-        tasks = sum(d.tasks for d in dues)
-        # new workers: one list over the pools, cheapest first
-        slots: list[PoolSpec] = []
-        for p in pools:
-            slots += [p] * max(0, p.max_workers - view.count(p.name))
-        rate_now = view.spend_rate()
-
-        warm = sorted((c for _, c in arrived), reverse=True)
-
-        def capacity(n_new: int, keep: int | None = None) -> Capacity:
-            steps = [(0.0, c) for c in (warm if keep is None else warm[:keep])]
-            steps += starting
-            steps += [(p.startup_s, p.threads * p.speed) for p in slots[:n_new]]
-            return Capacity(steps, cap=tasks)
-
-        def fastest() -> int:
-            """New workers until the threads cover the tasks that can run."""
-            threads = sum(warm) + sum(c for _, c in starting)
-            n = 0
-            while n < len(slots) and threads < tasks:
-                threads += slots[n].threads * slots[n].speed
-                n += 1
-            return n
-
-        def affordable(n_new: int) -> bool:
-            add = sum(p.usd_per_hour for p in slots[:n_new])
-            if (
-                self.usd_per_hour is not None
-                and rate_now + add > self.usd_per_hour + 1e-12
-            ):
-                return False
-            if self.total_usd is not None:
-                t = capacity(n_new).time_for(sum(d.work for d in dues))
-                # spend_usd already bills each live worker its minimum; running
-                # on for t seconds adds what exceeds it, new workers add theirs
-                m = view.minimum_billing
-                more = sum(
-                    view.pools[w.pool].usd_per_hour
-                    * (
-                        max(view.now + t - w.billed_since, m)
-                        - max(view.now - w.billed_since, m)
-                    )
-                    for w in view.workers
-                    if w.pool in view.pools
-                )
-                extra = sum(p.usd_per_hour * max(t, m) for p in slots[:n_new])
-                if view.spend_usd + (more + extra) / 3600.0 > self.total_usd:
-                    return n_new == 0
-            return True
-
-        # the fewest new workers that make every batch feasible (monotone in n)
-        lo, hi = 0, len(slots)
-        ok_hi, _ = feasible(capacity(hi), dues)
-        if math.isinf(dues[-1].due):
-            # no deadline (a budget alone): as fast as the work can use, then
-            # capped by the budget below
-            n_new = fastest()
-        elif feasible(capacity(0), dues)[0]:
-            n_new = 0
-        elif ok_hi:
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if feasible(capacity(mid), dues)[0]:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            n_new = lo
-        else:
-            # infeasible: as fast as the work's parallelism lets new workers help
-            n_new = fastest()
-            _, late = feasible(capacity(n_new), dues)
-            out["infeasible"] = True
+        slots = [
+            p for p in pools for _ in range(max(0, p.max_workers - view.count(p.name)))
+        ]
+        sz = Sizing([c for _, c in arrived], starting, slots, dues)
+        n_new, late = self._deadlines(sz, out)
         if n_new == 0 and not arrived and not starting and slots:
             if any(d.probe for d in dues):
                 n_new = 1  # a probe: one worker to learn how long the tasks take
-        budget_capped = False
-        while n_new > 0 and not affordable(n_new):
-            n_new -= 1
-            budget_capped = True
-        cap = capacity(n_new)
-        work = sum(d.work for d in dues)
-        t_done = cap.time_for(work) + max(d.critical for d in dues)
-        out["finish"] = t_done
+        n_new, capped = self._budget(sz, view, n_new)
+        rate_now = view.spend_rate()
         new_rate = sum(p.usd_per_hour for p in slots[:n_new])
+        out["finish"] = t_done = sz.finish(n_new)
         out["cost"] = (
             rate_now * t_done + new_rate * max(t_done, view.minimum_billing)
         ) / 3600.0
-        for p in pools:
-            k = sum(1 for s in slots[:n_new] if s is p)
-            if k:
-                targets[p.name] = view.count(p.name) + k
         if n_new:
-            names = ", ".join(
-                f"+{sum(1 for s in slots[:n_new] if s is p)} {p.name}"
-                for p in pools
-                if any(s is p for s in slots[:n_new])
-            )
-            if out["infeasible"]:
-                reason = (
-                    f"deadline infeasible for {kind} batch {late}: fastest useful "
-                    f"capacity ({names})"
-                )
-            else:
-                reason = (
-                    f"{names}: {len(dues)} {kind} batch(es) by EDF, next due in "
-                    f"{dues[0].due:.0f} s"
-                    + ("" if spot_ok else " (behind uniform progress: on-demand)")
-                )
-            if budget_capped:
-                reason += " (capped by the budget)"
-            return {**out, "reason": reason}
-        if out["infeasible"]:
+            added = {p.name: sum(1 for s in slots[:n_new] if s is p) for p in pools}
+            for name, k in added.items():
+                if k:
+                    targets[name] = view.count(name) + k
+            reason = self._grow_reason(kind, added, dues, late, spot_ok, out)
             return {
                 **out,
-                "reason": f"deadline infeasible for {kind} batch {late}: no capacity can help",
+                "reason": reason + (" (capped by the budget)" if capped else ""),
             }
-        # enough capacity: which arrived workers are not needed?
-        lo, hi = 0, len(arrived)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if feasible(capacity(0, keep=mid), dues)[0]:
-                hi = mid
-            else:
-                lo = mid + 1
-        need = lo
-        reason = self._release(view, kind, targets, need, "not needed by the batches")
+        if out["infeasible"]:
+            why = f"deadline infeasible for {kind} batch {late}: no capacity can help"
+            return {**out, "reason": why}
+        # enough capacity: the arrived workers the batches do not need go
+        why = "not needed by the batches"
+        reason = self._release(view, kind, targets, sz.fewest_kept(), why)
         return {**out, "reason": reason or f"{len(dues)} {kind} batch(es) on time"}
+
+    @staticmethod
+    def _deadlines(sz: Sizing, out: dict) -> tuple[int, str | None]:
+        """New workers for the deadlines: the fewest that make every batch
+        feasible (EDF, Graham's bound); with no deadline (a budget alone) or
+        none feasible, as fast as the work can use (``infeasible`` set)."""
+        if math.isinf(sz.dues[-1].due):
+            return sz.fastest(), None  # capped by the budget next
+        if sz.feasible(0)[0]:
+            return 0, None
+        if sz.feasible(len(sz.slots))[0]:
+            return sz.fewest_new(), None
+        n_new = sz.fastest()
+        out["infeasible"] = True
+        return n_new, sz.feasible(n_new)[1]
+
+    def _budget(self, sz: Sizing, view: ClusterView, n_new: int) -> tuple[int, bool]:
+        """The most of ``n_new`` that the spend-rate and total caps allow."""
+        capped = False
+        while n_new > 0 and not self._affordable(sz, view, n_new):
+            n_new -= 1
+            capped = True
+        return n_new, capped
+
+    def _affordable(self, sz: Sizing, view: ClusterView, n_new: int) -> bool:
+        add = sum(p.usd_per_hour for p in sz.slots[:n_new])
+        rate = self.usd_per_hour
+        if rate is not None and view.spend_rate() + add > rate + 1e-12:
+            return False
+        if self.total_usd is None:
+            return True
+        t = sz.capacity(n_new).time_for(sz.work)
+        # spend_usd already bills each live worker its minimum; running on for
+        # t seconds adds what exceeds it, new workers add theirs
+        m = view.minimum_billing
+        more = sum(
+            view.pools[w.pool].usd_per_hour
+            * (
+                max(view.now + t - w.billed_since, m)
+                - max(view.now - w.billed_since, m)
+            )
+            for w in view.workers
+            if w.pool in view.pools
+        )
+        extra = sum(p.usd_per_hour * max(t, m) for p in sz.slots[:n_new])
+        if view.spend_usd + (more + extra) / 3600.0 > self.total_usd:
+            return n_new == 0
+        return True
+
+    @staticmethod
+    def _grow_reason(kind, added, dues, late, spot_ok, out) -> str:
+        names = ", ".join(f"+{k} {p}" for p, k in added.items() if k)
+        if out["infeasible"]:
+            return (
+                f"deadline infeasible for {kind} batch {late}: fastest useful "
+                f"capacity ({names})"
+            )
+        return (
+            f"{names}: {len(dues)} {kind} batch(es) by EDF, next due in "
+            f"{dues[0].due:.0f} s"
+            + ("" if spot_ok else " (behind uniform progress: on-demand)")
+        )
 
     # -- idle -----------------------------------------------------------------------
     def _release(self, view, kind, targets, keep: int, why: str) -> str:
