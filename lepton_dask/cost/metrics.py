@@ -155,8 +155,25 @@ def _counter(name, doc, labels):
 def families(snapshot: dict[str, Any]) -> Iterator:
     """Metric families for one :meth:`CostMonitor.snapshot`."""
     docs = {n: d for n, _, d in METRICS}
-    pools = snapshot["pools"]
+    yield from _pool_families(snapshot["pools"], docs)
+    yield from _run_families(snapshot, docs)
+    scaler = snapshot.get("scaler")
+    if scaler:
+        yield from _scaler_families(scaler, snapshot.get("scaler_decisions", 0), docs)
 
+
+def _gauge(name: str, docs: dict[str, str], value: Any) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, docs[name], value=float(value or 0.0))
+
+
+def _total(name: str, docs: dict[str, str], value: Any) -> CounterMetricFamily:
+    c = _counter(name, docs[name], [])
+    c.add_metric([], float(value or 0.0))
+    return c
+
+
+def _pool_families(pools: dict[str, Any], docs: dict[str, str]) -> Iterator:
+    """Spend, work and workers per pool (and instance type, pricing)."""
     per_pool = [
         ("lepton_spend_usd_total", "spend_usd", True),
         ("lepton_spend_rate_usd_per_hour", "spend_rate_usd_per_hour", False),
@@ -175,7 +192,6 @@ def families(snapshot: dict[str, Any]) -> Iterator:
         for pool, p in pools.items():
             fam.add_metric([pool], float(p[key]))
         yield fam
-
     workers = GaugeMetricFamily(
         "lepton_workers",
         docs["lepton_workers"],
@@ -185,94 +201,66 @@ def families(snapshot: dict[str, Any]) -> Iterator:
         for (itype, pricing), n in p["workers_by_type"].items():
             workers.add_metric([pool, itype, pricing], n)
     yield workers
-    yield GaugeMetricFamily(
-        "lepton_unpriced_workers",
-        docs["lepton_unpriced_workers"],
-        value=snapshot["unpriced_workers"],
-    )
+
+
+def _run_families(snapshot: dict[str, Any], docs: dict[str, str]) -> Iterator:
+    """The run's throughput, unit costs and budgets."""
+    yield _gauge("lepton_unpriced_workers", docs, snapshot["unpriced_workers"])
     for key in ("tasks_per_second", "task_seconds_per_second", "bytes_per_second"):
-        name = f"lepton_throughput_{key}"
-        yield GaugeMetricFamily(name, docs[name], value=snapshot[key])
-    yield GaugeMetricFamily(
-        "lepton_cost_per_task_usd",
-        docs["lepton_cost_per_task_usd"],
-        value=snapshot["cost_per_task_usd"],
+        yield _gauge(f"lepton_throughput_{key}", docs, snapshot[key])
+    yield _gauge("lepton_cost_per_task_usd", docs, snapshot["cost_per_task_usd"])
+    yield _gauge(
+        "lepton_cost_per_gigabyte_usd", docs, snapshot["cost_per_gigabyte_usd"]
     )
-    yield GaugeMetricFamily(
-        "lepton_cost_per_gigabyte_usd",
-        docs["lepton_cost_per_gigabyte_usd"],
-        value=snapshot["cost_per_gigabyte_usd"],
-    )
-    if snapshot["budget_usd_per_hour"] is not None:
-        yield GaugeMetricFamily(
-            "lepton_budget_usd_per_hour",
-            docs["lepton_budget_usd_per_hour"],
-            value=snapshot["budget_usd_per_hour"],
-        )
-    if snapshot["budget_usd"] is not None:
-        yield GaugeMetricFamily(
-            "lepton_budget_usd", docs["lepton_budget_usd"], value=snapshot["budget_usd"]
-        )
+    for name, key in (
+        ("lepton_budget_usd_per_hour", "budget_usd_per_hour"),
+        ("lepton_budget_usd", "budget_usd"),
+    ):
+        if snapshot[key] is not None:
+            yield _gauge(name, docs, snapshot[key])
     exceeded = GaugeMetricFamily(
         "lepton_budget_exceeded", docs["lepton_budget_exceeded"], labels=["kind"]
     )
     for kind, over in snapshot["budget_exceeded"].items():
         exceeded.add_metric([kind], 1.0 if over else 0.0)
     yield exceeded
-    scaler = snapshot.get("scaler")
-    if scaler:
-        target = GaugeMetricFamily(
-            "lepton_scaler_target_workers",
-            docs["lepton_scaler_target_workers"],
-            labels=["pool"],
+
+
+def _scaler_families(
+    scaler: dict[str, Any], decisions: int, docs: dict[str, str]
+) -> Iterator:
+    """The scaler's last decision report (``DecisionReport``)."""
+    target = GaugeMetricFamily(
+        "lepton_scaler_target_workers",
+        docs["lepton_scaler_target_workers"],
+        labels=["pool"],
+    )
+    for pool, n in scaler.get("targets", {}).items():
+        target.add_metric([pool], n)
+    yield target
+    yield _gauge(
+        "lepton_scaler_predicted_finish_seconds", docs, scaler.get("predicted_finish_s")
+    )
+    yield _gauge(
+        "lepton_scaler_predicted_spend_usd", docs, scaler.get("predicted_cost_usd")
+    )
+    if scaler.get("time_left_s") is not None:
+        yield _gauge(
+            "lepton_scaler_time_to_deadline_seconds", docs, scaler["time_left_s"]
         )
-        for pool, n in scaler.get("targets", {}).items():
-            target.add_metric([pool], n)
-        yield target
-        for name, key in (
-            ("lepton_scaler_predicted_finish_seconds", "predicted_finish_s"),
-            ("lepton_scaler_predicted_spend_usd", "predicted_cost_usd"),
-        ):
-            value = scaler.get(key)
-            yield GaugeMetricFamily(
-                name, docs[name], value=float(value) if value is not None else 0.0
-            )
-        if scaler.get("time_left_s") is not None:
-            yield GaugeMetricFamily(
-                "lepton_scaler_time_to_deadline_seconds",
-                docs["lepton_scaler_time_to_deadline_seconds"],
-                value=float(scaler["time_left_s"]),
-            )
-        yield GaugeMetricFamily(
-            "lepton_scaler_infeasible",
-            docs["lepton_scaler_infeasible"],
-            value=1.0 if scaler.get("infeasible") else 0.0,
+    yield _gauge(
+        "lepton_scaler_infeasible", docs, 1.0 if scaler.get("infeasible") else 0.0
+    )
+    yield _total("lepton_scaler_decisions_total", docs, decisions)
+    yield _total("lepton_scaler_launches_total", docs, scaler.get("launches_total"))
+    yield _total("lepton_scaler_churn_total", docs, scaler.get("churn_total"))
+    if "forecast_hits" in scaler:  # a predictive policy decides
+        yield _gauge("lepton_forecast_workers", docs, scaler.get("forecast_workers"))
+        yield _gauge("lepton_prewarmed_workers", docs, scaler.get("prewarmed_workers"))
+        yield _total("lepton_forecast_hits_total", docs, scaler.get("forecast_hits"))
+        yield _total(
+            "lepton_forecast_misses_total", docs, scaler.get("forecast_misses")
         )
-        dec = _counter(
-            "lepton_scaler_decisions_total", docs["lepton_scaler_decisions_total"], []
-        )
-        dec.add_metric([], snapshot.get("scaler_decisions", 0))
-        yield dec
-        for name, key in (
-            ("lepton_scaler_launches_total", "launches_total"),
-            ("lepton_scaler_churn_total", "churn_total"),
-        ):
-            c = _counter(name, docs[name], [])
-            c.add_metric([], float(scaler.get(key) or 0))
-            yield c
-        if "forecast_hits" in scaler:  # a predictive policy decides
-            for name in ("lepton_forecast_workers", "lepton_prewarmed_workers"):
-                key = name.removeprefix("lepton_")
-                yield GaugeMetricFamily(
-                    name, docs[name], value=float(scaler.get(key) or 0)
-                )
-            for name, key in (
-                ("lepton_forecast_hits_total", "forecast_hits"),
-                ("lepton_forecast_misses_total", "forecast_misses"),
-            ):
-                c = _counter(name, docs[name], [])
-                c.add_metric([], float(scaler.get(key) or 0))
-                yield c
 
 
 class CostCollector:
