@@ -90,20 +90,7 @@ def run_demo(
     True
     """
 
-    from lepton_dask import ops
-
-    rng = da.random.default_rng(seed)
-    # correlated features: a few latent factors mixed into `cols` columns, plus
-    # noise, scaled and shifted per column (so PCA has something to find)
-    local = np.random.default_rng(seed)
-    factors = max(1, cols // 4)
-    mixing = local.normal(size=(factors, cols))
-    latent = rng.standard_normal((rows, factors), chunks=(chunk_rows, factors))
-    noise_x = rng.standard_normal((rows, cols), chunks=(chunk_rows, cols))
-    X = (latent @ mixing + 0.5 * noise_x) * (1.0 + np.arange(cols)) + np.arange(cols)
-    w = local.normal(size=cols) / (1.0 + np.arange(cols))
-    noise = rng.standard_normal(rows, chunks=chunk_rows)
-    y = ((X - np.arange(cols)) @ w + noise > 0).astype(np.int8)
+    X, y = _features(rows, cols, chunk_rows, seed)
     t0 = time.perf_counter()
     version = store.put_array(name, X, progress=progress)
     store.put_array(name + ".label", y, progress=False)
@@ -121,6 +108,31 @@ def run_demo(
     report.steps.append(
         Step("write", t_write, f"{nbytes / 2**20 / t_write:,.1f} MiB/s (put_array)")
     )
+    results = _compute(client, store, name, report)
+    _check(client, X, y, results, report)
+    return report
+
+
+def _features(rows: int, cols: int, chunk_rows: int, seed: int) -> tuple:
+    """Correlated features (a few latent factors mixed into ``cols`` columns,
+    plus noise, scaled and shifted per column, so PCA has something to find)
+    and a binary label from a linear model of them."""
+    rng = da.random.default_rng(seed)
+    local = np.random.default_rng(seed)
+    factors = max(1, cols // 4)
+    mixing = local.normal(size=(factors, cols))
+    latent = rng.standard_normal((rows, factors), chunks=(chunk_rows, factors))
+    noise_x = rng.standard_normal((rows, cols), chunks=(chunk_rows, cols))
+    X = (latent @ mixing + 0.5 * noise_x) * (1.0 + np.arange(cols)) + np.arange(cols)
+    w = local.normal(size=cols) / (1.0 + np.arange(cols))
+    noise = rng.standard_normal(rows, chunks=chunk_rows)
+    y = ((X - np.arange(cols)) @ w + noise > 0).astype(np.int8)
+    return X, y
+
+
+def _compute(client: Any, store: FeatureStore, name: str, report: DemoReport) -> dict:
+    """Read the features back and compute on them, each step timed."""
+    from lepton_dask import ops
 
     def step(label: str, fn, detail: str = ""):
         t = time.perf_counter()
@@ -130,14 +142,12 @@ def run_demo(
 
     Y = store.get_array(name)
     labels = store.get_array(name + ".label")
-    Y, labels = step(
-        "read",
-        lambda: _persist(client, Y, labels),
-        "get_array, persisted on the workers",
-    )
+    Y, labels = step("read", lambda: _persist(client, Y, labels))
     report.steps[
         -1
-    ].detail = f"{nbytes / 2**20 / report.steps[-1].seconds:,.1f} MiB/s (get_array)"
+    ].detail = (
+        f"{report.nbytes / 2**20 / report.steps[-1].seconds:,.1f} MiB/s (get_array)"
+    )
     mean, std, gram = step(
         "moments",
         lambda: client.compute([Y.mean(axis=0), Y.std(axis=0), ops.gram(Y)], sync=True),
@@ -155,30 +165,34 @@ def run_demo(
         "LogisticRegression (L-BFGS)",
     )
     acc = step("predict", lambda: clf.score(Z, labels), "accuracy on the cluster")
+    return {"Y": Y, "mean": mean, "std": std, "gram": gram, "accuracy": acc, "pca": pca}
 
-    Xn = X.compute()
-    yn = y.compute()
-    report.checks["mean"] = bool(np.allclose(mean, Xn.mean(axis=0)))
-    report.checks["std"] = bool(np.allclose(std, Xn.std(axis=0)))
-    report.checks["X^T X"] = bool(np.allclose(gram, Xn.T @ Xn, rtol=1e-9))
-    report.checks["round trip"] = bool(
-        np.array_equal(client.compute(Y[:1000], sync=True), Xn[:1000])
-    )
+
+def _check(client: Any, X, y, results: dict, report: DemoReport) -> None:
+    """Every result against numpy and scikit-learn on the same data."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    Xn = X.compute()
+    yn = y.compute()
+    report.checks["mean"] = bool(np.allclose(results["mean"], Xn.mean(axis=0)))
+    report.checks["std"] = bool(np.allclose(results["std"], Xn.std(axis=0)))
+    report.checks["X^T X"] = bool(np.allclose(results["gram"], Xn.T @ Xn, rtol=1e-9))
+    report.checks["round trip"] = bool(
+        np.array_equal(client.compute(results["Y"][:1000], sync=True), Xn[:1000])
+    )
     Zn = StandardScaler().fit_transform(Xn)
     t = time.perf_counter()
     sk_acc = LogisticRegression().fit(Zn, yn).score(Zn, yn)
     t_sk = time.perf_counter() - t
+    acc = results["accuracy"]
     report.checks["accuracy vs sklearn"] = abs(acc - sk_acc) <= 0.005
     report.extra["accuracy"] = (
         f"ours {acc:.4f}, scikit-learn {sk_acc:.4f} (sklearn fit {t_sk:.2f} s in one process)"
     )
     report.extra["pca"] = "explained variance ratio " + ", ".join(
-        f"{v:.3f}" for v in pca.explained_variance_ratio_
+        f"{v:.3f}" for v in results["pca"].explained_variance_ratio_
     )
-    return report
 
 
 def _persist(client: Any, *arrays: da.Array) -> tuple:
