@@ -128,6 +128,86 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+class _Background:
+    """The threads beside the client processes: a publisher of new versions
+    of a shared array, readers that must never see two versions mixed, and a
+    scraper of the service's ``/metrics``."""
+
+    SHARED = "load.shared"
+    ROWS = 8_000
+
+    def __init__(self, res: LoadResult, uri: str, database: str, **scrape: Any):
+        self.res = res
+        self.uri = uri
+        self.database = database
+        self.metrics_url = scrape["metrics_url"]
+        self.service_pid = scrape["service_pid"]
+        self.scrape_interval = scrape["scrape_interval"]
+        # versions the publisher has started (a reader may see one before
+        # put_array returns); version numbers are never reused: next is max+1
+        self.attempted = {1}
+        self.done = threading.Event()
+
+    def _version(self, store: Any, value: float) -> int:
+        data = np.full((self.ROWS, 4), value)
+        return store.put_array(self.SHARED, data, chunks=(1_000, 4), progress=False)
+
+    def publisher(self) -> None:
+        from lepton_dask.store import FeatureStore
+
+        s = FeatureStore(self.uri, self.database)
+        while not self.done.is_set():
+            try:
+                nxt = max(self.attempted) + 1
+                self.attempted.add(nxt)
+                got = self._version(s, float(nxt))
+                self.res.publishes += 1
+                if got != nxt:
+                    self.res.errors.append(
+                        f"publisher expected version {nxt}, got {got}"
+                    )
+            except Exception:
+                self.res.errors.append(traceback.format_exc(limit=3))
+
+    def reader(self, client: Any) -> None:
+        from lepton_dask.store import FeatureStore
+
+        s = FeatureStore(self.uri, self.database)
+        while not self.done.is_set():
+            try:
+                y = client.compute(s.get_array(self.SHARED)).result()
+                vals = np.unique(y)
+                self.res.shared_reads += 1
+                if len(vals) != 1 or float(vals[0]) not in self.attempted:
+                    self.res.mixed += 1
+            except Exception:
+                self.res.errors.append(traceback.format_exc(limit=3))
+
+    def scraper(self) -> None:
+        res = self.res
+        while not self.done.is_set():
+            t0 = time.monotonic()
+            try:
+                body = urllib.request.urlopen(self.metrics_url, timeout=10).read()
+                res.scrapes += 1
+                if b"lepton_spend_usd_total" not in body:
+                    res.scrape_errors += 1
+            except (OSError, ValueError, http.client.HTTPException):
+                res.scrape_errors += 1  # counted in the report
+            if self.service_pid is not None and res.scrapes % 20 == 1:
+                res.rss_mb.append(_rss_mb(self.service_pid))
+            self.done.wait(max(0.0, self.scrape_interval - (time.monotonic() - t0)))
+
+    def threads(self, client: Any, readers: int) -> list[threading.Thread]:
+        out = [threading.Thread(target=self.publisher)]
+        out += [
+            threading.Thread(target=self.reader, args=(client,)) for _ in range(readers)
+        ]
+        if self.metrics_url:
+            out.append(threading.Thread(target=self.scraper))
+        return out
+
+
 def run_load(
     scheduler: str,
     uri: str,
@@ -149,63 +229,18 @@ def run_load(
     from lepton_dask.store import FeatureStore
 
     res = LoadResult()
-    store = FeatureStore(uri, database)
-    shared = "load.shared"
-    srows = 8_000
-    store.put_array(shared, np.full((srows, 4), 1.0), chunks=(1_000, 4), progress=False)
-    # versions the publisher has started (a reader may see one before
-    # put_array returns); version numbers are never reused, so the next is max+1
-    attempted = {1}
-    done = threading.Event()
-
-    def publisher() -> None:
-        s = FeatureStore(uri, database)
-        while not done.is_set():
-            try:
-                nxt = max(attempted) + 1
-                attempted.add(nxt)
-                got = s.put_array(
-                    shared,
-                    np.full((srows, 4), float(nxt)),
-                    chunks=(1_000, 4),
-                    progress=False,
-                )
-                res.publishes += 1
-                if got != nxt:
-                    res.errors.append(f"publisher expected version {nxt}, got {got}")
-            except Exception:
-                res.errors.append(traceback.format_exc(limit=3))
-
-    def reader(client: Any) -> None:
-        s = FeatureStore(uri, database)
-        while not done.is_set():
-            try:
-                y = client.compute(s.get_array(shared)).result()
-                vals = np.unique(y)
-                res.shared_reads += 1
-                if len(vals) != 1 or float(vals[0]) not in attempted:
-                    res.mixed += 1
-            except Exception:
-                res.errors.append(traceback.format_exc(limit=3))
-
-    def scraper() -> None:
-        while not done.is_set():
-            t0 = time.monotonic()
-            try:
-                body = urllib.request.urlopen(metrics_url, timeout=10).read()
-                res.scrapes += 1
-                if b"lepton_spend_usd_total" not in body:
-                    res.scrape_errors += 1
-            except (OSError, ValueError, http.client.HTTPException):
-                res.scrape_errors += 1  # counted in the report
-            if service_pid is not None and res.scrapes % 20 == 1:
-                res.rss_mb.append(_rss_mb(service_pid))
-            done.wait(max(0.0, scrape_interval - (time.monotonic() - t0)))
-
+    bg = _Background(
+        res,
+        uri,
+        database,
+        metrics_url=metrics_url,
+        service_pid=service_pid,
+        scrape_interval=scrape_interval,
+    )
+    bg._version(FeatureStore(uri, database), 1.0)
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     ids = list(range(clients))
-    per = [ids[p::processes] for p in range(processes)]
     args = {
         "scheduler": scheduler,
         "uri": uri,
@@ -216,14 +251,11 @@ def run_load(
     }
     procs = [
         ctx.Process(target=_client_process, args=({**args, "client_ids": p}, queue))
-        for p in per
+        for p in (ids[k::processes] for k in range(processes))
         if p
     ]
     with Client(scheduler, timeout="60s") as client:
-        aux = [threading.Thread(target=publisher)]
-        aux += [threading.Thread(target=reader, args=(client,)) for _ in range(readers)]
-        if metrics_url:
-            aux.append(threading.Thread(target=scraper))
+        aux = bg.threads(client, readers)
         t0 = time.perf_counter()
         for t in aux:
             t.start()
@@ -233,7 +265,7 @@ def run_load(
         for p in procs:
             p.join(60)
         res.seconds = time.perf_counter() - t0
-        done.set()
+        bg.done.set()
         for t in aux:
             t.join(120)
         if service_pid is not None:
@@ -243,9 +275,11 @@ def run_load(
         res.latencies_ms += o["lat"]
         res.errors += o["errors"]
         res.lost += o["lost"]
-    for p in procs:
-        if p.exitcode not in (0, None):
-            res.errors.append(f"client process exited with {p.exitcode}")
+    res.errors += [
+        f"client process exited with {p.exitcode}"
+        for p in procs
+        if p.exitcode not in (0, None)
+    ]
     return res
 
 
