@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -146,6 +147,51 @@ def solve(
     """Build and solve the program for ``prob``; see the module docstring."""
     t0 = time.perf_counter()
     m = _Builder()
+    v = _variables(m, prob, online)
+    _pool_rows(m, prob, v)
+    _group_rows(m, prob, v["x"])
+    if online:
+        _online_rows(m, prob, v["L"], v["x"], v["a"])
+    c = np.array(m.c)
+    n_vars = len(c)
+    A = coo_matrix((m.vals, (m.rows, m.cols)), shape=(len(m.rlb), n_vars)).tocsr()
+    integ = np.array(m.integ)
+    build_s = time.perf_counter() - t0
+    res = milp(
+        c,
+        integrality=integ,
+        bounds=Bounds(np.array(m.lb), np.array(m.ub)),
+        constraints=LinearConstraint(A, np.array(m.rlb), np.array(m.rub)),
+        options={
+            "time_limit": max(1.0, time_limit - build_s),
+            "mip_rel_gap": mip_rel_gap,
+            "disp": False,
+        },
+    )
+    status = {0: "optimal", 1: "time_limit", 2: "infeasible"}.get(res.status, "error")
+    dual = getattr(res, "mip_dual_bound", None)
+    sol = Solution(
+        status,
+        math.nan,
+        math.nan if dual is None else float(dual),
+        math.nan,
+        time.perf_counter() - t0,
+        int(integ.sum()),
+        int(n_vars - integ.sum()),
+        len(m.rlb),
+        message=str(res.message),
+    )
+    if res.x is not None:
+        _read_solution(sol, res, prob, v, dual)
+    if status == "infeasible":
+        sol.dual_bound = math.inf
+    return sol
+
+
+def _variables(m: _Builder, prob: Problem, online: bool) -> dict[str, dict]:
+    """Per pool: launches ``L`` (with how many slots they may start in),
+    billed workers ``B``, cumulative launches ``C``; per group and pool the
+    work done per slot ``x``; per burst (online) its unfinished flags ``a``."""
     K, dt = prob.K, prob.dt
     Lv, Bv, CLv = {}, {}, {}
     for p in prob.pools:
@@ -171,17 +217,23 @@ def solve(
             lb = np.zeros(n)
             lb[0] = 1.0  # a burst is unfinished at its first slot
             av[bi] = m.var(n, lb=lb, ub=1.0, integer=True)
+    return {"L": Lv, "B": Bv, "C": CLv, "x": xv, "a": av}
 
+
+def _pool_rows(m: _Builder, prob: Problem, v: dict[str, dict]) -> None:
+    """Per pool and slot: the running sum of launches, the balance of billed
+    workers, the minimum life and the capacity the work may use."""
+    K = prob.K
     at_slot: dict[str, list[list[int]]] = {
         p.name: [[] for _ in range(K)] for p in prob.pools
     }
-    for (gi, name), x0 in xv.items():
+    for (gi, name), x0 in v["x"].items():
         g = prob.groups[gi]
         for k in range(g.lo, g.hi + 1):
             at_slot[name][k].append(x0 + k - g.lo)
     for p in prob.pools:
-        L0, kl = Lv[p.name]
-        B0, C0 = Bv[p.name], CLv[p.name]
+        L0, kl = v["L"][p.name]
+        B0, C0 = v["B"][p.name], v["C"][p.name]
         for k in range(K):
             # running sum of launches
             cols, vals = [C0 + k], [1.0]
@@ -218,6 +270,10 @@ def solve(
             here = at_slot[p.name][k]
             m.row(cols + here, vals + [1.0] * len(here), ub=0.0)
 
+
+def _group_rows(m: _Builder, prob: Problem, xv: dict) -> None:
+    """Per group: all its work done, at most its parallelism per slot, never
+    more than has been released (its dependencies done)."""
     for gi, g in enumerate(prob.groups):
         mine = [p for p in prob.pools if p.kind == g.kind]
         n = g.hi - g.lo + 1
@@ -240,59 +296,24 @@ def solve(
                 vals += [-1.0] * len(mine)
                 m.row(cols, vals, 0.0, 0.0)
 
-    if online:
-        _online_rows(m, prob, Lv, xv, av)
 
-    c = np.array(m.c)
-    n_vars = len(c)
-    A = coo_matrix((m.vals, (m.rows, m.cols)), shape=(len(m.rlb), n_vars)).tocsr()
-    integ = np.array(m.integ)
-    build_s = time.perf_counter() - t0
-    res = milp(
-        c,
-        integrality=integ,
-        bounds=Bounds(np.array(m.lb), np.array(m.ub)),
-        constraints=LinearConstraint(A, np.array(m.rlb), np.array(m.rub)),
-        options={
-            "time_limit": max(1.0, time_limit - build_s),
-            "mip_rel_gap": mip_rel_gap,
-            "disp": False,
-        },
-    )
-    seconds = time.perf_counter() - t0
-    status = {0: "optimal", 1: "time_limit", 2: "infeasible"}.get(res.status, "error")
-    dual = getattr(res, "mip_dual_bound", None)
-    sol = Solution(
-        status,
-        math.nan,
-        math.nan if dual is None else float(dual),
-        math.nan,
-        seconds,
-        int(integ.sum()),
-        int(n_vars - integ.sum()),
-        len(m.rlb),
-        message=str(res.message),
-    )
-    if res.x is not None:
-        sol.objective = float(res.fun)
-        if status == "optimal" and (dual is None or not math.isfinite(dual)):
-            sol.dual_bound = sol.objective  # (an LP with nothing to branch on)
-        gap = getattr(res, "mip_gap", None)
-        sol.gap = float(gap) if gap is not None else math.nan
-        for p in prob.pools:
-            L0, kl = Lv[p.name]
-            B = np.rint(res.x[Bv[p.name] : Bv[p.name] + K]).astype(int)
-            L = np.zeros(K, int)
-            L[:kl] = np.rint(res.x[L0 : L0 + kl]).astype(int)
-            tail = np.maximum(0, np.arange(K) + p.life - K)
-            sol.billed[p.name] = B
-            sol.launched[p.name] = L
-            sol.slot_seconds[p.name] = float(
-                dt * (B.sum() - L.sum() + (L * tail).sum())
-            )
-    if status == "infeasible":
-        sol.dual_bound = math.inf
-    return sol
+def _read_solution(sol: Solution, res: Any, prob: Problem, v: dict, dual) -> None:
+    """The objective, gap and per-pool plan of a solved program."""
+    K, dt = prob.K, prob.dt
+    sol.objective = float(res.fun)
+    if sol.status == "optimal" and (dual is None or not math.isfinite(dual)):
+        sol.dual_bound = sol.objective  # (an LP with nothing to branch on)
+    gap = getattr(res, "mip_gap", None)
+    sol.gap = float(gap) if gap is not None else math.nan
+    for p in prob.pools:
+        L0, kl = v["L"][p.name]
+        B = np.rint(res.x[v["B"][p.name] : v["B"][p.name] + K]).astype(int)
+        L = np.zeros(K, int)
+        L[:kl] = np.rint(res.x[L0 : L0 + kl]).astype(int)
+        tail = np.maximum(0, np.arange(K) + p.life - K)
+        sol.billed[p.name] = B
+        sol.launched[p.name] = L
+        sol.slot_seconds[p.name] = float(dt * (B.sum() - L.sum() + (L * tail).sum()))
 
 
 def _online_rows(m: _Builder, prob: Problem, Lv, xv, av) -> None:
