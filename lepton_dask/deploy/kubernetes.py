@@ -469,96 +469,98 @@ def scaler(spec: DeploySpec) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
         config,
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": meta,
-            # what the scaler does and nothing more: read and resize worker
-            # groups, see DaskAutoscalers (it refuses to run beside one),
-            # list its workers' Deployments and delete those it retired
-            "rules": [
-                {
-                    "apiGroups": ["kubernetes.dask.org"],
-                    "resources": ["daskworkergroups"],
-                    "verbs": ["get", "patch"],
-                },
-                {
-                    "apiGroups": ["kubernetes.dask.org"],
-                    "resources": ["daskautoscalers"],
-                    "verbs": ["list"],
-                },
-                {
-                    "apiGroups": ["apps"],
-                    "resources": ["deployments"],
-                    "verbs": ["list", "delete"],
-                },
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": meta,
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": name,
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}
-            ],
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": meta,
-            "spec": {
-                "replicas": 1,
-                # never two scalers at once (RollingUpdate starts the new one
-                # before the old one stops)
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "serviceAccountName": name,
-                        "containers": [
-                            {
-                                "name": "scaler",
-                                "image": spec.image,
-                                "imagePullPolicy": "IfNotPresent",
-                                "args": [
-                                    "lepton-dask",
-                                    "k8s-scaler",
-                                    "--scheduler",
-                                    f"tcp://{spec.name}-scheduler:{SCHEDULER_PORT}",
-                                    "--namespace",
-                                    spec.namespace,
-                                    "--groups",
-                                    "/etc/lepton/groups.yaml",
-                                    "--interval",
-                                    spec.scaler_interval,
-                                ],
-                                "env": [
-                                    *_env(spec, None),
-                                    {
-                                        "name": "DASK_LEPTON__SCALING__POLICY",
-                                        "value": spec.scaler_policy,
-                                    },
-                                ],
-                                "volumeMounts": [
-                                    {"name": "groups", "mountPath": "/etc/lepton"}
-                                ],
-                                "resources": {
-                                    "requests": {"cpu": "100m", "memory": "256Mi"}
-                                },
-                            }
-                        ],
-                        "volumes": [{"name": "groups", "configMap": {"name": name}}],
-                    },
-                },
-            },
-        },
+        *_scaler_rbac(spec, name, meta),
+        _scaler_deployment(spec, name, meta),
     ]
+
+
+def _scaler_rbac(spec: DeploySpec, name: str, meta: dict) -> list[dict[str, Any]]:
+    """The scaler's Role and its binding to the scaler's ServiceAccount."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": meta,
+        # what the scaler does and nothing more: read and resize worker
+        # groups, see DaskAutoscalers (it refuses to run beside one),
+        # list its workers' Deployments and delete those it retired
+        "rules": [
+            {
+                "apiGroups": ["kubernetes.dask.org"],
+                "resources": ["daskworkergroups"],
+                "verbs": ["get", "patch"],
+            },
+            {
+                "apiGroups": ["kubernetes.dask.org"],
+                "resources": ["daskautoscalers"],
+                "verbs": ["list"],
+            },
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments"],
+                "verbs": ["list", "delete"],
+            },
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta,
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": name,
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": name, "namespace": spec.namespace}
+        ],
+    }
+    return [role, binding]
+
+
+def _scaler_deployment(spec: DeploySpec, name: str, meta: dict) -> dict[str, Any]:
+    """One scaler replica, never two at once (RollingUpdate starts the new one
+    before the old one stops)."""
+    container = {
+        "name": "scaler",
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            "lepton-dask",
+            "k8s-scaler",
+            "--scheduler",
+            f"tcp://{spec.name}-scheduler:{SCHEDULER_PORT}",
+            "--namespace",
+            spec.namespace,
+            "--groups",
+            "/etc/lepton/groups.yaml",
+            "--interval",
+            spec.scaler_interval,
+        ],
+        "env": [
+            *_env(spec, None),
+            {"name": "DASK_LEPTON__SCALING__POLICY", "value": spec.scaler_policy},
+        ],
+        "volumeMounts": [{"name": "groups", "mountPath": "/etc/lepton"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "serviceAccountName": name,
+                    "containers": [container],
+                    "volumes": [{"name": "groups", "configMap": {"name": name}}],
+                },
+            },
+        },
+    }
 
 
 def manifests(spec: DeploySpec | None = None) -> dict[str, list[dict[str, Any]]]:
