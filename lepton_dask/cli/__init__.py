@@ -392,23 +392,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             chunk_rows=max(1, rows // 8),
             progress=True,
         )
-        snap = monitor.snapshot()
-        report.extra["spend"] = (
-            f"${snap['spend_usd']:.6f} for run {snap['run_id']} "
-            f"({snap['workers']} workers now at ${snap['spend_rate_usd_per_hour']:.3f}/hour)"
-        )
-        report.extra["per task"] = (
-            f"${snap['cost_per_task_usd']:.2e} over {snap['tasks']} tasks"
-        )
-        report.extra["utilization"] = (
-            f"{snap['utilization']:.1%} of paid thread-seconds busy"
-        )
-        report.extra["scaler"] = scaler_summary(scaler.log, budget)
-        alive = "while it runs" if args.serve else "until the demo exits"
-        report.extra["dashboard"] = f"{base}/status ({alive})"
-        report.extra["cost page"] = f"{base}{monitor.page or '/cost'}"
-        report.extra["metrics"] = f"{base}/metrics (Prometheus scrapes this)"
-        report.extra["grafana"] = "dashboards/*.json (deploy/compose provisions them)"
+        scaled = scaler_summary(scaler.log, budget)
+        report.extra.update(_demo_extras(monitor, base, args.serve, scaled))
         print(report.summary())
         if args.serve:
             print("serving the dashboard; Ctrl-C stops the cluster", flush=True)
@@ -420,6 +405,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         scaling_demo(args.scaling_seconds, args.scaling_png)
     return 0 if all(report.checks.values()) else 1
+
+
+def _demo_extras(monitor, base: str, serve: bool, scaler: str) -> dict[str, str]:
+    """The demo summary's cost lines and where to look next."""
+    snap = monitor.snapshot()
+    alive = "while it runs" if serve else "until the demo exits"
+    return {
+        "spend": f"${snap['spend_usd']:.6f} for run {snap['run_id']} "
+        f"({snap['workers']} workers now at ${snap['spend_rate_usd_per_hour']:.3f}/hour)",
+        "per task": f"${snap['cost_per_task_usd']:.2e} over {snap['tasks']} tasks",
+        "utilization": f"{snap['utilization']:.1%} of paid thread-seconds busy",
+        "scaler": scaler,
+        "dashboard": f"{base}/status ({alive})",
+        "cost page": f"{base}{monitor.page or '/cost'}",
+        "metrics": f"{base}/metrics (Prometheus scrapes this)",
+        "grafana": "dashboards/*.json (deploy/compose provisions them)",
+    }
 
 
 # -- experiment, plan: lepton_dask.experiments.commands ----------------------------
