@@ -56,71 +56,72 @@ def rules(
         }
 
     return [
-        {
-            "name": "lepton-budget",
-            "rules": [
-                alert(
-                    "LeptonSpendOverHourlyBudget",
-                    f"{_SPEND_RATE} > lepton_budget_usd_per_hour",
-                    "warning",
-                    "Spend rate over the hourly budget",
-                    "{{ $labels.job }} {{ $labels.instance }} spends "
-                    '{{ $value | printf "%.2f" }} USD/h, over its '
-                    "lepton.cost.budget-usd-per-hour.",
-                ),
-                alert(
-                    "LeptonBudgetExhaustedWithinHour",
-                    f"(lepton_budget_usd - {_SPEND}) < {_SPEND_RATE}",
-                    "critical",
-                    "Total budget exhausted within the hour",
-                    "At the current spend rate the total budget "
-                    "(lepton.cost.budget-usd) of {{ $labels.job }} "
-                    "{{ $labels.instance }} runs out within an hour "
-                    '(USD left below one hour of spend: {{ $value | printf "%.2f" }}).',
-                ),
-                alert(
-                    "LeptonWorkersBilledWithoutProgress",
-                    f"{_SPEND_RATE} > 0 unless sum without (pool) "
-                    "(increase(lepton_tasks_completed_total[2m])) > 0",
-                    "warning",
-                    "Workers billed while no task completes",
-                    "{{ $labels.job }} {{ $labels.instance }} pays for workers "
-                    "but completed no task for "
-                    + fors["LeptonWorkersBilledWithoutProgress"]
-                    + ".",
-                ),
-                alert(
-                    "LeptonUnpricedWorkers",
-                    "lepton_unpriced_workers > 0",
-                    "warning",
-                    "Workers without a price",
-                    "{{ $value }} workers of {{ $labels.job }} have an instance "
-                    "type missing from the price catalog: their spend is not counted.",
-                ),
-            ],
-        },
-        {
-            "name": "lepton-scaler",
-            "rules": [
-                alert(
-                    "LeptonScalerInfeasible",
-                    "lepton_scaler_infeasible > 0",
-                    "warning",
-                    "The scaler cannot meet its goal",
-                    "The policy of {{ $labels.job }} reports its deadline or "
-                    "budget cannot be met with the pools it may use.",
-                ),
-                alert(
-                    "LeptonMetricsDown",
-                    f'up{{job="{scheduler_job}"}} == 0 or '
-                    f'absent(up{{job="{scheduler_job}"}})',
-                    "critical",
-                    "The scheduler's metrics endpoint is gone",
-                    f"Prometheus cannot scrape job {scheduler_job}: spend and "
-                    "budgets are not being watched.",
-                ),
-            ],
-        },
+        {"name": "lepton-budget", "rules": _budget_rules(alert, fors)},
+        {"name": "lepton-scaler", "rules": _scaler_rules(alert, scheduler_job)},
+    ]
+
+
+def _budget_rules(alert, fors: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        alert(
+            "LeptonSpendOverHourlyBudget",
+            f"{_SPEND_RATE} > lepton_budget_usd_per_hour",
+            "warning",
+            "Spend rate over the hourly budget",
+            "{{ $labels.job }} {{ $labels.instance }} spends "
+            '{{ $value | printf "%.2f" }} USD/h, over its '
+            "lepton.cost.budget-usd-per-hour.",
+        ),
+        alert(
+            "LeptonBudgetExhaustedWithinHour",
+            f"(lepton_budget_usd - {_SPEND}) < {_SPEND_RATE}",
+            "critical",
+            "Total budget exhausted within the hour",
+            "At the current spend rate the total budget "
+            "(lepton.cost.budget-usd) of {{ $labels.job }} "
+            "{{ $labels.instance }} runs out within an hour "
+            '(USD left below one hour of spend: {{ $value | printf "%.2f" }}).',
+        ),
+        alert(
+            "LeptonWorkersBilledWithoutProgress",
+            f"{_SPEND_RATE} > 0 unless sum without (pool) "
+            "(increase(lepton_tasks_completed_total[2m])) > 0",
+            "warning",
+            "Workers billed while no task completes",
+            "{{ $labels.job }} {{ $labels.instance }} pays for workers "
+            "but completed no task for "
+            + fors["LeptonWorkersBilledWithoutProgress"]
+            + ".",
+        ),
+        alert(
+            "LeptonUnpricedWorkers",
+            "lepton_unpriced_workers > 0",
+            "warning",
+            "Workers without a price",
+            "{{ $value }} workers of {{ $labels.job }} have an instance "
+            "type missing from the price catalog: their spend is not counted.",
+        ),
+    ]
+
+
+def _scaler_rules(alert, scheduler_job: str) -> list[dict[str, Any]]:
+    return [
+        alert(
+            "LeptonScalerInfeasible",
+            "lepton_scaler_infeasible > 0",
+            "warning",
+            "The scaler cannot meet its goal",
+            "The policy of {{ $labels.job }} reports its deadline or "
+            "budget cannot be met with the pools it may use.",
+        ),
+        alert(
+            "LeptonMetricsDown",
+            f'up{{job="{scheduler_job}"}} == 0 or absent(up{{job="{scheduler_job}"}})',
+            "critical",
+            "The scheduler's metrics endpoint is gone",
+            f"Prometheus cannot scrape job {scheduler_job}: spend and "
+            "budgets are not being watched.",
+        ),
     ]
 
 
