@@ -325,6 +325,71 @@ def read_collection(
     See the module docstring for what a read sees; :meth:`FeatureStore.read_collection`
     is the public entry point.
     """
+    collection, fields, query, dt, rows_per_chunk, strategy = _read_arguments(
+        collection, fields, query, rows_per_chunk, dtype, missing, strategy
+    )
+    db = spec.db()
+    exists = spec.retry(
+        lambda: collection in db.list_collection_names(filter={"name": collection}),
+        "listing collections",
+    )
+    if not exists:
+        raise KeyError(f"no collection {collection!r} in database {spec.database!r}")
+    starts, counts, last_id = plan_ranges(spec, collection, query, rows_per_chunk)
+    if strategy == "auto":
+        indexed = spec.retry(
+            lambda: _caps.indexed(db, collection, "range", spec.uri), "probing"
+        )
+        strategy = "ranges" if indexed else "scan"
+    name = f"lepton-rows-{collection}-{tokenize(key, spec.database, collection, fields, query, rows_per_chunk, dt.str, missing, strategy, starts, counts, last_id)}"
+    chunks = (tuple(counts) or (0,), (len(fields),))
+    if not counts:  # nothing matches: one empty chunk
+        dsk = {(name, 0, 0): (np.empty, (0, len(fields)), dt)}
+    elif strategy == "ranges":
+        dsk = {
+            (name, i, 0): (
+                _read_range,
+                spec,
+                collection,
+                query,
+                fields,
+                lo,
+                last_id if i == len(starts) - 1 else starts[i + 1],
+                i == len(starts) - 1,
+                n,
+                dt.str,
+                missing,
+            )
+            for i, (lo, n) in enumerate(zip(starts, counts, strict=False))
+        }
+    else:
+        scan_key = f"{name}-scan"
+        dsk = {
+            scan_key: (
+                _read_scan,
+                spec,
+                collection,
+                query,
+                fields,
+                list(starts),
+                list(counts),
+                last_id,
+                dt.str,
+                missing,
+            )
+        }
+        offsets = [0, *itertools.accumulate(counts)]
+        for i in range(len(counts)):
+            dsk[(name, i, 0)] = (_slice_rows, scan_key, offsets[i], offsets[i + 1])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    return da.Array(graph, name, chunks, dtype=dt)
+
+
+def _read_arguments(
+    collection, fields, query, rows_per_chunk, dtype, missing, strategy
+):
+    """``read_collection``'s arguments checked, with their defaults from
+    ``lepton.store``: a clear error for each bad one."""
     collection = validate_collection_name(collection)
     fields = [validate_field_name(f) for f in fields]
     if not fields:
@@ -350,64 +415,7 @@ def read_collection(
     strategy = strategy or dask.config.get("lepton.store.row-read")
     if strategy not in ("auto", "ranges", "scan"):
         raise ValueError(f"strategy must be auto, ranges or scan, got {strategy!r}")
-
-    db = spec.db()
-    exists = spec.retry(
-        lambda: collection in db.list_collection_names(filter={"name": collection}),
-        "listing collections",
-    )
-    if not exists:
-        raise KeyError(f"no collection {collection!r} in database {spec.database!r}")
-    starts, counts, last_id = plan_ranges(spec, collection, query, rows_per_chunk)
-    if strategy == "auto":
-        indexed = spec.retry(
-            lambda: _caps.indexed(db, collection, "range", spec.uri), "probing"
-        )
-        strategy = "ranges" if indexed else "scan"
-    name = f"lepton-rows-{collection}-{tokenize(key, spec.database, collection, fields, query, rows_per_chunk, dt.str, missing, strategy, starts, counts, last_id)}"
-    chunks = (tuple(counts) or (0,), (len(fields),))
-    if not counts:  # nothing matches: one empty chunk
-        dsk = {(name, 0, 0): (np.empty, (0, len(fields)), dt)}
-        return da.Array(
-            HighLevelGraph.from_collections(name, dsk, ()), name, chunks, dtype=dt
-        )
-    dsk: dict = {}
-    if strategy == "ranges":
-        for i, (lo, n) in enumerate(zip(starts, counts, strict=False)):
-            last = i == len(starts) - 1
-            hi = last_id if last else starts[i + 1]
-            dsk[(name, i, 0)] = (
-                _read_range,
-                spec,
-                collection,
-                query,
-                fields,
-                lo,
-                hi,
-                last,
-                n,
-                dt.str,
-                missing,
-            )
-    else:
-        scan_key = f"{name}-scan"
-        dsk[scan_key] = (
-            _read_scan,
-            spec,
-            collection,
-            query,
-            fields,
-            list(starts),
-            list(counts),
-            last_id,
-            dt.str,
-            missing,
-        )
-        offsets = [0, *itertools.accumulate(counts)]
-        for i in range(len(counts)):
-            dsk[(name, i, 0)] = (_slice_rows, scan_key, offsets[i], offsets[i + 1])
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    return da.Array(graph, name, chunks, dtype=dt)
+    return collection, fields, query, dt, rows_per_chunk, strategy
 
 
 def _insert_rows(
