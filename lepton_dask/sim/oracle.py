@@ -278,25 +278,15 @@ def _tasks(
             ],
         )
     base = _earliest(trace, order, preds, run, sub)  # no startup: critical path
-    horizon = None
     deadline, relaxed, critical = {}, {}, {}
+    horizon = None
     for b, r in arrival.items():
         m = trace.burst == b
         critical[b] = float((base[m] + run[m]).max() - r)
         rel = trace.deadline.get(b, default_deadline)
         if rel is None:
-            if horizon is None:  # one worker of the slowest pool doing everything
-                slow = {k: min(p.speed * p.threads for p in ps) for k, ps in kp.items()}
-                horizon = (
-                    float(sub.max())
-                    + max(s0.values())
-                    + minimum
-                    + sum(
-                        float(d) / slow[k]
-                        for d, k in zip(dur, kind, strict=True)
-                        if d > 0
-                    )
-                )
+            if horizon is None:
+                horizon = _no_hurry(sub, dur, kind, kp, s0, minimum)
             d_abs = horizon
         else:
             d_abs = r + float(rel)
@@ -322,6 +312,14 @@ def _tasks(
         relaxed,
         critical,
     )
+
+
+def _no_hurry(sub, dur, kind, kp, s0, minimum: float) -> float:
+    """The deadline of a burst that states none: one worker of the slowest
+    pool doing everything after the last submission."""
+    slow = {k: min(p.speed * p.threads for p in ps) for k, ps in kp.items()}
+    work = sum(float(d) / slow[k] for d, k in zip(dur, kind, strict=True) if d > 0)
+    return float(sub.max()) + max(s0.values()) + minimum + work
 
 
 def _problem(
@@ -466,29 +464,24 @@ def exact_oracle(
     kp = _kind_pools(trace, pools)
     busy = busy_time_bound(trace, pools)
     variant = "online" if online else "clairvoyant"
-    if not kp:
+    if not kp:  # no work: nothing to pay
+        zero = dict.fromkeys(("usd", "plan_usd", "dual_bound_usd", "worker_s"), 0.0)
+        zero.update(busy_usd=0.0, busy_worker_s=0.0, longest_task_usd=0.0, gap=0.0)
         return OracleResult(
-            trace.name,
-            variant,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            {},
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            "optimal",
-            0.0,
-            dt or 1.0,
-            {},
-            {},
-            {},
-            {},
-            0,
-            0,
-            0,
+            **zero,
+            trace=trace.name,
+            variant=variant,
+            worker_s_by_pool={},
+            status="optimal",
+            seconds=0.0,
+            dt=dt or 1.0,
+            deadlines={},
+            deadlines_relaxed={},
+            critical_path_s={},
+            peak_workers={},
+            n_int=0,
+            n_cont=0,
+            n_rows=0,
         )
     if dt is None:
         dt = choose_dt(
@@ -509,6 +502,13 @@ def exact_oracle(
     assert sol is not None and tk is not None
     if sol.status == "infeasible":
         raise RuntimeError(f"trace {trace.name!r}: the {variant} program is infeasible")
+    return _result(trace.name, variant, sol, tk, kp, busy, minimum_billing, t0, dt)
+
+
+def _result(name, variant, sol, tk, kp, busy, minimum_billing, t0, dt) -> OracleResult:
+    """The solved program as an :class:`OracleResult` in USD: the valid lower
+    bound (the dual bound, busy time or the longest task, whichever is
+    highest) and the incumbent plan."""
     used = {p.name: p for ps in kp.values() for p in ps}
     ref = min(
         (p.usd_per_hour for p in used.values() if p.usd_per_hour > 0), default=1.0
@@ -518,7 +518,7 @@ def exact_oracle(
     longest = _longest_task_usd(tk, kp, minimum_billing)
     plan = sum(s * used[n].usd_per_hour / 3600.0 for n, s in sol.slot_seconds.items())
     return OracleResult(
-        trace=trace.name,
+        trace=name,
         variant=variant,
         usd=max(dual, busy["usd"], longest),
         plan_usd=plan if sol.slot_seconds else math.nan,
