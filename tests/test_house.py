@@ -67,3 +67,26 @@ def test_handler_names_are_spelled_only_in_the_protocol_module():
             if isinstance(node, ast.Constant) and node.value in names:
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert found == [], f"use lepton_dask._protocol's constants: {found}"
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_over_80_lines():
+    """Functions fit on a screen: at most 80 lines of code each (the
+    docstring, a numpydoc one with its examples, is not counted)."""
+    long = []
+    for path, tree in _modules():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            n = node.end_lineno - node.lineno + 1
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(
+                getattr(first, "value", None), ast.Constant
+            ):
+                if isinstance(first.value.value, str):
+                    n -= first.end_lineno - first.lineno + 1
+            if n > MAX_FUNCTION_LINES:
+                long.append(f"{path.relative_to(PACKAGE)}:{node.name} ({n} lines)")
+    assert long == [], f"split these functions: {long}"

@@ -224,17 +224,9 @@ def trace_from_recording(doc: dict[str, Any], *, seed: int = 0) -> Trace:
             here[gi] = idx
             index_of[gi].append(idx)
         last.update(here)
-    dur = np.concatenate(duration) if duration else np.zeros(0)
-    for gi, g in enumerate(groups):  # each group's mean is the recorded mean
-        d = g["duration"]
-        if d["count"] and index_of[gi]:
-            idx = np.concatenate(index_of[gi])
-            for _ in range(4):  # scaled, then kept inside [min, max]
-                drawn = dur[idx].mean()
-                if drawn > 0:
-                    dur[idx] = np.clip(
-                        dur[idx] * (d["sum"] / d["count"]) / drawn, d["min"], d["max"]
-                    )
+    dur = _recorded_means(
+        np.concatenate(duration) if duration else np.zeros(0), groups, index_of
+    )
     return Trace(
         f"run:{run}",
         np.concatenate(submit) if submit else np.zeros(0),
@@ -245,6 +237,22 @@ def trace_from_recording(doc: dict[str, Any], *, seed: int = 0) -> Trace:
         deps if any_deps else None,
         f"replay of run {run} (workload {doc.get('workload')})",
     )
+
+
+def _recorded_means(dur: np.ndarray, groups: list, index_of: list) -> np.ndarray:
+    """Each group's drawn durations scaled to its recorded mean, then kept
+    inside its recorded [min, max] (a few rounds of both)."""
+    for gi, g in enumerate(groups):
+        d = g["duration"]
+        if d["count"] and index_of[gi]:
+            idx = np.concatenate(index_of[gi])
+            for _ in range(4):
+                drawn = dur[idx].mean()
+                if drawn > 0:
+                    dur[idx] = np.clip(
+                        dur[idx] * (d["sum"] / d["count"]) / drawn, d["min"], d["max"]
+                    )
+    return dur
 
 
 def replay_pools(trace: Trace, startup: float = 60.0, max_workers: int = 50):
