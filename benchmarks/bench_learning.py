@@ -233,7 +233,7 @@ def plan_accuracy(uri: str) -> dict:
     from lepton_dask.experiments.harness import Scenario
     from lepton_dask.experiments.plan import plan
     from lepton_dask.experiments.real import run_trace_real
-    from lepton_dask.experiments.replay import from_run
+    from lepton_dask.experiments.replay import trace_from_run
 
     minimum = 6.0
     pools = [
@@ -245,7 +245,7 @@ def plan_accuracy(uri: str) -> dict:
     record_s = time.perf_counter() - t0
     from lepton_dask.store._spec import StoreSpec
 
-    trace = from_run(run_id, StoreSpec(uri, db, 10.0))
+    trace = trace_from_run(run_id, StoreSpec(uri, db, 10.0))
     deadline = 12.0
     # the plan on the pools the rerun has, billed as they are
     p = plan(

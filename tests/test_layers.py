@@ -63,3 +63,17 @@ def test_nothing_imports_cli():
     }
     assert set(no_cli["source_modules"]) == below_cli
     assert no_cli["forbidden_modules"] == ["lepton_dask.cli"]
+
+
+def test_every_experiments_module_is_in_a_room():
+    """The experiments' rooms (scenarios, the sweep, the report) and their
+    users: a new module there must be placed in the contract."""
+    import lepton_dask.experiments as experiments
+
+    rooms = {
+        name.strip()
+        for layer in _contracts()["experiments-rooms"]["layers"]
+        for name in layer.split("|")
+    }
+    modules = {m.name for m in pkgutil.iter_modules(experiments.__path__)}
+    assert modules == rooms

@@ -1,11 +1,18 @@
-"""Adaptive-scaling experiments: traces x policies, simulated and real."""
+"""Adaptive-scaling experiments: traces x policies, simulated and real.
+
+Three rooms, one-way: scenarios (:mod:`~lepton_dask.experiments.scenarios`,
+traces from recordings in :mod:`~lepton_dask.experiments.recorded`), the sweep
+(:mod:`~lepton_dask.experiments.sweep`) and the report
+(:mod:`~lepton_dask.experiments.report`); ``harness``, ``replay``, ``plan``
+and ``real`` use them.
+"""
 
 from lepton_dask.experiments.harness import (
     analyse,
-    from_run,
     run_experiments,
     run_sweep,
+    scenario_from_run,
     scenarios,
 )
 
-__all__ = ["analyse", "from_run", "run_experiments", "run_sweep", "scenarios"]
+__all__ = ["analyse", "run_experiments", "run_sweep", "scenario_from_run", "scenarios"]

@@ -49,9 +49,9 @@ def _experiment_replay(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", replay.PartialRecordingWarning)
             if args.run:
-                trace = replay.from_run(args.run, spec)
+                trace = replay.trace_from_run(args.run, spec)
             else:
-                trace = replay.from_workload(args.workload, spec)
+                trace = replay.trace_from_workload(args.workload, spec)
     except replay.RecordingNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -88,9 +88,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", replay.PartialRecordingWarning)
             trace = (
-                replay.from_run(args.run, spec)
+                replay.trace_from_run(args.run, spec)
                 if args.run
-                else replay.from_workload(args.workload, spec)
+                else replay.trace_from_workload(args.workload, spec)
             )
     except replay.RecordingNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,7 +18,8 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from lepton_dask.experiments.harness import cloud_pools, pareto
+from lepton_dask.experiments.report import pareto
+from lepton_dask.experiments.scenarios import cloud_pools
 from lepton_dask.scaling.policies import BalancedPolicy
 from lepton_dask.scaling.slo import SLOPolicy
 from lepton_dask.scaling.state import PoolSpec
@@ -84,7 +85,7 @@ def plan(
     Parameters
     ----------
     trace : Trace
-        The job (e.g. ``replay.from_workload("nightly-etl")``).
+        The job (e.g. ``replay.trace_from_workload("nightly-etl")``).
     deadline : float, optional
         Each batch done within this many seconds of its submission.
     budget : float, optional

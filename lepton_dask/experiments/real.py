@@ -195,7 +195,7 @@ def scale_for_real(scenario, seconds: float = REAL_SECONDS):
     scheduler's guess for an unseen task is scaled too."""
     from dataclasses import replace
 
-    from lepton_dask.experiments.harness import Scenario
+    from lepton_dask.experiments.scenarios import Scenario
 
     tr = scenario.trace
     span = float(tr.submit.max()) + max(tr.deadline.values(), default=0.0)
@@ -360,7 +360,7 @@ def best_adaptive(scenario, interval: float, sweep=None) -> float:
     """The stock Adaptive target_duration (of the harness's sweep, scaled to
     the scenario) that the simulator finds cheapest among those meeting the
     most deadlines."""
-    from lepton_dask.experiments.harness import ADAPTIVE_SWEEP
+    from lepton_dask.experiments.sweep import ADAPTIVE_SWEEP
 
     f = scenario.minimum_billing / 60.0  # the scenarios bill 60 s unscaled
     runs = []
@@ -397,7 +397,7 @@ def compare_traces(
     Adaptive of the simulated sweep (``adaptive_best``). ``repeats`` runs
     (per trace, when a dict) alternate the policies; medians are reported,
     every run is kept under ``runs``."""
-    from lepton_dask.experiments.harness import scenarios, slo_policy
+    from lepton_dask.experiments.scenarios import scenarios, slo_policy
 
     out = {}
     for name, sc in scenarios().items():
@@ -468,7 +468,7 @@ def side_by_side(
     trace) and under the SLO policy stated from the trace's deadlines. Returns
     each run's cost, deadlines met and timeline; writes ``png`` (workers and
     $/hour over time) when given."""
-    from lepton_dask.experiments.harness import scenarios, slo_policy
+    from lepton_dask.experiments.scenarios import scenarios, slo_policy
 
     small, f = scale_for_real(scenarios()[trace], seconds)
     interval = max(0.2, min(1.0, f))

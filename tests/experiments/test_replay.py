@@ -52,7 +52,7 @@ def recorded(mongo_uri):
 def test_round_trip_keeps_shape_and_durations(recorded):
     spec, run = recorded
     doc = recording(spec, run)
-    tr = replay.from_run(run, spec)
+    tr = replay.trace_from_run(run, spec)
     assert len(tr) == 41 and tr.deps is not None
     assert sorted(np.unique(tr.burst).tolist()) == [0, 1, 2]
     assert tr.deadline == {0: 120.0, 1: 120.0}
@@ -72,13 +72,13 @@ def test_round_trip_keeps_shape_and_durations(recorded):
     assert tr.submit[0] == 0.0 and tr.submit[-1] >= tr.submit[red] >= 0
     assert (tr.kind == 0).all()
     # deterministic: the same seed, the same trace; the workload's latest run
-    again = replay.from_workload("etl", spec)
+    again = replay.trace_from_workload("etl", spec)
     np.testing.assert_array_equal(again.duration, tr.duration)
     assert again.deps == tr.deps
     # from a notebook: the run as a harness scenario, simulated under a policy
     from lepton_dask.experiments import harness
 
-    sc = harness.from_run(run, spec)
+    sc = harness.scenario_from_run(run, spec)
     np.testing.assert_array_equal(sc.trace.duration, tr.duration)
     assert [p.name for p in sc.pools] == ["cpu"]
     sim = harness.simulate(sc, harness.slo_policy(sc.trace))
@@ -130,14 +130,14 @@ def test_partial_replays_with_a_warning_and_unknown_names_error(recorded):
     doc["groups"][0]["duration"].update(count=0, sum=0.0, bins=[], counts=[])
     write_recording(spec, doc)
     with pytest.warns(replay.PartialRecordingWarning, match="partial recording"):
-        tr = replay.from_run("cut", spec)
+        tr = replay.trace_from_run("cut", spec)
     assert len(tr) == 41 and (tr.duration > 0).all()
     # the workload's latest complete run is the real one, not the partial copy
-    assert replay.from_workload("etl", spec).name == f"run:{run}"
+    assert replay.trace_from_workload("etl", spec).name == f"run:{run}"
     with pytest.raises(replay.RecordingNotFoundError, match=f"recorded runs: .*{run}"):
-        replay.from_run("no-such-run", spec)
+        replay.trace_from_run("no-such-run", spec)
     with pytest.raises(replay.RecordingNotFoundError, match="recorded workloads: etl"):
-        replay.from_workload("no-such-job", spec)
+        replay.trace_from_workload("no-such-job", spec)
 
 
 def test_plan_from_history(recorded):
@@ -164,7 +164,7 @@ def test_plan_from_history(recorded):
     assert f"plan for run:{run} (deadline=120)" in out
     assert "100% of batches on time" in out and "Pareto front" in out
     assert "apply it:" in out and "CostAwareAdaptive, policy=" in out
-    tr = replay.from_workload("etl", spec)
+    tr = replay.trace_from_workload("etl", spec)
     by_deadline = plan(tr, deadline=120, weights=(1.0,))
     rec = by_deadline["recommended"]
     on_time = [c for c in by_deadline["candidates"] if c["meets"]]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lepton_dask.experiments.replay import trace_from_recording
+from lepton_dask.experiments.recorded import trace_from_recording
 from lepton_dask.sim.trace import Trace
 
 
