@@ -207,6 +207,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             "budget_usd_per_hour",
             "budget_usd",
             "scaler_policy",
+            "scaler_deadline",
+            "scaler_latency",
+            "workload",
         )
         if getattr(args, key, None) is not None
     }

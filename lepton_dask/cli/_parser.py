@@ -155,7 +155,19 @@ def _deploy(sub: argparse._SubParsersAction, func: Command) -> None:
     p.add_argument("--capacity-label", help="node label of spot/on-demand capacity")
     p.add_argument("--budget-usd-per-hour", type=float)
     p.add_argument("--budget-usd", type=float)
-    p.add_argument("--scaler-policy", choices=["balanced", "deadline", "budget"])
+    p.add_argument(
+        "--scaler-policy",
+        choices=["balanced", "deadline", "budget", "slo", "predictive"],
+        help="the scaler's policy (slo and predictive need --scaler-deadline or "
+        "--scaler-latency)",
+    )
+    p.add_argument(
+        "--scaler-deadline", type=float, help="slo/predictive: seconds per batch"
+    )
+    p.add_argument(
+        "--scaler-latency", type=float, help="slo/predictive: seconds (streams)"
+    )
+    p.add_argument("--workload", help="predictive: the workload key it learns under")
     p.set_defaults(func=func)
 
 

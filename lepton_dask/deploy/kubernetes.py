@@ -175,6 +175,11 @@ class DeploySpec:
     groups: tuple[WorkerGroup, ...] = field(default_factory=default_groups)
     scaler_policy: str = "balanced"
     scaler_interval: str = "10s"
+    #: the SLO terms of ``slo`` and ``predictive`` (lepton.scaling.deadline,
+    #: latency) and the workload key a predictive scaler learns under
+    scaler_deadline: float | None = None
+    scaler_latency: float | None = None
+    workload: str | None = None
     release: str = "kube-prometheus-stack"
     capacity_label: str = "karpenter.sh/capacity-type"
     budget_usd_per_hour: float | None = None
@@ -198,6 +203,7 @@ class DeploySpec:
         for b in (self.budget_usd_per_hour, self.budget_usd):
             if b is not None and not b > 0:
                 raise ValueError(f"budgets must be > 0, got {b}")
+        _check_policy(self)
 
     @property
     def scheduler_job(self) -> str:
@@ -231,6 +237,42 @@ def group_resource(spec: DeploySpec, group: WorkerGroup) -> tuple[str, str]:
     if group is spec.groups[0]:
         return "DaskWorkerGroup", f"{spec.name}-default"
     return "DaskWorkerGroup", f"{spec.name}-{group.name}"
+
+
+def scaling_config(spec: DeploySpec) -> dict[str, Any]:
+    """The ``lepton.scaling`` settings the scaler runs with (and the
+    workload key), as the environment gives them to it."""
+    cfg: dict[str, Any] = {"policy": spec.scaler_policy}
+    if spec.scaler_deadline is not None:
+        cfg["deadline"] = float(spec.scaler_deadline)
+    if spec.scaler_latency is not None:
+        cfg["latency"] = float(spec.scaler_latency)
+    return cfg
+
+
+def _check_policy(spec: DeploySpec) -> None:
+    """Refuse a policy its scaler would refuse at start: built here by the
+    same factory (``policy_from_config``), without reading any history."""
+    import dask.config
+
+    from lepton_dask.scaling.policies import policy_from_config
+
+    if spec.workload is not None and not str(spec.workload).strip():
+        raise ValueError("workload must be a non-empty name")
+    with dask.config.set({"lepton.workload": None}):
+        policy_from_config(
+            {**dask.config.get("lepton.scaling"), **scaling_config(spec)}
+        )
+
+
+def _scaler_env(spec: DeploySpec) -> list[dict[str, Any]]:
+    env = [
+        {"name": f"DASK_LEPTON__SCALING__{k.upper()}", "value": str(v)}
+        for k, v in scaling_config(spec).items()
+    ]
+    if spec.workload is not None:
+        env.append({"name": "DASK_LEPTON__WORKLOAD", "value": spec.workload})
+    return env
 
 
 def _env(spec: DeploySpec, group: WorkerGroup | None) -> list[dict[str, Any]]:
@@ -536,10 +578,7 @@ def _scaler_deployment(spec: DeploySpec, name: str, meta: dict) -> dict[str, Any
             "--interval",
             spec.scaler_interval,
         ],
-        "env": [
-            *_env(spec, None),
-            {"name": "DASK_LEPTON__SCALING__POLICY", "value": spec.scaler_policy},
-        ],
+        "env": [*_env(spec, None), *_scaler_env(spec)],
         "volumeMounts": [{"name": "groups", "mountPath": "/etc/lepton"}],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
     }

@@ -407,3 +407,111 @@ def test_the_schema_check_rejects_what_the_server_rejects():
     bad = yaml.safe_load(yaml.safe_dump(rule))
     bad["spec"]["groups"][0]["rules"][0]["fore"] = "5m"
     assert any("fore" in e for e in errors(bad))
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"scaler_policy": "slo"}, "set lepton.scaling.deadline, latency"),
+        ({"scaler_policy": "predictive"}, "set lepton.scaling.deadline, latency"),
+        (
+            {"scaler_policy": "slo", "scaler_latency": -5.0},
+            "latency must be a positive number of seconds",
+        ),
+        (
+            {"scaler_policy": "slo", "scaler_deadline": 60.0, "scaler_latency": 5.0},
+            "give deadline= .* or latency=",
+        ),
+        ({"scaler_policy": "nope"}, "lepton.scaling.policy must be one of"),
+    ],
+)
+def test_scaler_policy_terms_are_validated(kw, message):
+    with pytest.raises(ValueError, match=message):
+        k8s.DeploySpec(**kw)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("kw", "policy", "terms"),
+    [
+        ({"scaler_policy": "slo", "scaler_deadline": 600.0}, "SLOPolicy", 600.0),
+        (
+            {"scaler_policy": "predictive", "scaler_latency": 30.0, "workload": "etl"},
+            "PredictivePolicy",
+            30.0,
+        ),
+    ],
+)
+def test_scaler_policy_round_trips_into_a_running_scheduler(
+    tmp_path, kw, policy, terms
+):
+    """The scaler Deployment's environment, given to a real scheduler process,
+    makes it build the stated policy from its own dask.config."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from distributed import Client
+
+    from tests.helpers import wait_for
+
+    scaler = next(
+        d
+        for d in k8s.manifests(k8s.DeploySpec(**kw))["scaler.yaml"]
+        if d["kind"] == "Deployment"
+    )
+    env = {
+        e["name"]: e["value"]
+        for e in scaler["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "value" in e and e["name"].startswith("DASK_")
+    }
+    sfile = tmp_path / "scheduler.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--port",
+            "0",
+            "--dashboard-address",
+            ":0",
+            "--host",
+            "127.0.0.1",
+            "--scheduler-file",
+            str(sfile),
+        ],
+        env={**os.environ, **env, "DASK_LEPTON__COST__LEDGER": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(sfile.exists, 60, interval=0.2)
+        with Client(scheduler_file=str(sfile), timeout="30s") as client:
+            got = json.loads(client.run_on_scheduler(_policy_there))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert got["policy"] == policy
+    assert got["terms"] == terms
+    assert got["workload"] == kw.get("workload")
+
+
+def _policy_there(dask_scheduler=None) -> str:
+    import json
+
+    import dask
+
+    import lepton_dask  # noqa: F401  (its config defaults)
+    from lepton_dask.scaling.policies import policy_from_config
+
+    with dask.config.set({"lepton.workload": None}):  # no history to read here
+        p = policy_from_config()
+    base = getattr(p, "base", p)
+    return json.dumps(
+        {
+            "policy": type(p).__name__,
+            "terms": base.deadline,
+            "workload": dask.config.get("lepton.workload", None),
+        }
+    )
