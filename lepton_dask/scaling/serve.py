@@ -1,0 +1,269 @@
+"""The scheduler answers Dask's own scalers from the policy.
+
+dask-gateway's scheduler preload and the dask-kubernetes operator's
+``DaskAutoscaler`` ask the scheduler two questions: how many workers
+(``Scheduler.adaptive_target``, also served at ``/api/v1/adaptive_target``)
+and which may go (``Scheduler.workers_to_close``). With
+``lepton.scaling.serve-adaptive-target: true`` the :class:`PolicyServer`
+plugin answers both from the cost-aware policy, through the one apply step
+(:func:`~lepton_dask.scaling.apply.plan_apply`): the total of the plan's
+per-pool targets, and exactly the workers the plan retires. Both systems then
+scale by cost, with no change on their side. The per-pool targets are served
+as JSON at ``/api/v1/lepton/targets`` for scalers that know pools.
+
+Each decision is reported to the CostMonitor like ``CostAwareAdaptive``'s
+(decision log, ``lepton_scaler_*`` metrics). Workers the caller was told to
+add are counted as starting (billed from the answer that asked for them)
+until they arrive, since the scheduler cannot see a launch.
+
+Use it as a scheduler preload (it also installs the CostMonitor)::
+
+    dask scheduler --preload lepton_dask.scaling.serve
+    DASK_LEPTON__SCALING__SERVE_ADAPTIVE_TARGET=true  # or the preload option
+    dask scheduler --preload lepton_dask.scaling.serve --serve-adaptive-target
+
+With the option off the scheduler is untouched: the preload installs only the
+CostMonitor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import click
+import dask.config
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from lepton_dask.scaling.apply import ApplyPlan, ChurnCounter, plan_apply
+from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, ViewBuilder
+from lepton_dask.scaling.state import WorkerView as _WorkerView
+
+__all__ = ["TARGETS_ROUTE", "PolicyServer", "dask_setup"]
+
+logger = logging.getLogger(__name__)
+
+#: the per-pool targets, as JSON, on the scheduler's HTTP server
+TARGETS_ROUTE = "/api/v1/lepton/targets"
+
+
+class PolicyServer(SchedulerPlugin):
+    """Serve ``adaptive_target`` and ``workers_to_close`` from ``policy``.
+
+    Parameters
+    ----------
+    policy : object, optional
+        A policy (``decide(ClusterView) -> Decision``); default from
+        ``lepton.scaling`` (:func:`~lepton_dask.scaling.policies.policy_from_config`).
+    pools : dict of str to PoolSpec, optional
+        Default: ``lepton.scaling.pools``, else one pool of every worker
+        priced from ``lepton.cost.default-instance-type``.
+    min_interval : float
+        Seconds within which one decision answers every question (a caller
+        asks for the target, then which workers to close).
+    """
+
+    name = "lepton-policy-server"
+
+    def __init__(
+        self,
+        policy: Any = None,
+        pools: dict[str, PoolSpec] | None = None,
+        min_interval: float = 0.5,
+    ):
+        self.policy = policy
+        self._pools = dict(pools) if pools else None
+        self.min_interval = float(min_interval)
+        self.views = ViewBuilder()
+        self.churn = ChurnCounter()
+        self.scheduler: Any = None
+        self.monitor: Any = None
+        self.last: tuple[float, ClusterView, Decision, ApplyPlan] | None = None
+        self._requested: list[float] = []  # asked for, not arrived: when asked
+        self._arrived = 0
+
+    async def start(self, scheduler: Any) -> None:
+        from lepton_dask.cost.monitor import CostMonitor
+        from lepton_dask.scaling.policies import policy_from_config
+
+        self.scheduler = scheduler
+        mine = [p for p in scheduler.plugins.values() if isinstance(p, CostMonitor)]
+        if not mine:
+            raise RuntimeError(
+                "PolicyServer needs the CostMonitor on the scheduler: install it "
+                "first (the preload lepton_dask.scaling.serve does)"
+            )
+        self.monitor = mine[0]
+        if self.policy is None:
+            self.policy = policy_from_config()
+        scheduler.adaptive_target = self.adaptive_target
+        scheduler.workers_to_close = self.workers_to_close
+        scheduler.handlers["adaptive_target"] = self.adaptive_target
+        scheduler.handlers["workers_to_close"] = self.workers_to_close
+        _add_targets_route(scheduler, self)
+        logger.info(
+            "the scheduler's adaptive_target and workers_to_close answer from %s",
+            getattr(self.policy, "label", type(self.policy).__name__),
+        )
+
+    # -- the pools ---------------------------------------------------------------
+    def pools(self) -> dict[str, PoolSpec]:
+        if self._pools is None:
+            self._pools = _pools_from_config(self.scheduler)
+        return self._pools
+
+    # -- one decision ------------------------------------------------------------
+    def decide(self) -> tuple[ClusterView, Decision, ApplyPlan]:
+        """The policy's decision now (the last one, within ``min_interval``)
+        and the plan that carries it out."""
+        now = time.time()
+        if self.last is not None and now - self.last[0] < self.min_interval:
+            return self.last[1:]
+        pools = self.pools()
+        first = next(iter(pools))
+        st = self.monitor.scaler_state()
+        workers = [
+            {**w, "pool": w["pool"] if w["pool"] in pools else first}
+            for w in st["workers"]
+        ]
+        self._account_arrivals(len(workers))
+        pending = [
+            _WorkerView(f"requested-{i}", first, t, False, False)
+            for i, t in enumerate(self._requested)
+        ]
+        view = self.views.build({**st, "workers": workers}, pools, pending)
+        decision = self.policy.decide(view)
+        plan = plan_apply(decision, view)
+        self._account_requests(now, len(workers), plan)
+        self.churn.record_plan(now, plan, view)
+        self._report(now, view, decision, plan)
+        self.last = (now, view, decision, plan)
+        return view, decision, plan
+
+    def _account_arrivals(self, arrived: int) -> None:
+        """Workers that arrived since the last decision were asked for first."""
+        new = max(0, arrived - self._arrived)
+        del self._requested[:new]
+        self._arrived = arrived
+
+    def _account_requests(self, now: float, arrived: int, plan: ApplyPlan) -> None:
+        """The workers this answer asks for start now; fewer asked for than
+        starting: the newest requests are dropped."""
+        total = sum(p.target for p in plan.pools.values())
+        want = max(0, total - arrived)
+        if want > len(self._requested):
+            self._requested += [now] * (want - len(self._requested))
+        else:
+            del self._requested[want:]
+
+    def _report(self, now: float, view, decision: Decision, plan: ApplyPlan) -> None:
+        entry = decision.as_log(now)[1]
+        entry.update(
+            changed=plan.changed,
+            launched=[],
+            retired=list(plan.retire),
+            launches_total=self.churn.launches,
+            churn_total=self.churn.churn,
+            time=now,
+            served="adaptive_target",
+        )
+        self.monitor._handle_decision(entry)
+
+    # -- what the scalers ask ----------------------------------------------------
+    def adaptive_target(self, target_duration: Any = None) -> int:
+        """Workers the policy wants in all (``target_duration`` is ignored:
+        the policy has its own terms)."""
+        _, _, plan = self.decide()
+        return int(sum(p.target for p in plan.pools.values()))
+
+    def targets(self) -> dict[str, Any]:
+        """Per pool: the target and the workers to retire; and the reason."""
+        _, decision, plan = self.decide()
+        return {
+            "targets": {p.pool: p.target for p in plan.pools.values()},
+            "retire": {p.pool: list(p.retire) for p in plan.pools.values()},
+            "reason": decision.reason,
+        }
+
+    def workers_to_close(
+        self,
+        memory_ratio: Any = None,
+        n: int | None = None,
+        key: Any = None,
+        minimum: int | None = None,
+        target: int | None = None,
+        attribute: str = "address",
+    ) -> list[Any]:
+        """The workers the policy retires (no others), at most as many as the
+        caller's ``n`` or ``target`` allows; ``attribute`` of each (the
+        address, or ``"name"`` as dask-gateway asks)."""
+        _, _, plan = self.decide()
+        by_name = {str(ws.name): ws for ws in self.scheduler.workers.values()}
+        chosen = [by_name[n_] for n_ in plan.retire if n_ in by_name]
+        limit = len(chosen)
+        if n is not None:
+            limit = min(limit, int(n))
+        if target is not None:
+            limit = min(limit, max(0, len(self.scheduler.workers) - int(target)))
+        if minimum is not None:
+            limit = min(limit, max(0, len(self.scheduler.workers) - int(minimum)))
+        return [getattr(ws, attribute) for ws in chosen[:limit]]
+
+
+def _pools_from_config(scheduler: Any) -> dict[str, PoolSpec]:
+    from lepton_dask.scaling.managers import pool_from_config
+
+    entries = dask.config.get("lepton.scaling.pools") or []
+    threads = max((ws.nthreads for ws in scheduler.workers.values()), default=1)
+    if not entries:
+        entries = [{"name": "default"}]
+    out = {}
+    for entry in entries:
+        spec, _ = pool_from_config({"max-workers": 10**6, **entry}, threads=threads)
+        out[spec.name] = spec
+    return out
+
+
+def _add_targets_route(scheduler: Any, server: PolicyServer) -> None:
+    app = getattr(scheduler, "http_application", None)
+    if app is None or not hasattr(app, "add_application"):
+        return  # no HTTP server: the RPC answers all the same
+    from tornado.web import Application, RequestHandler
+
+    class Targets(RequestHandler):
+        def get(self) -> None:
+            self.set_header("Content-Type", "application/json")
+            self.write(json.dumps(server.targets()))
+
+    # distributed's RoutingApplication asks its applications for what it
+    # does not route itself (as the dashboard's pages are added)
+    app.add_application(Application([(TARGETS_ROUTE, Targets)]))
+
+
+@click.command()
+@click.option(
+    "--serve-adaptive-target/--no-serve-adaptive-target",
+    default=None,
+    help="answer adaptive_target and workers_to_close from the policy "
+    "(default: lepton.scaling.serve-adaptive-target)",
+)
+def dask_setup(server: Any, serve_adaptive_target: bool | None = None) -> None:
+    """``--preload lepton_dask.scaling.serve``: the CostMonitor (and on a
+    worker its declaration), and with the option the :class:`PolicyServer`."""
+    from distributed import Scheduler
+
+    from lepton_dask.cost import preload
+
+    preload.dask_setup(server)
+    if not isinstance(server, Scheduler):
+        return
+    if serve_adaptive_target is None:
+        serve_adaptive_target = dask.config.get(
+            "lepton.scaling.serve-adaptive-target", False
+        )
+    if serve_adaptive_target and not any(
+        isinstance(p, PolicyServer) for p in server.plugins.values()
+    ):
+        server.add_plugin(PolicyServer())
