@@ -18,9 +18,8 @@ until they arrive, since the scheduler cannot see a launch.
 
 Use it as a scheduler preload (it also installs the CostMonitor)::
 
-    dask scheduler --preload lepton_dask.scaling.serve
-    DASK_LEPTON__SCALING__SERVE_ADAPTIVE_TARGET=true  # or the preload option
-    dask scheduler --preload lepton_dask.scaling.serve --serve-adaptive-target
+    DASK_LEPTON__SCALING__SERVE_ADAPTIVE_TARGET=true \\
+        dask scheduler --preload lepton_dask.scaling.serve
 
 With the option off the scheduler is untouched: the preload installs only the
 CostMonitor.
@@ -33,7 +32,6 @@ import logging
 import time
 from typing import Any
 
-import click
 import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
@@ -242,16 +240,13 @@ def _add_targets_route(scheduler: Any, server: PolicyServer) -> None:
     app.add_application(Application([(TARGETS_ROUTE, Targets)]))
 
 
-@click.command()
-@click.option(
-    "--serve-adaptive-target/--no-serve-adaptive-target",
-    default=None,
-    help="answer adaptive_target and workers_to_close from the policy "
-    "(default: lepton.scaling.serve-adaptive-target)",
-)
 def dask_setup(server: Any, serve_adaptive_target: bool | None = None) -> None:
     """``--preload lepton_dask.scaling.serve``: the CostMonitor (and on a
-    worker its declaration), and with the option the :class:`PolicyServer`."""
+    worker its declaration), and with ``lepton.scaling.serve-adaptive-target``
+    (``serve_adaptive_target`` when called directly) the
+    :class:`PolicyServer`. A plain function, not a click command: distributed
+    allows one click-configurable preload per process, and dask-gateway's
+    scheduler preload is one."""
     from distributed import Scheduler
 
     from lepton_dask.cost import preload

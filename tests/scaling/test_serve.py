@@ -104,14 +104,14 @@ def test_without_the_option_the_scheduler_is_untouched():
     async def main():
         async with Scheduler(dashboard_address=":0", validate=False) as s:
             with dask.config.set({"lepton.scaling.serve-adaptive-target": False}):
-                dask_setup.callback(s, None)
+                dask_setup(s)
             assert not any(isinstance(p, PolicyServer) for p in s.plugins.values())
             assert any(isinstance(p, CostMonitor) for p in s.plugins.values())
             assert s.adaptive_target.__func__ is Scheduler.adaptive_target
             assert s.workers_to_close.__func__ is Scheduler.workers_to_close
             assert s.handlers["adaptive_target"].__func__ is Scheduler.adaptive_target
         async with Scheduler(dashboard_address=":0", validate=False) as s:
-            dask_setup.callback(s, True)  # the preload option
+            dask_setup(s, True)
             assert any(isinstance(p, PolicyServer) for p in s.plugins.values())
 
     import asyncio
@@ -167,7 +167,7 @@ def _targets_along_a_workload(install_preload: bool) -> list[int]:
 
 
 async def _preload_on(s):
-    dask_setup.callback(s, None)  # option off: the CostMonitor only
+    dask_setup(s)  # option off: the CostMonitor only
     for p in s.plugins.values():
         if isinstance(p, CostMonitor) and p.scheduler is None:
             await p.start(s)
