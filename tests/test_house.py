@@ -90,3 +90,25 @@ def test_no_function_over_80_lines():
             if n > MAX_FUNCTION_LINES:
                 long.append(f"{path.relative_to(PACKAGE)}:{node.name} ({n} lines)")
     assert long == [], f"split these functions: {long}"
+
+
+def test_lepton_defaults_live_in_lepton_yaml_only():
+    """``dask.config.get("lepton....")`` never repeats a default in code:
+    ``lepton.yaml`` holds every one (loaded on first import)."""
+    repeated = []
+    for path, tree in _modules():
+        for node in ast.walk(tree):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "config"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and str(node.args[0].value).startswith("lepton.")
+            ):
+                continue
+            if len(node.args) > 1 or any(k.arg == "default" for k in node.keywords):
+                repeated.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert repeated == [], f"read these from lepton.yaml alone: {repeated}"

@@ -134,7 +134,7 @@ class CostMonitor(SchedulerPlugin):
             else float(flush_interval)
         )
         self.pricing = Pricing(self.catalog, cfg)
-        if ledger is None and cfg.get("ledger", True):
+        if ledger is None and cfg["ledger"]:
             ledger = _default_ledger()
         self.ledger = ledger or None
         self.lives: dict[str, Lifetime] = {}
@@ -159,7 +159,7 @@ class CostMonitor(SchedulerPlugin):
         self.timeline: deque[dict[str, Any]] = deque(maxlen=4320)
         self.page: str | None = None
         #: what this run did, per task group and batch (``lepton.cost.record``)
-        self.recorder = RunRecorder(self.run_id) if cfg.get("record", True) else None
+        self.recorder = RunRecorder(self.run_id) if cfg["record"] else None
         #: unfinished work per submission batch (the scaler state's ``batches``)
         self.batches = BatchTracker(recorder=self.recorder)
         #: duration priors this monitor installed (see ``_install_priors``)
@@ -193,7 +193,7 @@ class CostMonitor(SchedulerPlugin):
         from lepton_dask.cost.metrics import register_monitor
 
         register_monitor(self)
-        if dask.config.get("lepton.cost.dashboard-page", True):
+        if dask.config.get("lepton.cost.dashboard-page"):
             try:
                 self.page = importlib.import_module(PAGE_MODULE).install(scheduler)
             except Exception as e:  # the page is a view; spend is still counted
@@ -208,10 +208,10 @@ class CostMonitor(SchedulerPlugin):
         its recorded runs measured, per task prefix, as the scheduler's
         ``default-task-durations`` (``lepton.cost.priors``), so that neither
         the scheduler nor a policy guesses about work it has seen before."""
-        workload = dask.config.get("lepton.workload", None)
+        workload = dask.config.get("lepton.workload")
         if not workload or self.ledger is None:
             return
-        if not dask.config.get("lepton.cost.priors", True):
+        if not dask.config.get("lepton.cost.priors"):
             return
         try:
             docs = await asyncio.to_thread(recordings, self.ledger.spec, workload)

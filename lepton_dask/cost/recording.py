@@ -187,7 +187,7 @@ class RunRecorder:
         max_groups: int = 1024,
     ):
         self.run_id = run_id
-        configured = workload or dask.config.get("lepton.workload", None)
+        configured = workload or dask.config.get("lepton.workload")
         self.workload = configured
         self.workload_source = "config" if configured else None
         self.max_batches = max_batches

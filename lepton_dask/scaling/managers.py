@@ -264,7 +264,7 @@ class ManagedPools:
         if hasattr(c, "new_pool_spec") and isinstance(getattr(c, "pools", None), dict):
             # a manager with named pools of its own (LocalPoolCluster)
             return self._multi({f"{n}-": p for n, p in c.pools.items()}, templates)
-        entries = dask.config.get("lepton.scaling.pools", None) or []
+        entries = dask.config.get("lepton.scaling.pools") or []
         threads = _template_threads(new_spec)
         if len(entries) == 1 and not entries[0].get("match"):
             spec, _ = pool_from_config(entries[0], threads=threads)

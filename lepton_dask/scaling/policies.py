@@ -603,7 +603,7 @@ def policy_from_config(cfg: dict | None = None) -> object:
     if name == "predictive":  # the SLO terms, pre-warmed for load that recurs
         from lepton_dask.scaling.forecast import PredictivePolicy
 
-        workload = dask.config.get("lepton.workload", None)
+        workload = dask.config.get("lepton.workload")
         if workload:  # a restarted scheduler starts with the job's history
             return PredictivePolicy.from_ledger(SLOPolicy(**kwargs), str(workload))
         return PredictivePolicy(SLOPolicy(**kwargs))

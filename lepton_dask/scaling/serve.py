@@ -255,9 +255,7 @@ def dask_setup(server: Any, serve_adaptive_target: bool | None = None) -> None:
     if not isinstance(server, Scheduler):
         return
     if serve_adaptive_target is None:
-        serve_adaptive_target = dask.config.get(
-            "lepton.scaling.serve-adaptive-target", False
-        )
+        serve_adaptive_target = dask.config.get("lepton.scaling.serve-adaptive-target")
     if serve_adaptive_target and not any(
         isinstance(p, PolicyServer) for p in server.plugins.values()
     ):
