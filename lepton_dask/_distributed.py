@@ -58,19 +58,22 @@ def prefix_duration(scheduler: Any, prefix: Any) -> float:
     return float(scheduler._get_prefix_duration(prefix))
 
 
-def prefix_knowledge(scheduler: Any, name: str) -> tuple[float, bool, float]:
-    """``(estimate, measured, ran)`` for the task prefix ``name``: the
+def prefix_knowledge(scheduler: Any, name: str) -> tuple[float, bool, float, bool]:
+    """``(estimate, measured, ran, prior)`` for the task prefix ``name``: the
     scheduler's duration estimate; whether it rests on a finished task or a
     ``default-task-durations`` entry (``duration_average >= 0``) rather than
-    a guess; and the longest time a task of it has been seen running (0 when
-    none has)."""
+    a guess; the longest time a task of it has been seen running (0 when
+    none has); and whether the estimate is still that configured prior (no
+    task of the prefix has finished)."""
     tp = scheduler.task_prefixes.get(name)
     if tp is None:
-        return unknown_duration(scheduler), False, 0.0
+        return unknown_duration(scheduler), False, 0.0, False
+    measured = tp.duration_average >= 0
     return (
         prefix_duration(scheduler, tp),
-        tp.duration_average >= 0,
+        measured,
         max(0.0, float(tp.max_exec_time)),
+        measured and not tp.all_durations.get("compute", 0.0),
     )
 
 

@@ -75,6 +75,9 @@ class BatchState(TypedDict, total=False):
     #: what is known for certain of that part: its tasks times the longest
     #: time one of them has already run (0 when none has started), per kind
     unmeasured_floor: dict[str, float]
+    #: part of ``work`` priced on a prior (``default-task-durations``) that no
+    #: finished task of the prefix has replaced yet, per kind
+    prior: dict[str, float]
 
 
 class ScalerState(TypedDict, total=False):

@@ -44,12 +44,16 @@ def test_prefix_duration_follows_the_documented_rule():
                     known.add_exec_time(5.0)  # more than twice the average
                     assert private.prefix_duration(s, known) == 10.0
                     s.task_prefixes["fresh"] = fresh
-                    est, measured, ran = private.prefix_knowledge(s, "fresh")
-                    assert (est, measured, ran) == (pytest.approx(2.0), True, 1.5)
+                    got = private.prefix_knowledge(s, "fresh")
+                    assert got == (pytest.approx(2.0), True, 1.5, False)
+                    s.task_prefixes["known2"] = TaskPrefix("known")
+                    _, measured, _, prior = private.prefix_knowledge(s, "known2")
+                    assert measured and prior  # the configured default, unreplaced
                     assert private.prefix_knowledge(s, "never") == (
                         pytest.approx(0.7),
                         False,
                         0.0,
+                        False,
                     )
                 except (AttributeError, TypeError, AssertionError) as e:
                     _fail("prefix_duration / prefix_knowledge", e)

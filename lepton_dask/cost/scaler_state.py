@@ -136,13 +136,16 @@ class BatchTracker:
             work = {"cpu": 0.0, "gpu": 0.0}
             unmeasured = {"cpu": 0.0, "gpu": 0.0}
             floor = {"cpu": 0.0, "gpu": 0.0}
+            prior = {"cpu": 0.0, "gpu": 0.0}
             longest, chain = 0.0, 0.0
             for (prefix, kind), n in batch.left.items():
-                dur, measured, ran = prefix_knowledge(scheduler, prefix)
+                dur, measured, ran, on_prior = prefix_knowledge(scheduler, prefix)
                 work[kind] += n * dur
                 if not measured:
                     unmeasured[kind] += n * dur
                     floor[kind] += n * ran
+                elif on_prior:
+                    prior[kind] += n * dur
                 longest = max(longest, dur)
                 chain += dur  # prefixes of one batch are mostly stages of a chain
             out.append(
@@ -157,6 +160,7 @@ class BatchTracker:
                     "deadline_s": batch.deadline_s,
                     "unmeasured": unmeasured,
                     "unmeasured_floor": floor,
+                    "prior": prior,
                 }
             )
         return out

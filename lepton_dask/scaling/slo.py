@@ -247,6 +247,8 @@ class SLOPolicy:
                     self._basis.add("probe")
                 else:
                     self._basis.add("guess")
+            elif b.prior.get(kind, 0.0) > EPS_WORK:
+                self._basis.add("prior")
             else:
                 self._basis.add("measured")
             dues.append(Due(due, w, b.critical, max(b.tasks, 1), b.id, probe))
@@ -377,7 +379,7 @@ class SLOPolicy:
             )
         detail: dict[str, Any] = {"batches": len(view.batches)}
         # what the work was sized on: the least certain basis used
-        for basis in ("guess", "probe", "measured"):
+        for basis in ("guess", "probe", "prior", "measured"):
             if basis in self._basis:
                 detail["sized_on"] = basis
                 if basis != "measured":

@@ -139,6 +139,7 @@ class BatchView:
     #: (:class:`~lepton_dask._protocol.BatchState`)
     unmeasured: dict[str, float] = field(default_factory=dict)
     unmeasured_floor: dict[str, float] = field(default_factory=dict)
+    prior: dict[str, float] = field(default_factory=dict)
 
     @property
     def remaining(self) -> float:
@@ -412,6 +413,7 @@ class ViewBuilder:
                 b.get("deadline_s"),
                 dict(b.get("unmeasured") or {}),
                 dict(b.get("unmeasured_floor") or {}),
+                dict(b.get("prior") or {}),
             )
             for b in st.get("batches", ())
         ]

@@ -103,12 +103,15 @@ class Batches:
         know = self.know
         for b, rec in self.active.items():
             work, unmeasured, floor = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
+            prior = [0.0, 0.0]
             longest = chain = 0.0
             for (p, k), n in rec["left"].items():
                 work[k] += n * est[p]
                 if not know.measured(p):
                     unmeasured[k] += n * est[p]
                     floor[k] += n * know.ran(p)
+                elif know.prior(p):
+                    prior[k] += n * est[p]
                 longest = max(longest, est[p])
                 chain += est[p]
             out.append(
@@ -123,6 +126,7 @@ class Batches:
                     "deadline_s": self.deadline.get(b),
                     "unmeasured": {"cpu": unmeasured[0], "gpu": unmeasured[1]},
                     "unmeasured_floor": {"cpu": floor[0], "gpu": floor[1]},
+                    "prior": {"cpu": prior[0], "gpu": prior[1]},
                 }
             )
         return out

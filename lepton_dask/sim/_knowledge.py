@@ -55,6 +55,7 @@ class PrefixKnowledge:
             for n in self.names
         ]
         self.max_exec = [-1.0] * len(self.names)
+        self.finishes = [0] * len(self.names)
 
     def estimate(self, p: int) -> float:
         """``Scheduler._get_prefix_duration``."""
@@ -69,6 +70,11 @@ class PrefixKnowledge:
         """Whether the estimate rests on a finished task or a configured
         default (``duration_average >= 0``), not on a guess."""
         return self.average[p] >= 0
+
+    def prior(self, p: int) -> bool:
+        """Whether the estimate is still the configured default (no task of
+        ``p`` has finished)."""
+        return self.average[p] >= 0 and self.finishes[p] == 0
 
     def ran(self, p: int) -> float:
         """The longest time a task of ``p`` has been seen running (0: none)."""
@@ -85,3 +91,4 @@ class PrefixKnowledge:
         """A task of ``p`` took ``duration`` (``add_duration("compute")``)."""
         old = self.average[p]
         self.average[p] = duration if old < 0 else 0.5 * duration + 0.5 * old
+        self.finishes[p] += 1

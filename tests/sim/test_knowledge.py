@@ -46,7 +46,7 @@ def _real() -> list[tuple[float, float, bool]]:
         ]
         out = []
         while not all(f.done() for f in futures):
-            est, measured, _ = client.run_on_scheduler(
+            est, measured, _, _ = client.run_on_scheduler(
                 lambda dask_scheduler: prefix_knowledge(dask_scheduler, "nap")
             )
             out.append((time.time() - t0, est, measured))
@@ -141,3 +141,34 @@ def test_prior_then_measurement_then_reset():
     assert (k.estimate(0), k.measured(0)) == (5.0, False)
     k.finished(0, 3.0)
     assert (k.estimate(0), k.measured(0)) == (3.0, True)
+
+
+def test_the_policy_says_when_it_sized_on_a_prior():
+    """With the prefix's duration configured (default-task-durations), the
+    SLO policy's first decisions say they sized on a prior; once a task has
+    finished they no longer do."""
+    from lepton_dask.scaling.slo import SLOPolicy
+
+    n = 20
+    trace = Trace(
+        "p",
+        np.zeros(n),
+        np.full(n, 2.0),
+        np.zeros(n, np.int8),
+        np.zeros(n, int),
+        {0: 60.0},
+        prefix=["nap"] * n,
+    )
+    with dask.config.set(
+        {"distributed.scheduler.default-task-durations": {"nap": 2.0}}
+    ):
+        r = Simulator(
+            trace,
+            [PoolSpec("cpu", threads=1, max_workers=8, startup_s=5.0)],
+            SLOPolicy(deadline=60.0),
+            minimum_billing=0.0,
+        ).run()
+    reasons = [d["reason"] for _, d in r.decisions if d.get("batches")]
+    assert "sized on a prior" in reasons[0]
+    assert not any("sized on a prior" in x for x in reasons[-3:])
+    assert r.deadline_met == 1.0
