@@ -192,7 +192,7 @@ def test_trace_round_trip_and_recording():
     assert len(rec) == 5 and rec.duration.tolist() == [0.5] * 5
     with pytest.raises(ValueError, match="no compute records"):
         from_task_stream([])
-    with pytest.raises(ValueError, match="durations must be finite"):
+    with pytest.raises(ValueError, match="duration must be a finite number >= 0"):
         Trace(
             "x", np.zeros(1), np.array([-1.0]), np.zeros(1, np.int8), np.zeros(1, int)
         )
