@@ -44,6 +44,13 @@ def _isolated_config(tmp_path_factory) -> Iterator[None]:
     os.environ.pop("LEPTON_MONGO_URI", None)
     with dask.config.set({"lepton.store.data-dir": data}):
         yield
+    # a test that left lepton.store.uri unset got a default server on ``data``
+    # (from this process, a worker or a CLI child): stop it with the session,
+    # not at interpreter exit
+    from lepton_dask.store.server import stop_server
+
+    close_clients()
+    stop_server(data)
 
 
 @pytest.fixture(autouse=True)

@@ -36,16 +36,29 @@ _TRANSIENT_CODES = {112, 11600, 11601, 11602, 10107, 91, 189, 13435, 13436}
 
 def transient(exc: pymongo.errors.OperationFailure) -> bool:
     """A server error worth retrying: MongoDB's retryable labels and codes, and
-    SQLite's "database is locked" under FerretDB (concurrent writers).
+    under FerretDB/SQLite "database is locked" (concurrent writers) and a
+    table that another connection created a moment before (two first writes to
+    one collection after a restart race to create it; the retry finds it).
 
     >>> transient(pymongo.errors.OperationFailure("database is locked (5) (SQLITE_BUSY)", 1))
+    True
+    >>> transient(pymongo.errors.OperationFailure(
+    ...     'table "lepton.blocks.w:2:5_d530d86b" already exists (1)', 1))
     True
     >>> transient(pymongo.errors.OperationFailure("disk I/O error (778)", 1))
     False
     """
     if exc.code in _TRANSIENT_CODES or exc.has_error_label("RetryableWriteError"):
         return True
-    return "SQLITE_BUSY" in str(exc)
+    # a bulk write: retry when what failed is transient (parts already written,
+    # code 11000, are replaced by insert_idempotent on the retry)
+    errors = (getattr(exc, "details", None) or {}).get("writeErrors") or []
+    messages = [str(e.get("errmsg", "")) for e in errors if e.get("code") != 11000]
+    return all(_transient_message(m) for m in messages or [str(exc)])
+
+
+def _transient_message(msg: str) -> bool:
+    return "SQLITE_BUSY" in msg or msg.endswith("already exists (1)")
 
 
 @dataclass(frozen=True)
