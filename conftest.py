@@ -41,8 +41,13 @@ def mongo_server(tmp_path_factory) -> Iterator[EmbeddedServer]:
 def _isolated_config(tmp_path_factory) -> Iterator[None]:
     """Never touch the user's data directory: default data-dir is a temp dir."""
     data = str(tmp_path_factory.mktemp("lepton-data"))
+    blocks = str(tmp_path_factory.mktemp("lepton-blocks"))
     os.environ.pop("LEPTON_MONGO_URI", None)
-    with dask.config.set({"lepton.store.data-dir": data}):
+    # the block cache too (and in the CLI and worker processes tests start)
+    os.environ["DASK_LEPTON__STORE__CACHE__DIRECTORY"] = blocks
+    with dask.config.set(
+        {"lepton.store.data-dir": data, "lepton.store.cache.directory": blocks}
+    ):
         yield
     # a test that left lepton.store.uri unset got a default server on ``data``
     # (from this process, a worker or a CLI child): stop it with the session,

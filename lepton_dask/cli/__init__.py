@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -86,6 +87,8 @@ def cmd_mongo(args: argparse.Namespace) -> int:
 def cmd_store(args: argparse.Namespace) -> int:
     from lepton_dask.store import FeatureStore
 
+    if args.action == "cache":
+        return _store_cache(args)
     store = FeatureStore(args.uri, args.database)
     if args.action == "list":
         for name in store.list():
@@ -108,6 +111,45 @@ def cmd_store(args: argparse.Namespace) -> int:
         return 0
     removed = store.gc(args.name, grace=args.grace)
     print(json.dumps(removed, default=str))
+    return 0
+
+
+def _store_cache(args: argparse.Namespace) -> int:
+    """``store cache info|clear``: this host's block cache (no server needed)."""
+    from dataclasses import replace
+
+    from lepton_dask.store.cache import BlockCache, CacheSettings
+
+    if args.name not in ("info", "clear"):
+        print(
+            "usage: lepton-dask store cache info|clear [--directory DIR]",
+            file=sys.stderr,
+        )
+        return 2
+    settings = CacheSettings.from_config()
+    if args.directory:
+        settings = replace(settings, directory=os.path.abspath(args.directory))
+    cache = BlockCache(settings.directory, settings.max_bytes)
+    try:
+        if args.name == "clear":
+            print(f"removed {cache.clear()} cached blocks from {settings.directory}")
+            return 0
+        info = {**cache.info(), "enabled": settings.enabled}
+    finally:
+        cache.close()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    state = "on" if settings.enabled else "off (lepton.store.cache.enabled)"
+    print(f"directory : {info['directory']}")
+    print(
+        f"caching   : {state}"
+        + (f"; unusable: {info['disabled']}" if info["disabled"] else "")
+    )
+    print(f"entries   : {info['entries']}")
+    print(
+        f"size      : {info['bytes'] / 2**20:.1f} MiB of {info['max_bytes'] / 2**20:.0f} MiB"
+    )
     return 0
 
 

@@ -31,12 +31,26 @@ def _mongo(sub: argparse._SubParsersAction, func: Command) -> None:
 
 
 def _store(sub: argparse._SubParsersAction, func: Command) -> None:
-    p = sub.add_parser("store", help="list, inspect, delete and garbage-collect arrays")
-    p.add_argument("action", choices=["list", "info", "delete", "gc"])
-    p.add_argument("name", nargs="?", help="array name (info, delete; optional for gc)")
+    p = sub.add_parser(
+        "store",
+        help="list, inspect, delete and garbage-collect arrays; "
+        "`store cache info|clear` for this host's block cache",
+    )
+    p.add_argument("action", choices=["list", "info", "delete", "gc", "cache"])
+    p.add_argument(
+        "name",
+        nargs="?",
+        help="array name (info, delete; optional for gc); cache: info or clear",
+    )
     p.add_argument(
         "--grace", type=float, default=None, help="gc: grace period in seconds"
     )
+    p.add_argument(
+        "--directory",
+        default=None,
+        help="cache: the cache directory (lepton.store.cache.directory)",
+    )
+    p.add_argument("--json", action="store_true", help="cache info: print JSON")
     _add_store_args(p)
     p.set_defaults(func=func)
 

@@ -6,9 +6,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import pymongo.errors
+from dask.array.core import slices_from_chunks
+from dask.base import tokenize
 
 from lepton_dask.store._spec import StoreSpec, insert_idempotent
 from lepton_dask.store._uri import redact_uri
+from lepton_dask.store.cache import (
+    READ_PREFIX,
+    block_cache,
+    block_key,
+    count,
+    install_worker_metric,
+    store_identity,
+)
 from lepton_dask.store.errors import (
     CorruptBlockError,
     StoreWriteError,
@@ -75,6 +85,39 @@ def refused_write(
     )
 
 
+def read_tasks(
+    spec: StoreSpec, m: dict, colls: Sequence[str], chunks: tuple
+) -> tuple[str, dict]:
+    """The name and tasks of a graph that reads every block of manifest ``m``.
+
+    The name is the same whenever this version is read (the placement plugin
+    finds the blocks' earlier readers by it); each task carries its block's
+    cache key.
+    """
+    token = tokenize(spec.uri, spec.database, m["_id"], m.get("created"))
+    key = f"{READ_PREFIX}{m['name']}-{token}"
+    identity = store_identity(spec.uri, spec.database)
+    dsk = {}
+    numblocks = tuple(len(c) for c in chunks)
+    for idx, coll, s in zip(
+        np.ndindex(*numblocks), colls, slices_from_chunks(chunks), strict=False
+    ):
+        shape = tuple(sl.stop - sl.start for sl in s)
+        dsk[(key, *idx)] = (
+            read_block,
+            spec,
+            coll,
+            m["name"],
+            m["version"],
+            idx,
+            shape,
+            m["dtype"],
+            m["part_bytes"],
+            block_key(identity, m["name"], m["version"], m.get("created"), idx),
+        )
+    return key, dsk
+
+
 def read_block(
     spec: StoreSpec,
     collection: str,
@@ -84,14 +127,45 @@ def read_block(
     shape: Sequence[int],
     dtype: str,
     part_bytes: int,
+    cache_key: str | None = None,
 ) -> np.ndarray:
-    """Read and verify one block.
+    """Read and verify one block: from this host's block cache when it holds
+    ``cache_key`` (verified against the stored checksums), else from the server
+    (and then kept in the cache).
 
     Raises :class:`CorruptBlockError` naming array, version and block when the
     stored parts fail verification, and :class:`VersionGoneError` when the
     version was garbage-collected while it was being read.
     """
     dt = np.dtype(dtype)
+    cache = block_cache() if cache_key else None
+    if cache is not None:
+        install_worker_metric()
+        hit = cache.get(cache_key, shape, dt)
+        if hit is not None:
+            count(hits=1, bytes_cache=hit.nbytes)
+            return hit
+        count(misses=1)
+    out, crcs = _read_from_server(
+        spec, collection, name, version, index, shape, dt, part_bytes
+    )
+    count(bytes_server=out.nbytes)
+    if cache is not None:
+        cache.put(cache_key, out, crcs=crcs, part_bytes=part_bytes)
+    return out
+
+
+def _read_from_server(
+    spec: StoreSpec,
+    collection: str,
+    name: str,
+    version: int,
+    index: Sequence[int],
+    shape: Sequence[int],
+    dt: np.dtype,
+    part_bytes: int,
+) -> tuple[np.ndarray, list[int]]:
+    """The block and the CRC-32 of each of its stored parts."""
     nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     ids = [part_id(index, p) for p in range(len(split_parts(nbytes, part_bytes)))]
     query = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
@@ -115,9 +189,10 @@ def read_block(
                 "was garbage-collected while it was being read; read it again"
             )
     try:
-        return decode_block(
+        out = decode_block(
             docs, name=name, version=version, index=index, shape=shape, dtype=dt
         )
+        return out, [d["crc32"] for d in sorted(docs, key=lambda d: d["part"])]
     except BlockCheckError as e:
         raise CorruptBlockError(
             f"array {name!r} version {version} block {tuple(index)} in database "

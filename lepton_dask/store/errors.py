@@ -41,8 +41,14 @@ class CorruptBlockError(StoreError):
         self.block = tuple(block)
 
 
-class VersionGoneError(StoreError):
-    """A version being read was garbage-collected (or never completed)."""
+class VersionGoneError(StoreError, KeyError):
+    """A version being read was garbage-collected (or never completed).
+
+    Also a ``KeyError``, as for a version that never existed.
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class CollectionChangedError(StoreError):

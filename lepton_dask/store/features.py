@@ -23,9 +23,10 @@ from lepton_dask._client import current_client
 from lepton_dask._progress import bar, want_progress
 from lepton_dask.config import get_bytes
 from lepton_dask.store import _caps
-from lepton_dask.store._blocks import read_block, write_block
+from lepton_dask.store._blocks import read_tasks, write_block
 from lepton_dask.store._spec import StoreSpec
 from lepton_dask.store._uri import redact_uri
+from lepton_dask.store.cache import block_cache
 from lepton_dask.store.errors import VersionGoneError
 from lepton_dask.store.gc import collect, now, remove_version
 from lepton_dask.store.layout import (
@@ -38,6 +39,7 @@ from lepton_dask.store.layout import (
     validate_name,
     version_id,
 )
+from lepton_dask.store.placement import install_placement
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +146,9 @@ class FeatureStore:
             if doc is not None and (
                 doc.get("state") != "complete" or doc.get("tombstone")
             ):
-                doc = None
+                doc = None if doc.get("state") != "collected" else _gone(doc)
+            elif doc is None and self._versions(name, version={"$gt": int(version)}):
+                _gone({"name": name, "version": int(version)})
         if doc is None:
             which = "" if version is None else f" version {version}"
             raise KeyError(
@@ -422,23 +426,13 @@ class FeatureStore:
         colls = self._block_collections(
             m["name"], m["version"], numblocks, m["blocks_per_collection"]
         )
-        key = f"lepton-read-{m['name']}-{tokenize(self.uri, self.database, m['_id'])}"
-        dsk = {}
-        for idx, coll, s in zip(
-            np.ndindex(*numblocks), colls, slices_from_chunks(chunks), strict=False
+        if (
+            dask.config.get("lepton.store.cache.placement")
+            and block_cache() is not None
+            and (client := current_client()) is not None
         ):
-            shape = tuple(sl.stop - sl.start for sl in s)
-            dsk[(key, *idx)] = (
-                read_block,
-                self.spec,
-                coll,
-                m["name"],
-                m["version"],
-                idx,
-                shape,
-                m["dtype"],
-                m["part_bytes"],
-            )
+            install_placement(client)
+        key, dsk = read_tasks(self.spec, m, colls, chunks)
         graph = HighLevelGraph.from_collections(key, dsk, dependencies=())
         return da.Array(graph, key, chunks, dtype=np.dtype(m["dtype"]))
 
@@ -623,6 +617,13 @@ class FeatureStore:
         """
         self._setup()
         return collect(self.spec, name, grace=grace, stale_after=stale_after)
+
+
+def _gone(doc: dict) -> None:
+    raise VersionGoneError(
+        f"version {doc['version']} of array {doc['name']!r} was removed (garbage-"
+        "collected); read a newer version"
+    )
 
 
 def _wait_all(futures, as_completed, cancel, desc: str, show: bool) -> None:

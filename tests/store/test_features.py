@@ -121,6 +121,11 @@ class _FindCounter(pymongo.monitoring.CommandListener):
 
 
 def test_row_selection_reads_only_needed_blocks(mongo_uri, store):
+    with dask.config.set({"lepton.store.cache.enabled": False}):  # count server reads
+        _reads_only_needed_blocks(mongo_uri, store)
+
+
+def _reads_only_needed_blocks(mongo_uri, store):
     x = np.arange(1000.0 * 4).reshape(1000, 4)
     store.put_array("sel", x, chunks=(100, 4))
     counter = _FindCounter()
