@@ -20,7 +20,11 @@ with ``--quick``): on FerretDB/SQLite every range query is a full scan at a
 few thousand documents per second, so a 512 MiB row copy would take hours to
 read the peer's way. Rates are per byte of float64 payload.
 
-Usage: ``python benchmarks/bench_store.py [--quick] [--uri URI]``
+The wire stage reads with the block cache off (it measures the server). The
+cache stage (``_store_cache.py``) measures the block cache: cold, warm, after
+a restart and off, and the hit rate on 4 workers with separate caches.
+
+Usage: ``python benchmarks/bench_store.py [--quick] [--uri URI] [--stage all|wire|cache]``
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import dask
 import numpy as np
 import pymongo
 from _common import local_cluster, machine, mongo, result_line, table, timed
+from _store_cache import run_cache_stage
 
 from lepton_dask.store import FeatureStore
 
@@ -126,14 +131,36 @@ def main(argv=None) -> dict:
     ap.add_argument(
         "--uri", default=None, help="MongoDB URI (default: fresh embedded server)"
     )
+    ap.add_argument(
+        "--stage",
+        choices=["all", "wire", "cache"],
+        default="all",
+        help="wire: the reads and writes above; cache: the block cache",
+    )
     args = ap.parse_args(argv)
+    r: dict = {}
+    with mongo(args.uri) as uri:
+        if args.stage in ("all", "wire"):
+            r.update(_wire_stage(args, uri))
+        if args.stage in ("all", "cache"):
+            r.update(run_cache_stage(uri, args.quick))
+    r.update(quick=args.quick, machine=machine(), stage=args.stage)
+    r["server"] = "embedded" if args.uri is None else "given"
+    print(result_line(r))
+    return r
+
+
+def _wire_stage(args, uri: str) -> dict:
     mib = 64 if args.quick else 512
     rows = mib * 2**20 // (8 * COLS)
     row_copy = 8192 if args.quick else 32768
     nbytes = rows * COLS * 8
     X = np.random.default_rng(0).random((rows, COLS))
     fields = [f"c{j}" for j in range(COLS)]
-    with mongo(args.uri) as uri, local_cluster(2, 1) as client:
+    with (
+        local_cluster(2, 1) as client,
+        dask.config.set({"lepton.store.cache.enabled": False}),
+    ):
         store = FeatureStore(uri, f"bench_store_{int(time.time())}")
         db = store.db
         print(
@@ -229,11 +256,6 @@ def main(argv=None) -> dict:
     }
     for k, g in goals.items():
         print(f"{k:>16} = {r[k]:<8} goal >= {g}: {'met' if r[k] >= g else 'MISSED'}")
-    r.update(
-        quick=args.quick, server=planner and store.uri.split("@")[-1], machine=machine()
-    )
-    r["server"] = "embedded" if args.uri is None else "given"
-    print(result_line(r))
     return r
 
 

@@ -193,3 +193,12 @@ def test_demo_end_to_end(store, tmp_path):
     ):
         assert line in out.stdout, line
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # workers and $/hour
+    # the features read twice: the second time from the workers' block cache
+    again = re.search(
+        r"read again : .*MiB/s, [\d.,]+x the first read \(block cache\); saved "
+        r"[\d.,]+ worker-seconds = \$[\d.]+; (\d+) of (\d+) blocks from the cache",
+        out.stdout,
+    )
+    assert again, out.stdout
+    hits, blocks = int(again.group(1)), int(again.group(2))
+    assert blocks == 16 and hits >= 12  # (a block still being written is a miss)

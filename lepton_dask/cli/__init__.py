@@ -436,6 +436,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             cols=args.cols,
             chunk_rows=max(1, rows // 8),
             progress=True,
+            usd_per_worker_hour=pool.usd_per_hour,
         )
         scaled = scaler_summary(scaler.log, budget)
         report.extra.update(_demo_extras(monitor, base, args.serve, scaled))

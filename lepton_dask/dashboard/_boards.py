@@ -218,6 +218,48 @@ def _throughput_second(busy: str, paid: str) -> list[dict[str, Any]]:
             [(f"sum by (state) (dask_scheduler_tasks{{{SEL}}})", "{{state}}")],
             stack=True,
         ),
+        *_cache_panels(),
+    ]
+
+
+def _cache_panels() -> list[dict[str, Any]]:
+    """Feature reads: how much came from the hosts' block caches."""
+    hits = f"sum(increase(lepton_store_cache_hits_total{{{SEL}}}[$__range]))"
+    misses = f"sum(increase(lepton_store_cache_misses_total{{{SEL}}}[$__range]))"
+    return [
+        panel(
+            "Feature reads: block cache vs server",
+            [
+                (
+                    f"sum by (source) (rate(lepton_store_bytes_read_total{{{SEL}}}[$__rate_interval]))",
+                    "{{source}}",
+                )
+            ],
+            unit="Bps",
+            stack=True,
+            description="bytes of feature blocks read per second, from the hosts' "
+            "block caches and from MongoDB (the scheduler sums its workers)",
+        ),
+        panel(
+            "Block cache hit ratio",
+            [(f"{hits} / clamp_min({hits} + {misses}, 1)", "hits/reads")],
+            unit="percentunit",
+            kind="stat",
+            description="block reads served from a cache in the dashboard's time range",
+        ),
+        panel(
+            "Damaged cache entries",
+            [
+                (
+                    f"sum(increase(lepton_store_cache_corrupt_total{{{SEL}}}[$__range]))",
+                    "dropped and read again",
+                )
+            ],
+            kind="stat",
+            decimals=0,
+            description="cache files that failed their checksum: dropped, read "
+            "again from the server, never returned",
+        ),
     ]
 
 

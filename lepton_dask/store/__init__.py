@@ -13,10 +13,10 @@ from lepton_dask.store.errors import (
     VersionGoneError,
 )
 from lepton_dask.store.features import FeatureStore
-from lepton_dask.store.placement import register_collector
+from lepton_dask.store.placement import register_collector as _register_collector
 from lepton_dask.store.server import EmbeddedServer, resolve_uri
 
-register_collector()  # lepton_store_* on this process's /metrics
+_register_collector()  # lepton_store_* on this process's /metrics
 
 __all__ = [
     "CollectionChangedError",

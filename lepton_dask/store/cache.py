@@ -224,15 +224,17 @@ class BlockCache:
     # -- reads ---------------------------------------------------------------------
     def get(self, key: str, shape: Sequence[int], dtype: Any) -> np.ndarray | None:
         """The cached block, verified; None on a miss (or a dropped entry)."""
+        _wait_pending(key)
         if self._memory is not None:
             with self._lock:
                 hit = self._memory.get(key)
             if hit is not None:
                 return hit
-        if self._disk is None:
+        disk = self._disk  # (a writer thread may turn the cache off meanwhile)
+        if disk is None:
             return None
         try:
-            f = self._disk.get(key, default=None, read=True, retry=True)
+            f = disk.get(key, default=None, read=True, retry=True)
         except (OSError, sqlite3.Error) as e:
             logger.debug("block cache: reading %s failed: %s", key, e)
             return None
@@ -278,11 +280,26 @@ class BlockCache:
     def put(
         self, key: str, block: np.ndarray, *, crcs: Sequence[int], part_bytes: int
     ) -> bool:
-        """Keep ``block`` with the CRC-32 of each stored part; whether it was kept."""
+        """Keep ``block`` with the CRC-32 of each stored part; whether it will be
+        kept.
+
+        The disk write happens behind the caller (one writer thread per
+        process), so a read does not wait for it; a later :meth:`get` of the
+        same key in this process waits for it, and :func:`flush` waits for all.
+        """
         block = np.ascontiguousarray(block)
         if self._memory is not None:  # a copy: the caller may change its block
             self._remember(key, block.copy())
         if self._disk is None or block.nbytes > self.max_bytes:
+            return False
+        return _behind(self, key, block, list(crcs), int(part_bytes))
+
+    def write(
+        self, key: str, block: np.ndarray, crcs: Sequence[int], part_bytes: int
+    ) -> bool:
+        """Write one entry now (what :meth:`put` runs behind the caller)."""
+        disk = self._disk
+        if disk is None:
             return False
         head = json.dumps(
             {
@@ -297,7 +314,7 @@ class BlockCache:
             else memoryview(b"")
         )
         try:
-            self._disk.set(
+            disk.set(
                 key,
                 _Reader(_HEAD.pack(_MAGIC, len(head)) + head, payload),
                 read=True,
@@ -322,9 +339,10 @@ class BlockCache:
         if self._memory is not None:
             with self._lock:
                 self._memory.pop(key, None)
-        if self._disk is not None:
+        disk = self._disk
+        if disk is not None:
             with contextlib.suppress(OSError, sqlite3.Error):
-                self._disk.delete(key, retry=True)
+                disk.delete(key, retry=True)
 
     def _turn_off(self, why: str) -> None:
         if self.disabled is None:
@@ -360,8 +378,72 @@ class BlockCache:
         return int(self._disk.clear(retry=True)) if self._disk is not None else 0
 
     def close(self) -> None:
-        if self._disk is not None:
-            self._disk.close()
+        """Finish the writes handed to this process's writer, then close."""
+        flush()
+        disk = self._disk
+        if disk is not None:
+            disk.close()
+
+
+# -- write-behind ----------------------------------------------------------------
+_writer = None
+_pending: dict[str, Any] = {}  # key -> Future of its write
+_pending_bytes = [0]
+_pending_lock = threading.Lock()
+#: above this many bytes waiting to be written, put() writes in the caller
+MAX_PENDING_BYTES = 512 * 2**20
+
+
+def _behind(cache: BlockCache, key: str, block, crcs, part_bytes) -> bool:
+    global _writer
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _pending_lock:
+        if _pending_bytes[0] + block.nbytes > MAX_PENDING_BYTES:
+            inline = True
+        else:
+            inline = False
+            _pending_bytes[0] += block.nbytes
+            if _writer is None:
+                _writer = ThreadPoolExecutor(
+                    1, thread_name_prefix="lepton-cache-writer", initializer=_lowest
+                )
+            fut = _writer.submit(cache.write, key, block, crcs, part_bytes)
+            _pending[key] = fut
+    if inline:
+        return cache.write(key, block, crcs, part_bytes)
+
+    def done(_f, n=block.nbytes) -> None:
+        with _pending_lock:
+            _pending_bytes[0] -= n
+            if _pending.get(key) is _f:
+                del _pending[key]
+
+    fut.add_done_callback(done)
+    return True
+
+
+def _lowest() -> None:
+    """The writer thread yields the CPU to reads and compute (Linux nices
+    threads one by one): on a busy host the cache costs the reads little."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _wait_pending(key: str) -> None:
+    fut = _pending.get(key)
+    if fut is not None:
+        with contextlib.suppress(Exception):
+            fut.result()
+
+
+def flush() -> None:
+    """Wait until every block this process handed to the cache is written."""
+    with _pending_lock:
+        futs = list(_pending.values())
+    for fut in futs:
+        with contextlib.suppress(Exception):
+            fut.result()
 
 
 _caches: dict[CacheSettings, BlockCache] = {}

@@ -97,17 +97,18 @@ def _restricted(ts) -> bool:
 
 
 def cluster_counts() -> CacheCounts | dict[str, int]:
-    """This process's counters, plus, on a scheduler with :class:`CachePlacement`,
-    every worker process's (from heartbeats; each pid once)."""
-    by_pid: dict[int, dict] = {}
-    for plugin in list(_live):
-        sched = plugin.scheduler
-        for ws in list(getattr(sched, "workers", {}).values()):
+    """On a scheduler with :class:`CachePlacement`, the sum of its workers'
+    counters (from heartbeats; each process once, so that workers sharing the
+    scheduler's process count once); elsewhere this process's counters."""
+    by_pid: dict[tuple, dict] = {}
+    live = list(_live)
+    for plugin in live:
+        for ws in list(getattr(plugin.scheduler, "workers", {}).values()):
             c = (ws.metrics or {}).get(CACHE_METRIC)
             if isinstance(c, dict) and "pid" in c:
                 by_pid[(c.get("location", "").split(":")[0], c["pid"])] = c
-    mine = counts()
-    by_pid.setdefault((mine["location"].split(":")[0], os.getpid()), mine)
+    if not live:
+        by_pid[("", os.getpid())] = dict(counts())
     fields = ("hits", "misses", "corrupt", "bytes_cache", "bytes_server")
     return {f: sum(int(c.get(f, 0)) for c in by_pid.values()) for f in fields}
 

@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 
 from lepton_dask.store import VersionGoneError
-from lepton_dask.store.cache import BlockCache, CacheSettings, block_cache, counts
+from lepton_dask.store.cache import (
+    BlockCache,
+    CacheSettings,
+    block_cache,
+    counts,
+    flush,
+)
 
 
 @pytest.fixture
@@ -67,6 +73,7 @@ def test_damaged_cache_file_is_dropped_and_read_again(store, cache_dir, damage):
     x = np.arange(300.0 * 4).reshape(300, 4)
     store.put_array("d", x, chunks=(100, 4))
     store.get_array("d").compute(scheduler="threads")
+    flush()  # the cache writes behind the reads
     victim = _files(cache_dir)[1]
     size = os.path.getsize(victim)
     with open(victim, "r+b") as f:
@@ -103,6 +110,7 @@ def test_a_new_version_leaves_the_old_versions_cache_alone(store, cache_dir):
     old = np.zeros((200, 2))
     store.put_array("n", old, chunks=(100, 2))
     store.get_array("n").compute(scheduler="threads")
+    flush()
     files = {f: os.path.getmtime(f) for f in _files(cache_dir)}
     store.put_array("n", np.ones((200, 2)), chunks=(100, 2))
     assert {f: os.path.getmtime(f) for f in _files(cache_dir)} == files
@@ -163,6 +171,7 @@ def test_full_cache_disk_turns_caching_off_and_reads_go_on(store, tmp_path, capl
             np.testing.assert_array_equal(
                 store.get_array("full").compute(scheduler="sync"), x
             )
+        flush()
         assert block_cache(CacheSettings.from_config()) is None  # off now
     msgs = [r.getMessage() for r in caplog.records if "turned off" in r.getMessage()]
     assert len(msgs) == 1 and "No space left" in msgs[0]
@@ -215,6 +224,7 @@ def test_memory_tier_serves_without_the_disk(tmp_path):
 def test_cache_keys_hold_no_credentials_and_no_address(store, cache_dir):
     store.put_array("c", np.ones((10, 2)), chunks=(5, 2))
     store.get_array("c").compute(scheduler="threads")
+    flush()
     keys = list(block_cache()._disk)
     assert len(keys) == 2
     host = store.uri.split("://")[1].split("/")[0]
@@ -227,6 +237,7 @@ def test_cli_cache_info_and_clear(store, cache_dir):
 
     store.put_array("cli", np.ones((30, 2)), chunks=(10, 2))
     store.get_array("cli").compute(scheduler="threads")
+    flush()
     cli = [sys.executable, "-m", "lepton_dask.cli", "store", "cache"]
     out = subprocess.run(
         [*cli, "info", "--json", "--directory", cache_dir],
