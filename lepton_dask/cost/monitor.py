@@ -35,6 +35,7 @@ from lepton_dask.cost.billing import (
     total_spend,
 )
 from lepton_dask.cost.catalog import Catalog, load_catalog
+from lepton_dask.cost.observer import WorkloadObserver
 from lepton_dask.cost.pricing import (
     Price,
     Pricing,
@@ -45,7 +46,7 @@ from lepton_dask.cost.recording import (
     recordings,
     write_recording,
 )
-from lepton_dask.cost.scaler_state import DONE_STATES, BatchTracker, read_scaler_state
+from lepton_dask.cost.scaler_state import read_scaler_state
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +161,9 @@ class CostMonitor(SchedulerPlugin):
         self.page: str | None = None
         #: what this run did, per task group and batch (``lepton.cost.record``)
         self.recorder = RunRecorder(self.run_id) if cfg["record"] else None
-        #: unfinished work per submission batch (the scaler state's ``batches``)
-        self.batches = BatchTracker(recorder=self.recorder)
+        #: unfinished work per submission batch (the scaler state's
+        #: ``batches``): a scheduler plugin of its own, added by :meth:`start`
+        self.observer = WorkloadObserver(recorder=self.recorder, clock=self.now)
         #: duration priors this monitor installed (see ``_install_priors``)
         self.priors: dict[str, float] = {}
 
@@ -172,6 +174,7 @@ class CostMonitor(SchedulerPlugin):
         scheduler.handlers[protocol.COST_SNAPSHOT] = self._handle_snapshot
         scheduler.handlers[protocol.SCALER_STATE] = self.scaler_state
         scheduler.handlers[protocol.SCALER_DECISION] = self._handle_decision
+        self.observer.attach(scheduler)
         if self.ledger is not None:
             try:
                 history = await asyncio.to_thread(self._resume)
@@ -313,32 +316,12 @@ class CostMonitor(SchedulerPlugin):
             )
         )
 
-    def update_graph(
-        self,
-        scheduler: Any,
-        *,
-        tasks: Any = (),
-        annotations: dict | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Each ``compute``/``submit`` call is a batch for the scaler."""
-        self.batches.update_graph(scheduler, tasks, annotations or {}, self.now())
-
     def transition(
         self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any
     ) -> None:
         if self.recorder is not None and finish in ("memory", "erred"):
             self.recorder.transition(
                 self.scheduler, key, start, finish, kwargs, self.worker_pool
-            )
-        if finish in DONE_STATES:
-            self.batches.finished(
-                key,
-                sum(
-                    ss["stop"] - ss["start"]
-                    for ss in kwargs.get("startstops") or ()
-                    if ss.get("action") == "compute"
-                ),
             )
         if finish != "memory" or start != "processing":
             if (

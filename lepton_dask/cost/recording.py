@@ -1,7 +1,7 @@
 """Run recordings: the shape and timing of each run's work, kept in the ledger.
 
 A :class:`RunRecorder` is fed by the CostMonitor (new tasks through its
-:class:`~lepton_dask.cost.scaler_state.BatchTracker`, finished tasks through
+:class:`~lepton_dask.cost.observer.BatchTracker`, finished tasks through
 ``transition``) and writes one document per run to ``lepton.cost_runs`` in the
 feature store's database, next to the spend ledger. What it keeps is
 graph-aware and bounded, and holds no data values:

@@ -81,7 +81,37 @@ def test_monitor_prices_workers_counts_work_and_serves_metrics():
         for name, samples in m.items():
             if name.startswith("lepton_"):
                 for labels, _ in samples:
-                    assert set(labels) <= {"pool", "instance_type", "pricing", "kind"}
+                    assert set(labels) <= {
+                        "pool",
+                        "instance_type",
+                        "pricing",
+                        "kind",
+                        "source",  # cache | server (lepton_store_bytes_read_total)
+                    }
+
+
+def _nap(x, s=0.5):
+    time.sleep(s)
+    return x
+
+
+def test_workload_observer_is_its_own_plugin_and_feeds_the_scaler_state():
+    """Observing the workload (batches) is a scheduler plugin apart from
+    billing; the scaler state's batches come from it."""
+    from lepton_dask.cost.observer import WorkloadObserver
+
+    monitor = CostMonitor(ledger=False, minimum_billing=0)
+    with cluster_with(monitor) as cluster, Client(cluster) as client:
+        sched = cluster.scheduler
+        observer = sched.plugins[WorkloadObserver.name]
+        assert isinstance(observer, WorkloadObserver) and observer is monitor.observer
+        futures = client.map(_nap, range(6), pure=False)
+        wait_for(lambda: observer.tracker.batches, 10)
+        state = client.sync(getattr(client.scheduler, protocol.SCALER_STATE))
+        (batch,) = state["batches"]
+        assert batch["tasks"] == 6 and set(batch["work"]) == {"cpu", "gpu"}
+        client.gather(futures)
+        wait_for(lambda: not observer.tracker.batches, 10)
 
 
 def test_several_schedulers_in_one_process_no_duplicate_registration():

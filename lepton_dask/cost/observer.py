@@ -1,0 +1,213 @@
+"""The workload observer: submission batches on a real scheduler.
+
+A scheduler plugin of its own, apart from the CostMonitor's billing: what each
+``compute``/``submit`` call still has to do, for the ``batches`` entry of the
+scaler state (:func:`~lepton_dask.cost.scaler_state.read_scaler_state`).
+
+A batch is one ``update_graph`` call: the tasks it brought that were not
+already known or done. The tracker keeps, per batch, how many of its tasks of
+each prefix and kind are unfinished (transitions to ``memory``, ``erred`` or
+``forgotten`` finish them), the compute time already done, and the deadline
+the client stated with :func:`lepton_dask.deadline` (the ``lepton_deadline``
+annotation). Work left is priced at scrape time from the scheduler's own
+per-prefix duration estimates, as Dask's ``Adaptive`` prices occupancy, so
+the tracker costs O(1) per transition and O(prefixes) per batch per tick.
+
+The CostMonitor creates one and adds it to its scheduler
+(:meth:`WorkloadObserver.attach`); the recorder hears each batch from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from lepton_dask._protocol import BatchState
+
+__all__ = ["DONE_STATES", "BatchTracker", "WorkloadObserver"]
+
+DONE_STATES = frozenset({"memory", "erred", "forgotten"})
+
+
+@dataclass
+class _Batch:
+    id: str
+    arrival: float
+    deadline_s: float | None
+    left: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    done: dict[str, float] = field(default_factory=lambda: {"cpu": 0.0, "gpu": 0.0})
+    tasks: int = 0
+
+
+class BatchTracker:
+    """Per-batch unfinished work, fed by a scheduler plugin's ``update_graph``
+    and ``transition`` hooks.
+
+    Parameters
+    ----------
+    max_batches : int
+        Unfinished batches reported at most (the oldest; older ones beyond it
+        are still tracked and counted as unattributed work by the policy).
+    recorder : RunRecorder, optional
+        Also given each batch's new tasks
+        (:meth:`lepton_dask.cost.recording.RunRecorder.add_batch`).
+    """
+
+    def __init__(self, max_batches: int = 2000, recorder: Any = None):
+        self.max_batches = max_batches
+        self.recorder = recorder
+        self.batches: OrderedDict[str, _Batch] = OrderedDict()
+        self.key_batch: dict[Any, tuple[str, tuple[str, str]]] = {}
+        self._seq = 0
+
+    def update_graph(
+        self,
+        scheduler: Any,
+        tasks: Any,
+        annotations: dict[str, dict[Any, Any]],
+        now: float,
+        gpu: bool | None = None,
+    ) -> str | None:
+        """Record the tasks of one ``update_graph`` call as a batch; returns
+        its id (None when it brought nothing new)."""
+        deadlines = annotations.get("lepton_deadline") or {}
+        self._seq += 1
+        bid = f"b{self._seq}"
+        batch = None
+        added: list[Any] | None = [] if self.recorder is not None else None
+        for key in tasks:
+            if key in self.key_batch:
+                continue
+            ts = scheduler.tasks.get(key)
+            if ts is None or ts.state in DONE_STATES:
+                continue
+            if batch is None:
+                d = deadlines.get(key)
+                if d is None and deadlines:
+                    d = next(iter(deadlines.values()))
+                batch = self.batches[bid] = _Batch(
+                    bid, now, None if d is None else float(d)
+                )
+            restr = ts.resource_restrictions or {}
+            kind = "gpu" if "GPU" in restr else "cpu"
+            slot = (ts.prefix.name, kind)
+            batch.left[slot] += 1
+            batch.tasks += 1
+            self.key_batch[key] = (bid, slot)
+            if added is not None:
+                added.append(ts)
+        if batch is not None and added:
+            self.recorder.add_batch(added, now, batch.deadline_s, annotations)
+        return None if batch is None else bid
+
+    def finished(self, key: Any, compute_seconds: float = 0.0) -> None:
+        """A task reached a final state."""
+        entry = self.key_batch.pop(key, None)
+        if entry is None:
+            return
+        bid, slot = entry
+        batch = self.batches.get(bid)
+        if batch is None:
+            return
+        batch.left[slot] -= 1
+        batch.tasks -= 1
+        batch.done[slot[1]] += compute_seconds
+        if batch.left[slot] <= 0:
+            del batch.left[slot]
+        if batch.tasks <= 0:
+            del self.batches[bid]
+
+    def state(self, scheduler: Any) -> list[BatchState]:
+        """The unfinished batches, oldest first (:class:`BatchState` dicts)."""
+        from lepton_dask._distributed import prefix_knowledge
+
+        out = []
+        for batch in list(self.batches.values())[: self.max_batches]:
+            work = {"cpu": 0.0, "gpu": 0.0}
+            unmeasured = {"cpu": 0.0, "gpu": 0.0}
+            floor = {"cpu": 0.0, "gpu": 0.0}
+            prior = {"cpu": 0.0, "gpu": 0.0}
+            longest, chain = 0.0, 0.0
+            for (prefix, kind), n in batch.left.items():
+                dur, measured, ran, on_prior = prefix_knowledge(scheduler, prefix)
+                work[kind] += n * dur
+                if not measured:
+                    unmeasured[kind] += n * dur
+                    floor[kind] += n * ran
+                elif on_prior:
+                    prior[kind] += n * dur
+                longest = max(longest, dur)
+                chain += dur  # prefixes of one batch are mostly stages of a chain
+            out.append(
+                {
+                    "id": batch.id,
+                    "arrival": batch.arrival,
+                    "work": work,
+                    "done": dict(batch.done),
+                    "tasks": batch.tasks,
+                    "longest": longest,
+                    "critical": chain,
+                    "deadline_s": batch.deadline_s,
+                    "unmeasured": unmeasured,
+                    "unmeasured_floor": floor,
+                    "prior": prior,
+                }
+            )
+        return out
+
+
+class WorkloadObserver(SchedulerPlugin):
+    """Observes the workload for the scaler: each batch and what is left of it.
+
+    Parameters
+    ----------
+    recorder : RunRecorder, optional
+        Told each batch's new tasks.
+    clock : callable, optional
+        The time a batch arrives (the CostMonitor's clock; default
+        ``time.time``).
+    """
+
+    name = "lepton-workload-observer"
+
+    def __init__(self, recorder: Any = None, clock: Callable[[], float] | None = None):
+        self.tracker = BatchTracker(recorder=recorder)
+        self.clock = clock or time.time
+
+    def attach(self, scheduler: Any) -> None:
+        """Add this observer to ``scheduler`` (once)."""
+        if scheduler.plugins.get(self.name) is not self:
+            scheduler.add_plugin(self, name=self.name)
+
+    def detach(self, scheduler: Any) -> None:
+        if scheduler.plugins.get(self.name) is self:
+            scheduler.remove_plugin(name=self.name)
+
+    def update_graph(
+        self,
+        scheduler: Any,
+        *,
+        tasks: Any = (),
+        annotations: dict | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Each ``compute``/``submit`` call is a batch for the scaler."""
+        self.tracker.update_graph(scheduler, tasks, annotations or {}, self.clock())
+
+    def transition(
+        self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any
+    ) -> None:
+        if finish in DONE_STATES:
+            self.tracker.finished(
+                key,
+                sum(
+                    ss["stop"] - ss["start"]
+                    for ss in kwargs.get("startstops") or ()
+                    if ss.get("action") == "compute"
+                ),
+            )
