@@ -86,7 +86,14 @@ def _experiment(sub: argparse._SubParsersAction, func: Command) -> None:
     p.add_argument(
         "--real",
         action="store_true",
-        help="also compare with a real LocalPoolCluster run",
+        help="also run the traces (default: sawtooth) time-scaled on a real "
+        "LocalPoolCluster, beside the simulator",
+    )
+    p.add_argument(
+        "--real-seconds",
+        type=float,
+        default=40.0,
+        help="--real: about how long each real run takes (default 40)",
     )
     p.add_argument(
         "--run", default=None, help="sweep a recorded run instead (its run id)"

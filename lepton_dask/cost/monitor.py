@@ -152,7 +152,8 @@ class CostMonitor(SchedulerPlugin):
         self._flushing = False
         self._pc = None
         self.scheduler = None
-        self._gpu_groups: set[str] = set()
+        #: task groups that asked for a GPU (their pending work is GPU work)
+        self.gpu_groups: set[str] = set()
         self.scaler_last: dict[str, Any] | None = None
         self.scaler_decisions = 0
         #: spend, spend rate and workers by pool, one sample per flush interval
@@ -173,7 +174,7 @@ class CostMonitor(SchedulerPlugin):
         scheduler.handlers[protocol.COST_LAUNCH] = self._handle_launch
         scheduler.handlers[protocol.COST_SNAPSHOT] = self._handle_snapshot
         scheduler.handlers[protocol.SCALER_STATE] = self.scaler_state
-        scheduler.handlers[protocol.SCALER_DECISION] = self._handle_decision
+        scheduler.handlers[protocol.SCALER_DECISION] = self.record_decision
         self.observer.attach(scheduler)
         if self.ledger is not None:
             try:
@@ -335,7 +336,7 @@ class CostMonitor(SchedulerPlugin):
                     and ts.resource_restrictions
                     and "GPU" in ts.resource_restrictions
                 ):
-                    self._gpu_groups.add(ts.group.name)
+                    self.gpu_groups.add(ts.group.name)
             return
         totals = self.pools[self.worker_pool.get(kwargs.get("worker"), "default")]
         totals.tasks += 1
@@ -377,8 +378,11 @@ class CostMonitor(SchedulerPlugin):
     def _handle_snapshot(self) -> dict[str, Any]:
         return self.snapshot()
 
-    def _handle_decision(self, decision: dict[str, Any]) -> None:
-        """A scaler reports a decision (exported as ``lepton_scaler_*``)."""
+    def record_decision(self, decision: dict[str, Any]) -> None:
+        """A scaler's decision (a :class:`~lepton_dask._protocol.DecisionReport`):
+        kept for ``lepton_scaler_*`` and, when it changed something, logged.
+        Remote scalers send it through the ``SCALER_DECISION`` handler; a
+        plugin on the scheduler (the PolicyServer) calls this."""
         self.scaler_last = dict(decision)
         self.scaler_decisions += 1
         if decision.get("changed"):

@@ -70,7 +70,7 @@ def read_scaler_state(monitor: Any) -> ScalerState:
         n = tg.states.get("waiting", 0)
         if n:
             dur = prefix_duration(s, tg.prefix)
-            pending["gpu" if tg.name in monitor._gpu_groups else "cpu"] += n * dur
+            pending["gpu" if tg.name in monitor.gpu_groups else "cpu"] += n * dur
             tail = max(tail, dur)
     completed = {"cpu": 0.0, "gpu": 0.0}
     for name, t in monitor.pools.items():

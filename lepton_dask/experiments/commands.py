@@ -10,7 +10,7 @@ import sys
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from lepton_dask.experiments.harness import markdown_table, run_experiments
+    from lepton_dask.experiments.harness import run_experiments
 
     if args.run or args.workload:
         return _experiment_replay(args)
@@ -24,13 +24,22 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     )
     table = res["table"]
     if args.real:
-        from lepton_dask.experiments.real import compare
+        from lepton_dask.experiments.real import compare_traces, real_table
 
+        names = traces or ["sawtooth"]
         print(
-            "running a small sawtooth on a real LocalPoolCluster (~2 minutes)...",
+            f"running {', '.join(names)} time-scaled to ~{args.real_seconds:g} s on a "
+            "real LocalPoolCluster under each policy, beside the simulator...",
             file=sys.stderr,
         )
-        table = markdown_table(res["summary"], {"small-sawtooth": compare()})
+        real = real_table(
+            compare_traces(
+                names,
+                seconds=args.real_seconds,
+                progress=lambda m: print(m, file=sys.stderr),
+            )
+        )
+        table += "\n\nreal LocalPoolCluster runs against the simulator:\n\n" + real
         with open(os.path.join(args.out, "summary.md"), "w") as f:
             f.write(table + "\n")
     print(table)

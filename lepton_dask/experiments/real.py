@@ -16,31 +16,15 @@ import numpy as np
 
 from lepton_dask.cost.monitor import CostMonitor
 from lepton_dask.scaling.adaptive import CostAwareAdaptive
-from lepton_dask.scaling.policies import BalancedPolicy, StockAdaptivePolicy
+from lepton_dask.scaling.policies import StockAdaptivePolicy
 from lepton_dask.scaling.pools import LocalPoolCluster
-from lepton_dask.scaling.state import PoolSpec
 from lepton_dask.sim.simulator import Simulator
-from lepton_dask.sim.trace import Trace, sawtooth
+from lepton_dask.sim.trace import Trace
 
 
 def _sleep(seconds: float, *deps: Any) -> float:
     time.sleep(seconds)
     return seconds
-
-
-def small_sawtooth() -> Trace:
-    """A sawtooth shaped like the simulated one, small enough to run for real
-    in about a minute: four bursts of 24 short tasks, idle gaps of 4-20 s."""
-    return sawtooth(
-        gaps=(4.0, 12.0, 20.0), tasks_per_burst=24, task_s=0.4, deadline=8.0, seed=5
-    )
-
-
-def small_pools() -> list[PoolSpec]:
-    """One CPU pool of ``local`` workers (catalog price) with a 2 s startup."""
-    return [
-        PoolSpec.from_catalog("cpu", "local", threads=1, startup_s=2.0, max_workers=6)
-    ]
 
 
 def _settle(
@@ -67,100 +51,6 @@ def _settle(
         "makespan_s": done,
         "workers_left": snap["workers"],
     }
-
-
-def run_real(
-    trace: Trace,
-    pools: list[PoolSpec],
-    policy: str,
-    knob: float,
-    *,
-    minimum_billing: float = 6.0,
-    interval: float = 0.5,
-    settle: float = 20.0,
-) -> dict[str, Any]:
-    """Run ``trace`` on a LocalPoolCluster under ``policy`` (``"ours"``: a
-    BalancedPolicy of weight ``knob``; ``"adaptive"``: Dask's Adaptive with
-    target_duration ``knob``). Returns cost (from the CostMonitor) and times."""
-    from distributed import Client
-
-    monitor = CostMonitor(
-        ledger=False, minimum_billing=minimum_billing, flush_interval=1.0
-    )
-    with (
-        LocalPoolCluster(
-            pools,
-            processes=False,
-            minimum={p.name: 0 for p in pools},
-            scheduler_options={"plugins": [monitor]},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        if policy == "ours":
-            cluster.adapt(
-                Adaptive=CostAwareAdaptive,
-                policy=BalancedPolicy(knob),
-                interval=interval,
-            )
-        else:
-            cluster.adapt(
-                minimum=0,
-                maximum=pools[0].max_workers,
-                target_duration=knob,
-                interval=interval,
-                wait_count=3,
-            )
-        order = np.argsort(trace.submit, kind="stable")
-        t0 = time.time()
-        futures: dict[int, Any] = {}
-        for i in order:
-            delay = trace.submit[i] - (time.time() - t0)
-            if delay > 0:
-                time.sleep(delay)
-            deps = [futures[j] for j in (trace.deps[i] if trace.deps else [])]
-            futures[int(i)] = client.submit(
-                _sleep, float(trace.duration[i]), *deps, pure=False
-            )
-        return _settle(futures, t0, monitor, settle)
-
-
-def compare(
-    policies: list[tuple[str, float]] | None = None,
-    *,
-    trace: Trace | None = None,
-    pools: list[PoolSpec] | None = None,
-    minimum_billing: float = 6.0,
-) -> dict[str, dict[str, float]]:
-    """Real and simulated cost of the same runs; ``{label: {...}}``."""
-    trace = trace or small_sawtooth()
-    pools = pools or small_pools()
-    policies = policies or [("ours", 1.0), ("adaptive", 1.0)]
-    out = {}
-    for family, knob in policies:
-        real = run_real(trace, pools, family, knob, minimum_billing=minimum_billing)
-        sim_policy = (
-            BalancedPolicy(knob) if family == "ours" else StockAdaptivePolicy(knob)
-        )
-        # run_real keeps every future until the end: the cluster holds results
-        sim = Simulator(
-            trace,
-            pools,
-            sim_policy,
-            minimum_billing=minimum_billing,
-            interval=0.5,
-            hold_results=True,
-        ).run()
-        label = f"balanced w={knob:g}" if family == "ours" else f"Adaptive td={knob:g}s"
-        out[label] = {
-            "real_usd": real["cost_usd"],
-            "sim_usd": sim.cost_usd,
-            "error": abs(sim.cost_usd - real["cost_usd"]) / real["cost_usd"]
-            if real["cost_usd"]
-            else float("nan"),
-            "real_s": real["makespan_s"],
-            "sim_s": sim.makespan_s,
-        }
-    return out
 
 
 # -- every trace, time-scaled -------------------------------------------------------
@@ -464,6 +354,26 @@ def _compare_one(scenario, policies, interval, repeats, progress) -> dict[str, A
             "knob": None if callable(policy) else policy,
         }
     return res
+
+
+def real_table(results: dict[str, dict[str, Any]]) -> str:
+    """A markdown table of :func:`compare_traces`: per trace and policy, the
+    real and the simulated cost and deadlines met, and how far apart."""
+    rows = [
+        "| trace | policy | real $ | simulated $ | apart | real deadlines | simulated deadlines |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        for pol in ("slo", "adaptive_default", "adaptive_best"):
+            if pol not in r:
+                continue
+            v = r[pol]
+            rows.append(
+                f"| {name} | {pol} | {v['real_usd']:.5f} | {v['sim_usd']:.5f} | "
+                f"{v['sim_real_error']:.0%} | {v['real_deadlines_met']:.0%} | "
+                f"{v['sim_deadlines_met']:.0%} |"
+            )
+    return "\n".join(rows)
 
 
 def side_by_side(

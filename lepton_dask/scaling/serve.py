@@ -167,7 +167,7 @@ class PolicyServer(SchedulerPlugin):
             time=now,
             served="adaptive_target",
         )
-        self.monitor._handle_decision(entry)
+        self.monitor.record_decision(entry)
 
     # -- what the scalers ask ----------------------------------------------------
     def adaptive_target(self, target_duration: Any = None) -> int:

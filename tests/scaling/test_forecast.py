@@ -271,7 +271,7 @@ def test_forecast_metrics_from_the_decision_detail():
     reg = CollectorRegistry()
     reg.register(CostCollector(monitor))
     assert b"lepton_forecast_workers" not in generate_latest(reg)  # no scaler yet
-    monitor._handle_decision(prewarm)
+    monitor.record_decision(prewarm)
     text = generate_latest(reg).decode()
     values = {
         line.split()[0]: float(line.split()[1])
