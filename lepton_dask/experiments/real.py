@@ -171,13 +171,9 @@ def run_trace_real(
     :func:`lepton_dask.deadline` when its burst has a deadline; every result
     is held until the end. Returns the cost (the CostMonitor's), makespan,
     the share of deadlines met and the worker launches."""
-    import dask
     from distributed import Client
 
-    from lepton_dask.scaling.slo import deadline as slo_deadline
-
     trace = scenario.trace
-    names = trace.prefixes()
     monitor = CostMonitor(
         ledger=False,
         minimum_billing=scenario.minimum_billing,
@@ -193,29 +189,7 @@ def run_trace_real(
         Client(cluster) as client,
     ):
         _adapt(cluster, scenario, policy, interval)
-        futures: dict[int, Any] = {}
-        finished: dict[int, float] = {}
-        t0 = time.time()
-        for at, b, kind, ids in _groups(trace):
-            delay = at - (time.time() - t0)
-            if delay > 0:
-                time.sleep(delay)
-            tasks = [
-                dask.delayed(_sleep, pure=False)(
-                    float(trace.duration[i]),
-                    *[futures[j] for j in (trace.deps[i] if trace.deps else [])],
-                    dask_key_name=f"{names[i]}-{i}",
-                )
-                for i in ids
-            ]
-            d = trace.deadline.get(b)
-            with slo_deadline(d) if d else contextlib.nullcontext():
-                got = client.compute(tasks, resources={"GPU": 1} if kind == 1 else None)
-            for i, fut in zip(ids, got, strict=True):
-                fut.add_done_callback(
-                    lambda _, i=i: finished.__setitem__(i, time.time())
-                )
-            futures.update(zip(ids, got, strict=True))
+        futures, finished, t0 = submit_trace(client, trace)
         span = float(trace.submit.max()) + max(trace.deadline.values(), default=60.0)
         out = _settle(futures, t0, monitor, settle, timeout=10 * span + 120)
         launches = len(cluster.launch_times())
@@ -224,7 +198,7 @@ def run_trace_real(
         reasons = [
             e["reason"] for _, e in getattr(adaptive, "log", ()) if "reason" in e
         ]
-    out["deadline_met"] = _deadlines_met(trace, finished, t0)
+    out["deadline_met"] = deadlines_met(trace, finished, t0)
     out["launches"] = launches
     out["churn"] = None if churn is None else churn.churn
     out["reasons"] = reasons
@@ -240,7 +214,42 @@ def run_trace_real(
     return out
 
 
-def _deadlines_met(trace: Trace, finished: dict[int, float], t0: float) -> float:
+def submit_trace(client: Any, trace: Trace) -> tuple[dict, dict, float]:
+    """Submit ``trace`` through ``client`` at its times (``time.sleep`` tasks
+    keyed ``<prefix>-<i>``; each group submitted together is one ``compute``
+    call, under :func:`lepton_dask.deadline` when its burst has one). Returns
+    the futures and the finish times (both by task index, the latter filled
+    as tasks finish) and the start time."""
+    import dask
+
+    from lepton_dask.scaling.slo import deadline as slo_deadline
+
+    names = trace.prefixes()
+    futures: dict[int, Any] = {}
+    finished: dict[int, float] = {}
+    t0 = time.time()
+    for at, b, kind, ids in _groups(trace):
+        delay = at - (time.time() - t0)
+        if delay > 0:
+            time.sleep(delay)
+        tasks = [
+            dask.delayed(_sleep, pure=False)(
+                float(trace.duration[i]),
+                *[futures[j] for j in (trace.deps[i] if trace.deps else [])],
+                dask_key_name=f"{names[i]}-{i}",
+            )
+            for i in ids
+        ]
+        d = trace.deadline.get(b)
+        with slo_deadline(d) if d else contextlib.nullcontext():
+            got = client.compute(tasks, resources={"GPU": 1} if kind == 1 else None)
+        for i, fut in zip(ids, got, strict=True):
+            fut.add_done_callback(lambda _, i=i: finished.__setitem__(i, time.time()))
+        futures.update(zip(ids, got, strict=True))
+    return futures, finished, t0
+
+
+def deadlines_met(trace: Trace, finished: dict[int, float], t0: float) -> float:
     """The share of bursts with a deadline whose last task finished in time."""
     met = []
     for b in trace.bursts():

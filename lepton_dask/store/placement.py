@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -28,7 +27,8 @@ from prometheus_client.core import CounterMetricFamily
 
 from lepton_dask.store.cache import CACHE_METRIC, READ_PREFIX, CacheCounts, counts
 
-_live: weakref.WeakSet = weakref.WeakSet()
+#: plugins of running schedulers in this process, oldest first
+_live: list = []
 
 
 def _is_read(key: Any) -> bool:
@@ -52,10 +52,11 @@ class CachePlacement(SchedulerPlugin):
 
     async def start(self, scheduler) -> None:
         self.scheduler = scheduler
-        _live.add(self)
+        _live.append(self)
 
     async def close(self) -> None:
-        _live.discard(self)
+        if self in _live:
+            _live.remove(self)
 
     def transition(self, key, start, finish, *args, stimulus_id=None, **kwargs):
         if finish != "memory" or not _is_read(key):
@@ -99,18 +100,28 @@ def _restricted(ts) -> bool:
 def cluster_counts() -> CacheCounts | dict[str, int]:
     """On a scheduler with :class:`CachePlacement`, the sum of its workers'
     counters (from heartbeats; each process once, so that workers sharing the
-    scheduler's process count once); elsewhere this process's counters."""
+    scheduler's process count once); elsewhere this process's counters.
+
+    Like distributed's own collectors (and ``lepton_*`` cost metrics), a
+    process with several schedulers reports on the most recently started one
+    that is still running."""
     by_pid: dict[tuple, dict] = {}
-    live = list(_live)
-    for plugin in live:
-        for ws in list(getattr(plugin.scheduler, "workers", {}).values()):
+    live = [p for p in _live if _running(p.scheduler)]
+    if live:
+        for ws in list(live[-1].scheduler.workers.values()):
             c = (ws.metrics or {}).get(CACHE_METRIC)
             if isinstance(c, dict) and "pid" in c:
                 by_pid[(c.get("location", "").split(":")[0], c["pid"])] = c
-    if not live:
+    else:
         by_pid[("", os.getpid())] = dict(counts())
     fields = ("hits", "misses", "corrupt", "bytes_cache", "bytes_server")
     return {f: sum(int(c.get(f, 0)) for c in by_pid.values()) for f in fields}
+
+
+def _running(scheduler) -> bool:
+    from distributed.core import Status
+
+    return getattr(scheduler, "status", None) == Status.running
 
 
 class CacheCollector:

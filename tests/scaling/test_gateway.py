@@ -1,92 +1,34 @@
 """A real dask-gateway-server (PyPI; its unsafe local backend, which needs no
-root) whose clusters' schedulers carry our preload with
-``lepton.scaling.serve-adaptive-target``: a user's ``cluster.adapt()`` then
-scales by the SLO policy, through the gateway's own adapt loop."""
+root) whose clusters' schedulers carry our preload, with the cluster option
+``lepton_policy`` (``lepton.scaling.serve-adaptive-target``) on by default: a
+user's ``cluster.adapt()`` then scales by the SLO policy, through the
+gateway's own adapt loop."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
-
 pytest.importorskip("dask_gateway_server")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-CONFIG = """
-import sys
-c.Gateway.address = "127.0.0.1:{api}"
-c.Proxy.address = "127.0.0.1:{proxy}"
-c.Gateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
-c.Gateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
-c.ClusterConfig.scheduler_cmd = [sys.executable, "-m",
-    "distributed.cli.dask_scheduler", "--preload", "lepton_dask.scaling.serve"]
-c.ClusterConfig.worker_cmd = [sys.executable, "-m", "distributed.cli.dask_worker"]
-c.ClusterConfig.worker_memory = "512 M"
-c.ClusterConfig.environment = {{
-    "DASK_LEPTON__SCALING__SERVE_ADAPTIVE_TARGET": "true",
-    "DASK_LEPTON__SCALING__POLICY": "slo",
-    "DASK_LEPTON__SCALING__DEADLINE": "30",
-    "DASK_LEPTON__COST__LEDGER": "false",
-    "PYTHONPATH": {root!r},  # the tasks are this test module's functions
-}}
-c.UnsafeLocalBackend.cluster_start_timeout = 60
-"""
-
-
 @pytest.fixture
-def gateway(tmp_path):
-    """A dask-gateway-server on free loopback ports; stopped with every
-    process it started."""
-    import psutil
+def gateway():
+    """A dask-gateway-server on free loopback ports (the configuration of
+    :mod:`lepton_dask.experiments.gateway`, which the README quotes); stopped
+    with every process it started."""
+    from lepton_dask.experiments.gateway import local_gateway
 
-    api, proxy = _free_port(), _free_port()
-    root = str(Path(__file__).resolve().parents[2])
-    (tmp_path / "config.py").write_text(CONFIG.format(api=api, proxy=proxy, root=root))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dask_gateway_server", "-f", "config.py"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    address = f"http://127.0.0.1:{proxy}"
-
-    def up():  # the proxy routes the gateway's API (not just listens)
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{address}/api/health", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(up, 60, interval=0.2)
+    env = {
+        "DASK_LEPTON__SCALING__POLICY": "slo",
+        "DASK_LEPTON__SCALING__DEADLINE": "30",
+        "DASK_LEPTON__COST__LEDGER": "false",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),  # the test's tasks
+    }
+    with local_gateway(env) as address:
         yield address
-    finally:
-        children = psutil.Process(server.pid).children(recursive=True)
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        for child in children:
-            try:
-                child.terminate()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(children, timeout=10)
 
 
 def _nap(i):
@@ -101,6 +43,17 @@ def _scaler_decisions(dask_scheduler=None):
         p for p in dask_scheduler.plugins.values() if isinstance(p, CostMonitor)
     )
     return [e for _, e in monitor.log if e.get("event") == "scaler"]
+
+
+def _close(g, cluster) -> None:
+    cluster.shutdown()
+    cluster.close()
+    g.close()
+    # dask-gateway 2026.3: Gateway.__del__ calls close() again, which raises
+    # once the loop runner has stopped; closed here (ours, and the one the
+    # cluster object holds), they need not
+    for gw in (g, cluster.gateway):
+        gw.__dict__.pop("_loop_runner", None)
 
 
 @pytest.mark.timeout(240)
@@ -122,16 +75,41 @@ def test_gateway_cluster_scales_by_the_slo_policy(gateway):
         decisions = client.run_on_scheduler(_scaler_decisions)
         client.close()
     finally:
-        cluster.shutdown()
-        cluster.close()
-        g.close()
-        # dask-gateway 2026.3: Gateway.__del__ calls close() again, which
-        # raises once the loop runner has stopped; closed here (ours, and the
-        # one the cluster object holds), they need not
-        for gw in (g, cluster.gateway):
-            gw.__dict__.pop("_loop_runner", None)
+        _close(g, cluster)
     assert took <= 30.0, took
     assert decisions, "the gateway's adapt loop never asked the policy"
     assert all(d["served"] == "adaptive_target" for d in decisions)
     assert any("by EDF" in d["reason"] for d in decisions)
     assert max(sum(d["targets"].values()) for d in decisions) <= 4
+
+
+def _served(dask_scheduler=None) -> list[str]:
+    from lepton_dask.scaling.serve import PolicyServer
+
+    return [
+        type(p).__name__
+        for p in dask_scheduler.plugins.values()
+        if isinstance(p, PolicyServer)
+    ]
+
+
+@pytest.mark.timeout(240)
+def test_option_off_leaves_the_gateway_stock(gateway):
+    """``lepton_policy=False``: the scheduler bills (the CostMonitor) but
+    answers the gateway's adapt loop as distributed does."""
+    from dask_gateway import Gateway
+    from dask_gateway.auth import BasicAuth
+
+    g = Gateway(gateway, auth=BasicAuth(username="bob", password=None))
+    assert g.cluster_options()["lepton_policy"] is True  # the default
+    cluster = g.new_cluster(lepton_policy=False)
+    try:
+        cluster.adapt(minimum=0, maximum=2)
+        client = cluster.get_client()
+        assert client.gather(client.map(_nap, range(8))) == list(range(8))
+        served = client.run_on_scheduler(_served)
+        decisions = client.run_on_scheduler(_scaler_decisions)
+        client.close()
+    finally:
+        _close(g, cluster)
+    assert served == [] and decisions == []
