@@ -5,7 +5,8 @@ One bursty trace (default ``sawtooth``), time-scaled to about ``--seconds``
 (sleep tasks, per-burst deadlines), capped at ``--max-workers`` workers in
 every setup (gateway workers are processes on this 2-core machine), run under:
 
-- ``gateway_on``: a real dask-gateway-server (PyPI, unsafe local backend); the
+- ``gateway_on``: a real dask-gateway-server (PyPI, unsafe local backend,
+  ``adaptive_period`` as our loop's interval, time-scaled like the trace); the
   user's ``cluster.adapt(minimum=0, maximum=M)`` with the cluster option
   ``lepton_policy=True``: the gateway's adapt loop asks the scheduler, which
   answers from the SLO policy;
@@ -78,7 +79,12 @@ def main(argv=None) -> dict:
     scenario, f = _scenario(args.trace, args.seconds, args.max_workers)
     runs: dict[str, list[dict]] = {s: [] for s in SETUPS}
     threads = scenario.pools[0].threads
-    with local_gateway(scenario_env(scenario, f), threads=threads) as address:
+    # the gateway's adapt loop asks as often as our loop does (its default 3 s
+    # would not scale with the trace)
+    period = max(0.2, min(1.0, f))
+    with local_gateway(
+        scenario_env(scenario, f), threads=threads, adaptive_period=period
+    ) as address:
         for rep in range(args.repeats):
             order = SETUPS[rep % 4 :] + SETUPS[: rep % 4]  # alternating
             for setup in order:

@@ -41,6 +41,7 @@ c.ClusterConfig.worker_cmd = [
     "--preload", "lepton_dask.scaling.serve",
 ]
 c.ClusterConfig.worker_threads = {threads}
+c.ClusterConfig.adaptive_period = {period}
 c.ClusterConfig.worker_memory = "512 M"
 c.UnsafeLocalBackend.cluster_start_timeout = 60
 
@@ -69,16 +70,31 @@ def free_port() -> int:
 
 
 def gateway_config(
-    api: int, proxy: int, env: Mapping[str, str], threads: int = 1
+    api: int,
+    proxy: int,
+    env: Mapping[str, str],
+    threads: int = 1,
+    adaptive_period: float = 3.0,
 ) -> str:
     """The ``dask_gateway_config.py`` text: our preload on schedulers and
-    workers, ``env`` in their environment, and the ``lepton_policy`` option."""
-    return CONFIG.format(api=api, proxy=proxy, env=dict(env), threads=int(threads))
+    workers, ``env`` in their environment, and the ``lepton_policy`` option;
+    the gateway's adapt loop asks every ``adaptive_period`` seconds (its
+    default 3)."""
+    return CONFIG.format(
+        api=api,
+        proxy=proxy,
+        env=dict(env),
+        threads=int(threads),
+        period=float(adaptive_period),
+    )
 
 
 @contextlib.contextmanager
 def local_gateway(
-    env: Mapping[str, str], threads: int = 1, startup_timeout: float = 60.0
+    env: Mapping[str, str],
+    threads: int = 1,
+    adaptive_period: float = 3.0,
+    startup_timeout: float = 60.0,
 ) -> Iterator[str]:
     """Run a dask-gateway-server; yield its address. Every process it started
     (schedulers, workers) is stopped on exit."""
@@ -87,7 +103,7 @@ def local_gateway(
     api, proxy = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="lepton-gateway-") as d:
         with open(os.path.join(d, "dask_gateway_config.py"), "w") as f:
-            f.write(gateway_config(api, proxy, env, threads))
+            f.write(gateway_config(api, proxy, env, threads, adaptive_period))
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -145,8 +161,12 @@ def scenario_env(scenario, factor: float) -> dict[str, str]:
     from lepton_dask.experiments.real import UNKNOWN_S
 
     (pool,) = scenario.pools
+    # the policy's default terms: the trace's longest stated deadline (each
+    # burst states its own through lepton_dask.deadline)
+    deadline = max(scenario.trace.deadline.values(), default=600.0)
     return {
         "DASK_LEPTON__SCALING__POLICY": "slo",
+        "DASK_LEPTON__SCALING__DEADLINE": f"{deadline}",
         "DASK_LEPTON__SCALING__POOLS": repr(
             [
                 {
