@@ -168,7 +168,9 @@ def _targets_along_a_workload(install_preload: bool) -> list[int]:
 
 async def _preload_on(s):
     dask_setup(s)  # option off: the CostMonitor only
-    for p in s.plugins.values():
+    # a copy: a plugin's start may add plugins (the monitor adds its observer),
+    # as the scheduler's own start loop allows
+    for p in list(s.plugins.values()):
         if isinstance(p, CostMonitor) and p.scheduler is None:
             await p.start(s)
 
