@@ -254,8 +254,8 @@ class BlockCache:
             if magic != _MAGIC or hlen > 2**20:
                 raise ValueError("not a block entry")
             head = json.loads(f.read(hlen))
-            buf = memoryview(out.reshape(-1).view(np.uint8)) if out.size else None
-            got = f.readinto(buf) if buf is not None else 0
+            buf = memoryview(out.reshape(-1).view(np.uint8))
+            got = f.readinto(buf)
             if got != nbytes or f.read(1) or head["nbytes"] != nbytes:
                 raise ValueError(f"{got} bytes, expected {nbytes}")
             parts = split_parts(nbytes, int(head["part_bytes"]))
@@ -308,11 +308,7 @@ class BlockCache:
                 "crc32": list(crcs),
             }
         ).encode()
-        payload = (
-            memoryview(block.reshape(-1).view(np.uint8))
-            if block.size
-            else memoryview(b"")
-        )
+        payload = memoryview(block.reshape(-1).view(np.uint8))
         try:
             disk.set(
                 key,

@@ -257,3 +257,16 @@ def test_cli_cache_info_and_clear(store, cache_dir):
     before = counts()
     store.get_array("cli").compute(scheduler="threads")
     assert _delta(before)["misses"] == 3  # read from the server again
+
+
+def test_empty_blocks_round_trip_through_the_cache(tmp_path):
+    """A block with no elements is a valid entry, not a damaged one."""
+    cache = BlockCache(str(tmp_path / "e"), max_bytes=2**20)
+    empty = np.empty((0, 3))
+    before = counts()
+    assert cache.put("e", empty, crcs=[zlib.crc32(b"")], part_bytes=100)
+    flush()
+    got = cache.get("e", (0, 3), "f8")
+    assert got is not None and got.shape == (0, 3)
+    assert _delta(before)["corrupt"] == 0
+    cache.close()
