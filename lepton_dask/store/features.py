@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 
 import dask
 import dask.array as da
@@ -26,7 +26,7 @@ from lepton_dask.store import _caps
 from lepton_dask.store._blocks import read_tasks, write_block
 from lepton_dask.store._spec import StoreSpec
 from lepton_dask.store._uri import redact_uri
-from lepton_dask.store.cache import block_cache
+from lepton_dask.store.cache import CacheSettings
 from lepton_dask.store.errors import VersionGoneError
 from lepton_dask.store.gc import collect, now, remove_version
 from lepton_dask.store.layout import (
@@ -146,7 +146,9 @@ class FeatureStore:
             if doc is not None and (
                 doc.get("state") != "complete" or doc.get("tombstone")
             ):
-                doc = None if doc.get("state") != "collected" else _gone(doc)
+                if doc.get("state") == "collected":
+                    _gone(doc)
+                doc = None
             elif doc is None and self._versions(name, version={"$gt": int(version)}):
                 _gone({"name": name, "version": int(version)})
         if doc is None:
@@ -428,7 +430,7 @@ class FeatureStore:
         )
         if (
             dask.config.get("lepton.store.cache.placement")
-            and block_cache() is not None
+            and CacheSettings.from_config().enabled  # (the workers keep the cache)
             and (client := current_client()) is not None
         ):
             install_placement(client)
@@ -619,7 +621,7 @@ class FeatureStore:
         return collect(self.spec, name, grace=grace, stale_after=stale_after)
 
 
-def _gone(doc: dict) -> None:
+def _gone(doc: dict) -> NoReturn:
     raise VersionGoneError(
         f"version {doc['version']} of array {doc['name']!r} was removed (garbage-"
         "collected); read a newer version"
