@@ -2,8 +2,9 @@
 
 Starts (or reuses) the embedded MongoDB-compatible server and a LocalCluster,
 writes a synthetic feature matrix with a progress bar, reads it back as a Dask
-array (twice: the second read comes from the workers' block cache), computes column means/stds and X^T X on the cluster, checks them
-against numpy, and prints a summary.
+array (twice: the second read comes from the workers' block cache), computes
+column means/stds and X^T X on the cluster, checks them against numpy, and
+prints a summary.
 """
 
 from __future__ import annotations
@@ -234,21 +235,15 @@ def _cache_counts(client: Any) -> tuple[int, int]:
 def _forget(client: Any, *arrays: da.Array, timeout: float = 10.0) -> None:
     """Release ``arrays`` and wait until the scheduler has forgotten them (a
     graph with the same keys would otherwise be answered from memory)."""
-    keys = [k for a in arrays for k in _flat(a.__dask_keys__())]
+    from dask.core import flatten
+
+    keys = [k for a in arrays for k in flatten(a.__dask_keys__())]
     client.cancel(list(arrays))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not client.run_on_scheduler(_known, keys):
             return
         time.sleep(0.05)
-
-
-def _flat(k: Any):
-    if isinstance(k, list):
-        for x in k:
-            yield from _flat(x)
-    else:
-        yield k
 
 
 def _known(keys: list, dask_scheduler=None) -> bool:

@@ -35,6 +35,38 @@ def cluster_with(monitor, n_workers=2, **kw):
 
 
 @contextlib.contextmanager
+def policy_served_cluster(monitor, server, unknown_task_duration: str):
+    """An in-process LocalCluster with no workers whose scheduler runs
+    ``monitor`` and the PolicyServer ``server``, with the ``/api/v1`` routes
+    (as the dask-kubernetes operator enables them) on a free loopback port;
+    yields ``(cluster, client)``."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    routes = [
+        *dask.config.get("distributed.scheduler.http.routes"),
+        "distributed.http.scheduler.api",
+    ]
+    with (
+        dask.config.set(
+            {
+                "distributed.scheduler.unknown-task-duration": unknown_task_duration,
+                "distributed.scheduler.http.routes": routes,
+            }
+        ),
+        LocalCluster(
+            n_workers=0,
+            processes=False,
+            threads_per_worker=1,
+            dashboard_address="127.0.0.1:0",
+            scheduler_kwargs={"plugins": [monitor, server]},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield cluster, client
+
+
+@contextlib.contextmanager
 def nanny_cluster(**workers: dict):
     """One single-threaded worker process per keyword (its name: its extra
     options, e.g. ``cpu={"resources": {"CPU": 1}}``) and a Client; yields the

@@ -184,10 +184,6 @@ class WorkloadObserver(SchedulerPlugin):
         if scheduler.plugins.get(self.name) is not self:
             scheduler.add_plugin(self, name=self.name)
 
-    def detach(self, scheduler: Any) -> None:
-        if scheduler.plugins.get(self.name) is self:
-            scheduler.remove_plugin(name=self.name)
-
     def update_graph(
         self,
         scheduler: Any,

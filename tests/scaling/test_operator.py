@@ -15,15 +15,13 @@ import asyncio
 import logging
 import time
 
-import dask
 import pytest
-from distributed import Client, LocalCluster
 
 from lepton_dask.cost import CostMonitor
 from lepton_dask.scaling.serve import PolicyServer
 from lepton_dask.scaling.slo import SLOPolicy, deadline
 from lepton_dask.scaling.state import PoolSpec
-from tests.helpers import wait_for
+from tests.helpers import policy_served_cluster, wait_for
 
 controller = pytest.importorskip("dask_kubernetes.operator.controller.controller")
 
@@ -39,26 +37,7 @@ def _nap(i):
 def served(monkeypatch):
     monitor = CostMonitor(ledger=False, minimum_billing=1.0, flush_interval=0.2)
     server = PolicyServer(SLOPolicy(deadline=6.0), pools={"default": POOL})
-    routes = [
-        *dask.config.get("distributed.scheduler.http.routes"),
-        "distributed.http.scheduler.api",  # the operator's scheduler enables these
-    ]
-    with (
-        dask.config.set(
-            {
-                "distributed.scheduler.unknown-task-duration": "300ms",
-                "distributed.scheduler.http.routes": routes,
-            }
-        ),
-        LocalCluster(
-            n_workers=0,
-            processes=False,
-            threads_per_worker=1,
-            dashboard_address="127.0.0.1:0",
-            scheduler_kwargs={"plugins": [monitor, server]},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with policy_served_cluster(monitor, server, "300ms") as (cluster, client):
         sched = cluster.scheduler
         http = f"http://127.0.0.1:{sched.http_server.port}"
 

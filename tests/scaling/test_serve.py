@@ -15,7 +15,7 @@ from lepton_dask.cost import CostMonitor
 from lepton_dask.scaling.serve import TARGETS_ROUTE, PolicyServer, dask_setup
 from lepton_dask.scaling.slo import SLOPolicy, deadline
 from lepton_dask.scaling.state import PoolSpec
-from tests.helpers import wait_for
+from tests.helpers import policy_served_cluster, wait_for
 
 POOL = PoolSpec("default", threads=1, max_workers=8)
 
@@ -33,26 +33,7 @@ def test_stock_adaptive_scales_by_the_policy():
     decisions reach the monitor, and idle paid-out workers go."""
     monitor = CostMonitor(ledger=False, minimum_billing=1.0, flush_interval=0.2)
     server = PolicyServer(SLOPolicy(deadline=8.0), pools={"default": POOL})
-    with (
-        dask.config.set(
-            {
-                "distributed.scheduler.unknown-task-duration": "250ms",
-                # the /api/v1 routes, as the dask-kubernetes operator enables them
-                "distributed.scheduler.http.routes": [
-                    *dask.config.get("distributed.scheduler.http.routes"),
-                    "distributed.http.scheduler.api",
-                ],
-            }
-        ),
-        LocalCluster(
-            n_workers=0,
-            processes=False,
-            threads_per_worker=1,
-            dashboard_address="127.0.0.1:0",
-            scheduler_kwargs={"plugins": [monitor, server]},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with policy_served_cluster(monitor, server, "250ms") as (cluster, client):
         sched = cluster.scheduler
         assert sched.adaptive_target() == 0  # no work, no workers
         cluster.adapt(minimum=0, maximum=8, interval="200ms", wait_count=1)
