@@ -57,12 +57,16 @@ class ScalerWorker(TypedDict, total=False):
 
 class BatchState(TypedDict, total=False):
     """One submission batch (a ``compute``/``submit`` call, a burst) with
-    unfinished work, in :class:`ScalerState`. Work is priced with the
-    scheduler's own per-prefix duration estimates."""
+    unfinished work, in :class:`ScalerState`. Work is priced per prefix with
+    the mean duration of its finished tasks (the workload observer keeps
+    them), else with the scheduler's own estimate."""
 
     id: str
     arrival: float  # when its first task was submitted (state clock)
     work: dict[str, float]  # unfinished work per kind, reference thread-seconds
+    #: the same work priced with the scheduler's estimates, as ``backlog``
+    #: and ``pending`` are (what the batch covers of them), per kind
+    scheduler_work: dict[str, float]
     done: dict[str, float]  # work already finished per kind
     tasks: int  # unfinished tasks
     longest: float  # longest unfinished task, seconds

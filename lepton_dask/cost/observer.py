@@ -9,9 +9,16 @@ already known or done. The tracker keeps, per batch, how many of its tasks of
 each prefix and kind are unfinished (transitions to ``memory``, ``erred`` or
 ``forgotten`` finish them), the compute time already done, and the deadline
 the client stated with :func:`lepton_dask.deadline` (the ``lepton_deadline``
-annotation). Work left is priced at scrape time from the scheduler's own
-per-prefix duration estimates, as Dask's ``Adaptive`` prices occupancy, so
-the tracker costs O(1) per transition and O(prefixes) per batch per tick.
+annotation). Work left is priced at scrape time per prefix: with the mean
+compute time of the prefix's finished tasks, which the tracker keeps as a
+count and a sum from the same transitions; until one has finished, with the
+scheduler's own estimate (``default-task-durations``, else
+``unknown-task-duration``, else twice the longest running time), as Dask's
+``Adaptive`` prices occupancy. The scheduler's finished-task average is a
+weight-1/2 moving average that it also discards whenever one task runs past
+twice it, so it swings by 2x on ordinary task-time noise; a policy that
+sized on it bought for the swings. The tracker costs O(1) per transition
+and O(prefixes) per batch per tick.
 
 The CostMonitor creates one and adds it to its scheduler
 (:meth:`WorkloadObserver.attach`); the recorder hears each batch from it.
@@ -32,6 +39,7 @@ from lepton_dask._protocol import BatchState
 __all__ = ["DONE_STATES", "BatchTracker", "WorkloadObserver"]
 
 DONE_STATES = frozenset({"memory", "erred", "forgotten"})
+MAX_PREFIXES = 10_000  # per-prefix duration records kept (the oldest go)
 
 
 @dataclass
@@ -63,6 +71,8 @@ class BatchTracker:
         self.recorder = recorder
         self.batches: OrderedDict[str, _Batch] = OrderedDict()
         self.key_batch: dict[Any, tuple[str, tuple[str, str]]] = {}
+        #: per prefix: [finished tasks, their compute seconds] (newest last)
+        self.durations: OrderedDict[str, list[float]] = OrderedDict()
         self._seq = 0
 
     def update_graph(
@@ -111,6 +121,14 @@ class BatchTracker:
         if entry is None:
             return
         bid, slot = entry
+        if compute_seconds > 0:
+            rec = self.durations.get(slot[0])
+            if rec is None:
+                rec = self.durations[slot[0]] = [0, 0.0]
+                if len(self.durations) > MAX_PREFIXES:
+                    self.durations.popitem(last=False)
+            rec[0] += 1
+            rec[1] += compute_seconds
         batch = self.batches.get(bid)
         if batch is None:
             return
@@ -122,20 +140,34 @@ class BatchTracker:
         if batch.tasks <= 0:
             del self.batches[bid]
 
-    def state(self, scheduler: Any) -> list[BatchState]:
-        """The unfinished batches, oldest first (:class:`BatchState` dicts)."""
+    def knowledge(
+        self, scheduler: Any, prefix: str
+    ) -> tuple[float, bool, float, bool, float]:
+        """``(estimate, measured, ran, prior, scheduler's estimate)`` of one
+        task of ``prefix`` (see :func:`lepton_dask._distributed.prefix_knowledge`):
+        the mean of its finished tasks once one has finished."""
         from lepton_dask._distributed import prefix_knowledge
 
+        dur, measured, ran, on_prior = prefix_knowledge(scheduler, prefix)
+        rec = self.durations.get(prefix)
+        if rec is not None and rec[0]:
+            return rec[1] / rec[0], True, ran, False, dur
+        return dur, measured, ran, on_prior, dur
+
+    def state(self, scheduler: Any) -> list[BatchState]:
+        """The unfinished batches, oldest first (:class:`BatchState` dicts)."""
         out = []
         for batch in list(self.batches.values())[: self.max_batches]:
             work = {"cpu": 0.0, "gpu": 0.0}
+            sched = {"cpu": 0.0, "gpu": 0.0}
             unmeasured = {"cpu": 0.0, "gpu": 0.0}
             floor = {"cpu": 0.0, "gpu": 0.0}
             prior = {"cpu": 0.0, "gpu": 0.0}
             longest, chain = 0.0, 0.0
             for (prefix, kind), n in batch.left.items():
-                dur, measured, ran, on_prior = prefix_knowledge(scheduler, prefix)
+                dur, measured, ran, on_prior, theirs = self.knowledge(scheduler, prefix)
                 work[kind] += n * dur
+                sched[kind] += n * theirs
                 if not measured:
                     unmeasured[kind] += n * dur
                     floor[kind] += n * ran
@@ -148,6 +180,7 @@ class BatchTracker:
                     "id": batch.id,
                     "arrival": batch.arrival,
                     "work": work,
+                    "scheduler_work": sched,
                     "done": dict(batch.done),
                     "tasks": batch.tasks,
                     "longest": longest,

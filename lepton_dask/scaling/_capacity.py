@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["Capacity", "Due", "Sizing", "feasible"]
 
@@ -21,6 +21,13 @@ class Due:
     #: its duration is unknown and nothing of it runs yet: a thread must be
     #: there to learn it before the batch is sized
     probe: bool = False
+    #: seconds of the deadline held in reserve (``due`` is that much early)
+    reserve: float = 0.0
+
+    @property
+    def deadline(self) -> float:
+        """Seconds from now to the deadline as the user stated it."""
+        return self.due + self.reserve
 
 
 class Capacity:
@@ -125,6 +132,22 @@ class Sizing:
             threads += self.slots[n].threads * self.slots[n].speed
             n += 1
         return n
+
+    def least_late(self, n_fast: int, slack: float = 0.01) -> int:
+        """When no capacity meets every due: the fewest new workers (at most
+        ``n_fast``) that finish each due within ``slack`` (a fraction, at
+        least half a second) of when the fastest capacity would. A worker that
+        arrives after the work it could help is done is not bought."""
+        cap = self.capacity(n_fast)
+        cum, crit, relaxed = 0.0, 0.0, []
+        for d in self.dues:
+            cum += d.work
+            crit = max(crit, min(d.critical, d.work))
+            t = max(cap.time_for(cum - crit) + crit, cap.time_for(cum))
+            if math.isfinite(t):
+                t += max(slack * t, 0.5)
+            relaxed.append(replace(d, due=max(d.due, t)))
+        return self._fewest(lambda n: feasible(self.capacity(n), relaxed)[0], n_fast)
 
     def finish(self, n_new: int) -> float:
         """Seconds to finish every due with ``n_new`` new workers, the longest

@@ -61,7 +61,7 @@ import math
 import random
 import statistics
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,6 +133,11 @@ class SLOPolicy:
         worker once its paid minimum is used up).
     seed : int
         Seeds the randomized keep-alive threshold.
+    margin : float
+        The fraction of each deadline held in reserve: capacity is sized to
+        finish by ``(1 - margin) * deadline`` after arrival, so that task-time
+        noise and dispatch delays on a real cluster do not turn a plan that
+        finishes on the dot into a miss (default 5%).
 
     >>> from lepton_dask.scaling.state import BatchView, ClusterView, PoolSpec
     >>> pool = PoolSpec("cpu", threads=2, max_workers=50, startup_s=60)
@@ -153,6 +158,7 @@ class SLOPolicy:
         total_usd: float | None = None,
         keep_alive: str = "break-even",
         seed: int = 0,
+        margin: float = 0.05,
     ):
         for name, v in (("deadline", deadline), ("latency", latency)):
             if v is not None and not (math.isfinite(v) and v > 0):
@@ -179,6 +185,9 @@ class SLOPolicy:
                 "keep_alive must be 'break-even', 'randomized' or 'none', "
                 f"got {keep_alive!r}"
             )
+        if not (isinstance(margin, (int, float)) and 0.0 <= margin < 0.5):
+            raise ValueError(f"margin must be a fraction in [0, 0.5), got {margin!r}")
+        self.margin = float(margin)
         self.deadline = deadline if deadline is not None else latency
         self.stream = latency is not None
         self.usd_per_hour = usd_per_hour
@@ -187,6 +196,8 @@ class SLOPolicy:
         self._rng = random.Random(seed)
         self._fraction = 1.0
         self._seen: OrderedDict[str, dict[str, float]] = OrderedDict()
+        #: per kind, (time, workers needed) of recent ticks with work
+        self._needed: dict[str, deque[tuple[float, int]]] = {}
         self.label = self._label()
 
     def _label(self) -> str:
@@ -232,9 +243,13 @@ class SLOPolicy:
             w = b.work.get(kind, 0.0)
             if w <= EPS_WORK:
                 continue
-            covered += w
+            covered += b.scheduler_work.get(kind, w)
             d = self._deadline_of(b)
-            due = (b.arrival + d - view.now) if d is not None else math.inf
+            due = (
+                (b.arrival + d * (1.0 - self.margin) - view.now)
+                if d is not None
+                else math.inf
+            )
             guess = b.unmeasured.get(kind, 0.0)
             probe = False
             if guess > EPS_WORK:
@@ -251,20 +266,28 @@ class SLOPolicy:
                 self._basis.add("prior")
             else:
                 self._basis.add("measured")
-            dues.append(Due(due, w, b.critical, max(b.tasks, 1), b.id, probe))
+            reserve = d * self.margin if d is not None else 0.0
+            dues.append(Due(due, w, b.critical, max(b.tasks, 1), b.id, probe, reserve))
         # work the state did not attribute to a batch: due as the oldest batch
         total = view.backlog.get(kind, 0.0) + view.pending.get(kind, 0.0)
         rest = total - covered
         if rest > max(EPS_WORK, 1e-6 * total):
             start = view.busy_since if view.busy_since is not None else view.now
             due = (
-                start + horizon_default - view.now
+                start + horizon_default * (1.0 - self.margin) - view.now
                 if horizon_default is not None
                 else math.inf
             )
             tail = view.pending_tail if view.pending.get(kind, 0.0) > EPS_WORK else 0.0
             dues.append(
-                Due(due, rest, tail, view.tasks_ready.get(kind, 1) or 1, "unattributed")
+                Due(
+                    due,
+                    rest,
+                    tail,
+                    view.tasks_ready.get(kind, 1) or 1,
+                    "unattributed",
+                    reserve=(horizon_default or 0.0) * self.margin,
+                )
             )
         rate = view.arrival_rate.get(kind, 0.0)
         if self.stream and rate > EPS_WORK and self.deadline is not None:
@@ -409,7 +432,7 @@ class SLOPolicy:
             "infeasible": False,
             "finish": 0.0,
             "cost": 0.0,
-            "time_left": min((d.due for d in dues), default=math.inf),
+            "time_left": min((d.deadline for d in dues), default=math.inf),
         }
         if not dues:
             out["reason"] = self._idle(view, kind, targets, out)
@@ -430,6 +453,9 @@ class SLOPolicy:
             rate_now * t_done + new_rate * max(t_done, view.minimum_billing)
         ) / 3600.0
         if n_new:
+            self._recently_needed(
+                view, kind, pools, len(arrived) + len(starting) + n_new
+            )
             added = {p.name: sum(1 for s in slots[:n_new] if s is p) for p in pools}
             for name, k in added.items():
                 if k:
@@ -442,10 +468,25 @@ class SLOPolicy:
         if out["infeasible"]:
             why = f"deadline infeasible for {kind} batch {late}: no capacity can help"
             return {**out, "reason": why}
-        # enough capacity: the arrived workers the batches do not need go
+        # enough capacity: the arrived workers the batches do not need go,
+        # unless they were needed within one startup (a relaunch would cost
+        # that startup: rent-or-buy on the way down, and no churn)
+        keep = self._recently_needed(view, kind, pools, sz.fewest_kept())
         why = "not needed by the batches"
-        reason = self._release(view, kind, targets, sz.fewest_kept(), why)
+        reason = self._release(view, kind, targets, keep, why)
         return {**out, "reason": reason or f"{len(dues)} {kind} batch(es) on time"}
+
+    def _recently_needed(
+        self, view: ClusterView, kind: str, pools: list[PoolSpec], now_needed: int
+    ) -> int:
+        """Record ``now_needed`` workers of ``kind``; the most needed at any
+        tick within the last startup delay."""
+        window = min((p.startup_s for p in pools), default=0.0)
+        hist = self._needed.setdefault(kind, deque())
+        hist.append((view.now, now_needed))
+        while hist and hist[0][0] < view.now - window:
+            hist.popleft()
+        return max(n for _, n in hist)
 
     @staticmethod
     def _deadlines(sz: Sizing, out: dict) -> tuple[int, str | None]:
@@ -458,9 +499,9 @@ class SLOPolicy:
             return 0, None
         if sz.feasible(len(sz.slots))[0]:
             return sz.fewest_new(), None
-        n_new = sz.fastest()
+        n_fast = sz.fastest()
         out["infeasible"] = True
-        return n_new, sz.feasible(n_new)[1]
+        return sz.least_late(n_fast), sz.feasible(n_fast)[1]
 
     def _budget(self, sz: Sizing, view: ClusterView, n_new: int) -> tuple[int, bool]:
         """The most of ``n_new`` that the spend-rate and total caps allow."""
@@ -505,7 +546,7 @@ class SLOPolicy:
             )
         return (
             f"{names}: {len(dues)} {kind} batch(es) by EDF, next due in "
-            f"{dues[0].due:.0f} s"
+            f"{dues[0].deadline:.0f} s"
             + ("" if spot_ok else " (behind uniform progress: on-demand)")
         )
 

@@ -140,6 +140,8 @@ class BatchView:
     unmeasured: dict[str, float] = field(default_factory=dict)
     unmeasured_floor: dict[str, float] = field(default_factory=dict)
     prior: dict[str, float] = field(default_factory=dict)
+    #: ``work`` priced as ``backlog`` is (the scheduler's estimates)
+    scheduler_work: dict[str, float] = field(default_factory=dict)
 
     @property
     def remaining(self) -> float:
@@ -414,6 +416,7 @@ class ViewBuilder:
                 dict(b.get("unmeasured") or {}),
                 dict(b.get("unmeasured_floor") or {}),
                 dict(b.get("prior") or {}),
+                dict(b.get("scheduler_work") or b["work"]),
             )
             for b in st.get("batches", ())
         ]

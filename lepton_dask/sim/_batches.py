@@ -98,27 +98,32 @@ class Batches:
             self.finished[b] = (rec["arrival"], rec["done"])
 
     def state(self, est: list[float]) -> list[dict[str, Any]]:
-        """The unfinished batches, ``est``: the estimate of each prefix now."""
+        """The unfinished batches, ``est``: the scheduler's estimate of each
+        prefix now (``scheduler_work``); ``work`` is priced with the
+        observer's (:meth:`PrefixKnowledge.policy_estimate`)."""
         out = []
         know = self.know
+        mine = [know.policy_estimate(p) for p in range(len(est))]
         for b, rec in self.active.items():
             work, unmeasured, floor = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
-            prior = [0.0, 0.0]
+            prior, sched = [0.0, 0.0], [0.0, 0.0]
             longest = chain = 0.0
             for (p, k), n in rec["left"].items():
-                work[k] += n * est[p]
-                if not know.measured(p):
-                    unmeasured[k] += n * est[p]
+                work[k] += n * mine[p]
+                sched[k] += n * est[p]
+                if not know.policy_measured(p):
+                    unmeasured[k] += n * mine[p]
                     floor[k] += n * know.ran(p)
                 elif know.prior(p):
-                    prior[k] += n * est[p]
-                longest = max(longest, est[p])
-                chain += est[p]
+                    prior[k] += n * mine[p]
+                longest = max(longest, mine[p])
+                chain += mine[p]
             out.append(
                 {
                     "id": str(b),
                     "arrival": rec["arrival"],
                     "work": {"cpu": work[0], "gpu": work[1]},
+                    "scheduler_work": {"cpu": sched[0], "gpu": sched[1]},
                     "done": {"cpu": rec["done"][0], "gpu": rec["done"][1]},
                     "tasks": rec["tasks"],
                     "longest": longest,

@@ -18,6 +18,16 @@ will take. It estimates per key prefix (distributed 2026.8.0,
 
 Both settings are read from ``dask.config`` when the model is built, as the
 scheduler reads them when it starts.
+
+That rule is what Dask's ``Adaptive`` prices work with, and it is noisy: the
+weight-1/2 average follows the last few tasks, and rule 5 throws it away
+whenever one task runs long (a gamma-distributed prefix does so every few
+dozen tasks), so the estimate jumps to twice the longest running time. The
+SLO policy prices batches with the mean of every finished task of the
+prefix instead (:meth:`PrefixKnowledge.policy_estimate`): the workload
+observer on the scheduler keeps that count and sum from the same
+``task-finished`` transitions, so it too is only what the scheduler knows.
+Until a task of the prefix finishes, both use Dask's rule.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ class PrefixKnowledge:
     6.0
     >>> k.finished(0, 4.0); k.finished(0, 2.0); k.estimate(0), k.measured(0)
     (3.0, True)
+    >>> k.finished(0, 6.0); k.estimate(0), k.policy_estimate(0)  # EWMA vs mean
+    (4.5, 4.0)
     """
 
     def __init__(self, names: list[str]):
@@ -56,6 +68,7 @@ class PrefixKnowledge:
         ]
         self.max_exec = [-1.0] * len(self.names)
         self.finishes = [0] * len(self.names)
+        self.total = [0.0] * len(self.names)
 
     def estimate(self, p: int) -> float:
         """``Scheduler._get_prefix_duration``."""
@@ -65,6 +78,17 @@ class PrefixKnowledge:
         if self.max_exec[p] > 0:
             return 2.0 * self.max_exec[p]
         return self.unknown
+
+    def policy_estimate(self, p: int) -> float:
+        """The workload observer's estimate: the mean of the prefix's
+        finished tasks, else :meth:`estimate`."""
+        n = self.finishes[p]
+        return self.total[p] / n if n else self.estimate(p)
+
+    def policy_measured(self, p: int) -> bool:
+        """Whether :meth:`policy_estimate` rests on a finished task or a
+        configured default rather than a guess."""
+        return self.finishes[p] > 0 or self.average[p] >= 0
 
     def measured(self, p: int) -> bool:
         """Whether the estimate rests on a finished task or a configured
@@ -92,3 +116,4 @@ class PrefixKnowledge:
         old = self.average[p]
         self.average[p] = duration if old < 0 else 0.5 * duration + 0.5 * old
         self.finishes[p] += 1
+        self.total[p] += duration

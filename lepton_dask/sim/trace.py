@@ -381,12 +381,15 @@ def multi_tenant(seed: int = 5) -> Trace:
         )
         deadline[b] = 900.0
         b += 1
-    return _concat(
+    tr = _concat(
         "multi-tenant",
         "an analyst's interactive bursts (90 s) interleaved with a pipeline's stages (15 min)",
         parts,
         deadline,
     )
+    # two users run two functions: the scheduler keeps a duration per prefix
+    tr.prefix = ["analyst" if tr.deadline[b] < 900 else "pipeline" for b in tr.burst]
+    return tr
 
 
 def sawtooth_recurring(repeats: int = 5, jitter: float = 0.1, seed: int = 6) -> Trace:

@@ -2,7 +2,9 @@
 
 The same small graph (one prefix, four tasks run one after the other: 2.0,
 0.4, 0.8 and 0.4 s) runs on a real scheduler and in the simulator; the
-duration estimate a policy would see is read tick by tick from both.
+duration estimates are read tick by tick from both: the scheduler's own
+(what stock Adaptive prices with) and the workload observer's (what the SLO
+policy prices batches with).
 """
 
 from __future__ import annotations
@@ -30,8 +32,17 @@ CONFIG = {
 }
 
 
-def _real() -> list[tuple[float, float, bool]]:
-    """(seconds since submission, estimate, measured) on a real scheduler."""
+def _real() -> list[tuple[float, tuple, tuple]]:
+    """(seconds since submission, the scheduler's (estimate, measured), the
+    workload observer's (estimate, measured)) on a real scheduler."""
+    from lepton_dask.cost.observer import WorkloadObserver
+
+    def read(dask_scheduler):
+        obs = dask_scheduler.plugins[WorkloadObserver.name]
+        theirs = prefix_knowledge(dask_scheduler, "nap")
+        ours = obs.tracker.knowledge(dask_scheduler, "nap")
+        return theirs[:2], ours[:2]
+
     with (
         dask.config.set(CONFIG),
         LocalCluster(
@@ -39,6 +50,9 @@ def _real() -> list[tuple[float, float, bool]]:
         ) as cluster,
         Client(cluster) as client,
     ):
+        client.run_on_scheduler(
+            lambda dask_scheduler: WorkloadObserver().attach(dask_scheduler)
+        )
         t0 = time.time()
         futures = [
             client.submit(time.sleep, d, key=f"nap-{i}", pure=False)
@@ -46,29 +60,31 @@ def _real() -> list[tuple[float, float, bool]]:
         ]
         out = []
         while not all(f.done() for f in futures):
-            est, measured, _, _ = client.run_on_scheduler(
-                lambda dask_scheduler: prefix_knowledge(dask_scheduler, "nap")
-            )
-            out.append((time.time() - t0, est, measured))
+            theirs, ours = client.run_on_scheduler(read)
+            out.append((time.time() - t0, tuple(theirs), tuple(ours)))
             time.sleep(TICK)
         return out
 
 
 class _Recorder:
-    """A policy that keeps one worker and notes the estimate it is shown."""
+    """A policy that keeps one worker and notes the estimates it is shown:
+    the scheduler's (``scheduler_work``) and the observer's (``work``)."""
 
     def __init__(self):
-        self.seen: list[tuple[float, float, bool]] = []
+        self.seen: list[tuple[float, tuple, tuple]] = []
 
     def decide(self, view):
         for b in view.batches:
             if b.tasks:
-                est = b.work["cpu"] / b.tasks
-                self.seen.append((view.now, est, not b.unmeasured.get("cpu")))
+                measured = not b.unmeasured.get("cpu")
+                theirs = b.scheduler_work["cpu"] / b.tasks
+                ours = b.work["cpu"] / b.tasks
+                # the scheduler's own average is measured once a task finished
+                self.seen.append((view.now, (theirs, None), (ours, measured)))
         return Decision({"cpu": 1}, "keep one")
 
 
-def _simulated() -> list[tuple[float, float, bool]]:
+def _simulated() -> list[tuple[float, tuple, tuple]]:
     n = len(DURATIONS)
     trace = Trace(
         "naps",
@@ -95,18 +111,30 @@ def _at(samples, t):
     return min(samples, key=lambda s: abs(s[0] - t))
 
 
-def test_estimates_follow_the_scheduler_tick_by_tick():
-    real, sim = _real(), _simulated()
+def _finished_by(t: float) -> list[float]:
+    """The durations of the tasks finished ``t`` s after submission."""
+    return [d for i, d in enumerate(DURATIONS) if sum(DURATIONS[: i + 1]) <= t]
+
+
+@pytest.fixture(scope="module")
+def both():
+    return _real(), _simulated()
+
+
+def test_estimates_follow_the_scheduler_tick_by_tick(both):
+    """The scheduler's own estimate (what stock Adaptive prices occupancy
+    with): unknown-task-duration, twice the longest running time, then the
+    weight-1/2 average, in the simulator as on the real scheduler."""
+    real, sim = both
     assert len(real) >= 10 and len(sim) >= 10
-    # the measured average after each finished task, as TaskPrefix keeps it
     expected, avg = [], -1.0
     for d in DURATIONS[:-1]:
         avg = d if avg < 0 else 0.5 * d + 0.5 * avg
         expected.append(avg)
     compared = 0
-    for t, real_est, real_measured in real:
-        ts, sim_est, sim_measured = _at(sim, t)
-        if abs(ts - t) > TICK:
+    for t, (real_est, real_measured), (_, ours_measured) in real:
+        ts, (sim_est, _), (_, sim_measured) = _at(sim, t)
+        if abs(ts - t) > TICK or real_measured != ours_measured:
             continue
         if real_measured != sim_measured:
             # only around the first finish (2.0 s), within a heartbeat
@@ -127,6 +155,32 @@ def test_estimates_follow_the_scheduler_tick_by_tick():
                 real_est,
                 sim_est,
             )
+    assert compared >= 8
+
+
+def test_the_policy_sees_the_mean_of_finished_tasks(both):
+    """What the SLO policy prices batches with: the mean of every finished
+    task of the prefix (the workload observer's count and sum), the same in
+    the simulator as on the real scheduler; the scheduler's rule before."""
+    real, sim = both
+    means = [sum(DURATIONS[: i + 1]) / (i + 1) for i in range(len(DURATIONS) - 1)]
+    compared = 0
+    for t, _, (real_est, real_measured) in real:
+        ts, _, (sim_est, sim_measured) = _at(sim, t)
+        if abs(ts - t) > TICK:
+            continue
+        if real_measured != sim_measured:
+            assert abs(t - DURATIONS[0]) <= HEARTBEAT + TICK, (t, real_est, sim_est)
+            continue
+        compared += 1
+        if real_measured:
+            assert real_est == pytest.approx(sim_est, abs=0.06), (t, real_est, sim_est)
+            assert min(abs(real_est - m) for m in means) < 0.06
+            done = _finished_by(t - HEARTBEAT - TICK)
+            if done:  # never above the mean of what had finished a beat ago
+                assert real_est <= max(means) + 0.06
+        else:
+            assert abs(real_est - sim_est) <= 2 * (HEARTBEAT + TICK)
     assert compared >= 8
 
 
