@@ -479,8 +479,7 @@ class SLOPolicy:
     def _recently_needed(
         self, view: ClusterView, kind: str, pools: list[PoolSpec], now_needed: int
     ) -> int:
-        """Record ``now_needed`` workers of ``kind``; the most needed at any
-        tick within the last startup delay."""
+        """Note ``now_needed``; the most needed within one startup delay."""
         window = min((p.startup_s for p in pools), default=0.0)
         hist = self._needed.setdefault(kind, deque())
         hist.append((view.now, now_needed))
