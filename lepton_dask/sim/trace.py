@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,48 @@ class Trace:
 
     def __len__(self) -> int:
         return len(self.submit)
+
+    def blind_bursts(self, startup_s: float, priors: Iterable[str] = ()) -> set[int]:
+        """Bursts with a deadline that no policy can size on a measured
+        duration: one of their prefixes (without a prior in ``priors``) has
+        no task that could have finished, even with unlimited workers bought
+        at t = 0 (there after ``startup_s``), before the burst's deadline less
+        one startup, the last moment a worker bought on what was learned
+        could still arrive. Every worker that can help such a burst is bought
+        on the scheduler's guess alone, and traces whose durations differ by
+        any factor look the same to every policy until then.
+
+        >>> sorted(sawtooth(gaps=(10, 200)).blind_bursts(60.0))
+        [0, 1]
+        """
+        prefixes = self.prefixes()
+        known = set(priors)
+        deps = self.deps or [[] for _ in range(len(self))]
+        finish: dict[int, float] = {}
+
+        def earliest(i: int) -> float:
+            if i not in finish:
+                start = max(float(self.submit[i]), startup_s)
+                for j in deps[i]:
+                    start = max(start, earliest(j))
+                finish[i] = start + float(self.duration[i])
+            return finish[i]
+
+        learnt: dict[str, float] = {}
+        for i in sorted(range(len(self)), key=lambda i: self.submit[i]):
+            p = prefixes[i]
+            learnt[p] = min(learnt.get(p, math.inf), earliest(i))
+        arrival: dict[int, float] = {}
+        needs: dict[int, set[str]] = {}
+        for i, b in enumerate(self.burst.tolist()):
+            arrival[b] = min(arrival.get(b, math.inf), float(self.submit[i]))
+            needs.setdefault(b, set()).add(prefixes[i])
+        return {
+            b
+            for b, d in self.deadline.items()
+            if b in arrival
+            and any(learnt[p] > arrival[b] + d - startup_s for p in needs[b] - known)
+        }
 
     @property
     def work(self) -> dict[str, float]:
