@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup ferretdb system-deps demo test lint format bench bench-quick clean dashboards dashboards-check
+.PHONY: help setup ferretdb helm system-deps demo test lint format bench bench-quick clean dashboards dashboards-check
 
 help:
 	@echo "make demo    run the main job (embedded MongoDB-compatible server + LocalCluster)"
@@ -28,11 +28,19 @@ $(STAMP): pyproject.toml
 ferretdb: $(STAMP)
 	@$(BIN)/lepton-dask mongo install >/dev/null
 
+# Helm, built with Go from helm.sh/helm/v4 into the same cache (for the
+# chart's tests: helm lint and helm template).
+HELM_VERSION ?= v4.3.2
+HELM := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lepton-dask/bin/helm-$(HELM_VERSION)
+$(HELM):
+	@./.ci/build-helm $(HELM_VERSION) $@
+helm: $(HELM)
+
 # Debian packages used by the tests: a real Prometheus and a headless Chromium.
 system-deps:
 	@./.ci/system-deps
 
-setup: $(STAMP) ferretdb system-deps
+setup: $(STAMP) ferretdb helm system-deps
 
 demo: setup
 	$(BIN)/lepton-dask demo

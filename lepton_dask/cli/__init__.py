@@ -230,11 +230,18 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
 
 
 # -- deploy ------------------------------------------------------------------------------
-def cmd_deploy(args: argparse.Namespace) -> int:
-    from lepton_dask.deploy import alerts, kubernetes
+_DEPLOY_DIRS = {
+    "kubernetes": "deploy/kubernetes",
+    "helm": "deploy/helm/lepton-dask",
+    "compose": "deploy/compose",
+}
 
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from lepton_dask.deploy import alerts, helm, kubernetes
+
+    directory = args.dir or _DEPLOY_DIRS[args.target]
     if args.target == "compose":
-        directory = args.dir if args.dir != "deploy/kubernetes" else "deploy/compose"
         return _write_or_check(
             {"alerts.yml": alerts.rule_file()}, directory, args.action, "deploy compose"
         )
@@ -262,9 +269,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"lepton-dask deploy: {e}", file=sys.stderr)
         return 2
-    return _write_or_check(
-        kubernetes.render(spec), args.dir, args.action, "deploy kubernetes"
-    )
+    files = helm.render(spec) if args.target == "helm" else kubernetes.render(spec)
+    return _write_or_check(files, directory, args.action, f"deploy {args.target}")
 
 
 def cmd_k8s_scaler(args: argparse.Namespace) -> int:  # pragma: no cover - needs k8s

@@ -156,10 +156,17 @@ def _deploy(sub: argparse._SubParsersAction, func: Command) -> None:
         "deploy", help="write or check the generated Kubernetes manifests"
     )
     p.add_argument(
-        "target", choices=["kubernetes", "compose"], help="compose: its alert rules"
+        "target",
+        choices=["kubernetes", "helm", "compose"],
+        help="helm: the chart (deploy/helm/lepton-dask); compose: its alert rules",
     )
     p.add_argument("action", choices=["write", "check"])
-    p.add_argument("--dir", default="deploy/kubernetes", help="output folder")
+    p.add_argument(
+        "--dir",
+        default=None,
+        help="output folder (default deploy/kubernetes, deploy/helm/lepton-dask "
+        "or deploy/compose)",
+    )
     p.add_argument("--name", help="DaskCluster name (default lepton)")
     p.add_argument("--namespace", help="namespace (default lepton)")
     p.add_argument(

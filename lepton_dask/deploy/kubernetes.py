@@ -265,9 +265,21 @@ def _check_policy(spec: DeploySpec) -> None:
         )
 
 
+def _text(value: Any) -> str:
+    """A setting as an environment value: numbers as Helm prints them (600,
+    not 600.0), so the chart renders the same text.
+
+    >>> _text(600.0), _text(2.5), _text("slo")
+    ('600', '2.5', 'slo')
+    """
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
 def _scaler_env(spec: DeploySpec) -> list[dict[str, Any]]:
     env = [
-        {"name": f"DASK_LEPTON__SCALING__{k.upper()}", "value": str(v)}
+        {"name": f"DASK_LEPTON__SCALING__{k.upper()}", "value": _text(v)}
         for k, v in scaling_config(spec).items()
     ]
     if spec.workload is not None:
@@ -288,7 +300,7 @@ def _env(spec: DeploySpec, group: WorkerGroup | None) -> list[dict[str, Any]]:
             ("BUDGET_USD", spec.budget_usd),
         ):
             if value is not None:
-                env.append({"name": f"DASK_LEPTON__COST__{key}", "value": str(value)})
+                env.append({"name": f"DASK_LEPTON__COST__{key}", "value": _text(value)})
     else:
         env += [
             {"name": "LEPTON_INSTANCE_TYPE", "value": group.instance_type},
