@@ -26,9 +26,12 @@ Nothing here knows a trace or its name: the same rules for every workload.
 
 :class:`PredictivePolicy` wraps an :class:`~lepton_dask.scaling.slo.SLOPolicy`:
 
-- it only ever *adds* capacity on the forecast (pre-warm, or keeping warm
-  workers for a batch due soon), never scales in on it: releases stay the SLO
-  policy's rent-or-buy decisions;
+- it adds capacity on the forecast (pre-warm, or keeping warm workers for a
+  batch due soon, through a gap forecast short), and releases on it: when
+  even a keep-alive that started now would end before the pre-warm for the
+  next batch, the idle paid-out workers go at once instead of paying rent
+  until the SLO policy's rent-or-buy threshold (the hybrid keep-alive's two
+  ends); otherwise releases stay the SLO policy's;
 - it pre-warms only when that is expected to pay: the rent of ``n`` workers
   from now to the latest forecast arrival, plus the run, must cost less than
   the cold start (the billed startup and the extra workers the deadline
@@ -62,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from lepton_dask.scaling.slo import SLOPolicy
-from lepton_dask.scaling.state import ClusterView, Decision
+from lepton_dask.scaling.state import ClusterView, Decision, releasable
 
 logger = logging.getLogger("lepton_dask.scaling")
 
@@ -439,7 +442,7 @@ class PredictivePolicy:
             return d
         plan = self._prewarm(view, nxt)
         if plan is None:
-            return d
+            return self._release_early(view, nxt, d)
         pool, n, why = plan
         d.detail["forecast_workers"] = n
         if self.forecast_only:
@@ -451,6 +454,39 @@ class PredictivePolicy:
             d.targets[pool] = n
             d.detail["prewarmed_workers"] = n - have
             d.reason = f"{d.reason}; {why}" if d.reason != "steady" else why
+        return d
+
+    def _release_early(self, view: ClusterView, nxt: Forecast, d: Decision) -> Decision:
+        """The forecast drives the release too: when even a keep-alive that
+        started now would end before the pre-warm for the next batch, keeping
+        the idle workers only pays rent; release the paid-out ones now."""
+        keep = (d.detail.get("keep_alive_s") or {}).get("cpu")
+        pools = [p for p in view.pools.values() if p.kind == "cpu"]
+        if keep is None or not pools:
+            return d
+        startup = min(p.startup_s for p in pools)
+        if nxt.earliest - startup <= view.now + keep:
+            return d  # the forecast batch comes within the keep-alive: keep
+        targets, gone = {}, 0
+        for p in pools:
+            free = len(releasable(view, p.name))
+            have = d.targets.get(p.name, view.count(p.name))
+            targets[p.name] = max(p.min_workers, min(have, view.count(p.name) - free))
+            gone += have - targets[p.name]
+        if not gone:
+            return d
+        core = (
+            f"next batch in {nxt.earliest - view.now:.0f}-"
+            f"{nxt.latest - view.now:.0f} s, after the keep-alive ({keep:.0f} s) "
+            "would end"
+        )
+        why = f"forecast: {core}: release {gone} now"
+        if self.forecast_only:
+            d.detail["forecast"] = f"would release {gone} now: {core}"
+            return d
+        d.targets.update(targets)
+        d.detail["forecast"] = why
+        d.reason = why
         return d
 
     def _prewarm(self, view: ClusterView, nxt: Forecast) -> tuple[str, int, str] | None:

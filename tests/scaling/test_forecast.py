@@ -4,6 +4,7 @@ real simulator (the same policy objects a scheduler runs)."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 import warnings
 
@@ -130,6 +131,39 @@ def test_prewarm_reasons_and_a_cheaper_run_on_recurring_load():
     assert any(d["prewarmed_workers"] > 0 for _, d in r.decisions)
     assert r.deadline_met == 1.0 and r.cost_usd < plain.cost_usd
     assert policy.hits > policy.misses and not policy.off
+
+
+def test_the_forecast_releases_before_a_long_gap_and_keeps_warm_through_a_short_one():
+    """Short and long gaps alternate: the SLO policy's least-regret keep-alive
+    keeps workers a little past every batch; the forecast releases them at
+    once when the next batch is due long after that keep-alive would end,
+    and keeps them warm through the short gaps."""
+    times, t = [], 0.0
+    for k in range(16):
+        times.append(t)
+        t += 100.0 if k % 2 == 0 else 2000.0
+    trace = arrivals_trace(times)
+    priors = {"cpu-map": float(trace.duration.mean())}
+    with dask.config.set({"distributed.scheduler.default-task-durations": priors}):
+        plain = simulate(trace, SLOPolicy(deadline=90))
+        r = simulate(trace, PredictivePolicy(SLOPolicy(deadline=90)))
+    early = [(at, d) for at, d in r.decisions if d["reason"].endswith("now")]
+    assert early
+    for at, d in early:
+        assert re.match(
+            r"forecast: next batch in \d+-\d+ s, after the keep-alive", d["reason"]
+        )
+        nxt = min((a for a in times if a > at), default=math.inf)
+        assert nxt - at > 1000  # only before the long gaps (or after the last)
+        assert d["targets"]["cpu"] == 0
+    # through the short gaps of the later cycles, a worker stays warm
+    for k in range(8, 16, 2):
+        arrive = times[k + 1]
+        assert any(
+            start <= arrive - POOL.startup_s and stop >= arrive
+            for _, start, stop, _ in r.lifetimes
+        ), arrive
+    assert r.deadline_met == 1.0 and r.cost_usd < plain.cost_usd
 
 
 def test_a_forecast_that_keeps_missing_switches_off_and_says_so(caplog):
