@@ -10,8 +10,9 @@ each prefix and kind are unfinished (transitions to ``memory``, ``erred`` or
 ``forgotten`` finish them), the compute time already done, and the deadline
 the client stated with :func:`lepton_dask.deadline` (the ``lepton_deadline``
 annotation). Work left is priced at scrape time per prefix: with the mean
-compute time of the prefix's finished tasks, which the tracker keeps as a
-count and a sum from the same transitions; until one has finished, with the
+compute time of the prefix's finished tasks (weighted to its latest few
+dozen: :func:`~lepton_dask._protocol.duration_mean`), which the tracker
+keeps from the same transitions; until one has finished, with the
 scheduler's own estimate (``default-task-durations``, else
 ``unknown-task-duration``, else twice the longest running time), as Dask's
 ``Adaptive`` prices occupancy. The scheduler's finished-task average is a
@@ -34,7 +35,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from lepton_dask._protocol import BatchState
+from lepton_dask._protocol import BatchState, duration_mean
 
 __all__ = ["DONE_STATES", "BatchTracker", "WorkloadObserver"]
 
@@ -71,7 +72,7 @@ class BatchTracker:
         self.recorder = recorder
         self.batches: OrderedDict[str, _Batch] = OrderedDict()
         self.key_batch: dict[Any, tuple[str, tuple[str, str]]] = {}
-        #: per prefix: [finished tasks, their compute seconds] (newest last)
+        #: per prefix: [finished tasks, their duration estimate] (newest last)
         self.durations: OrderedDict[str, list[float]] = OrderedDict()
         self._seq = 0
 
@@ -128,7 +129,7 @@ class BatchTracker:
                 if len(self.durations) > MAX_PREFIXES:
                     self.durations.popitem(last=False)
             rec[0] += 1
-            rec[1] += compute_seconds
+            rec[1] = duration_mean(rec[0], rec[1], compute_seconds)
         batch = self.batches.get(bid)
         if batch is None:
             return
@@ -151,7 +152,7 @@ class BatchTracker:
         dur, measured, ran, on_prior = prefix_knowledge(scheduler, prefix)
         rec = self.durations.get(prefix)
         if rec is not None and rec[0]:
-            return rec[1] / rec[0], True, ran, False, dur
+            return rec[1], True, ran, False, dur
         return dur, measured, ran, on_prior, dur
 
     def state(self, scheduler: Any) -> list[BatchState]:

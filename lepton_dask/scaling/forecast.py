@@ -15,6 +15,10 @@ and sizes (CPU thread-seconds), and forecasts the next batch in two ways:
   before, over at least two cycles. The next gap is read from the same
   position of the past cycles (up to :data:`MAX_CYCLES`), its window their
   spread widened by the match error; the next batch's work likewise.
+- **recent**: the last two gaps agree (within :data:`RECENT_ERROR`): a regular
+  pattern from its third arrival on, and a new one within three arrivals of
+  a change of period (it wins over a longer history that disagrees with it);
+  each change of pattern goes into the decision log (``forecast_pattern``);
 - **idle-gap histogram** (the hybrid keep-alive of Azure Functions, "Serverless
   in the Wild", ATC'20), when no period is found: the gaps between arrivals;
   the 5th percentile is the head of the pre-warm window, the 99th its
@@ -78,6 +82,8 @@ MIN_HISTOGRAM = 8  # gaps before the idle-gap histogram is used
 MISSES_TO_STOP = 3  # misses among the last five forecasts that switch it off
 SCORED = 5  # forecasts the switch looks back on
 SAME_TIME = 1e-3  # arrivals this close (seconds) are one arrival
+RECENT_GAPS = 2  # gaps that agree make a pattern of the last three arrivals
+RECENT_ERROR = 0.1  # how closely they must agree (a regular pattern)
 
 
 class ClockJumpWarning(UserWarning):
@@ -214,14 +220,68 @@ class ArrivalForecast:
             return f"not enough history: {n} batches{runs} (a period needs two cycles)"
         return f"no recurring pattern in {n} batches{runs}"
 
+    def pattern(self) -> str:
+        """The pattern the next forecast rests on, in words."""
+        nxt = self.next()
+        if nxt is None:
+            return "none"
+        if nxt.source == "recent":
+            gap = 0.5 * (nxt.earliest + nxt.latest) - self.arrivals[-1]
+            return f"every ~{gap:.0f} s (the last {RECENT_GAPS + 1} arrivals)"
+        if nxt.source == "period":
+            return f"a period of {nxt.period} batches"
+        return "the idle-gap histogram"
+
+    def recent(self) -> tuple[float, float] | None:
+        """``(gap, spread)`` when the last :data:`RECENT_GAPS` gaps agree
+        (within :data:`RECENT_ERROR` of each other): a regular pattern seen
+        in its first arrivals, or a new one after a change."""
+        gaps = self._gaps()[-RECENT_GAPS:]
+        if len(gaps) < RECENT_GAPS or max(gaps) <= 0:
+            return None
+        spread = max(gaps) - min(gaps)
+        if spread / max(gaps) > RECENT_ERROR:
+            return None
+        return statistics.fmean(gaps), spread
+
     def next(self) -> Forecast | None:
-        """The next batch, or None when there is no pattern (yet)."""
+        """The next batch, or None when there is no pattern (yet). A regular
+        pattern of the last few arrivals wins over a longer history that
+        disagrees with it (the load changed)."""
         if not self.arrivals:
             return None
         last = self.arrivals[-1]
         found = self.period()
+        fresh = self.recent()
+        if fresh is not None:
+            nxt = self._from_period(last, found) if found is not None else None
+            mid = None if nxt is None else 0.5 * (nxt.earliest + nxt.latest) - last
+            if mid is None or abs(mid - fresh[0]) > MAX_ERROR * fresh[0]:
+                return self._from_recent(last, *fresh)
+            works = self.works[-RECENT_GAPS:]
+            w = statistics.fmean(works)
+            if (max(works) - min(works)) <= RECENT_ERROR * max(works) and abs(
+                nxt.work - w
+            ) > RECENT_ERROR * max(w, nxt.work):
+                nxt.work = w  # same timing, a new size: the recent one
+            return nxt
         if found is None:
             return self._from_histogram(last)
+        return self._from_period(last, found)
+
+    def _from_recent(self, last: float, gap: float, spread: float) -> Forecast:
+        tol = RECENT_ERROR * gap + spread + 1.0
+        return Forecast(
+            last + max(0.0, gap - tol),
+            last + gap + tol,
+            statistics.fmean(self.works[-RECENT_GAPS:]),
+            1,
+            RECENT_GAPS,
+            RECENT_GAPS,
+            "recent",
+        )
+
+    def _from_period(self, last: float, found: tuple[int, float]) -> Forecast | None:
         lag, err = found
         gaps = self._gaps()
         n = len(gaps)
@@ -329,6 +389,9 @@ class PredictivePolicy:
         self.misses = 0
         self._recent: list[bool] = []
         self.off = False
+        #: the pattern the forecast rests on (changes go in the decision log)
+        self.pattern = "none"
+        self._patterned = -1
 
     @classmethod
     def from_ledger(
@@ -421,6 +484,15 @@ class PredictivePolicy:
             forecast_workers=0,
             prewarmed_workers=0,
         )
+        if len(self.forecast.arrivals) != self._patterned:
+            self._patterned = len(self.forecast.arrivals)
+            pattern = self.forecast.pattern()
+            if pattern != self.pattern:
+                d.detail["forecast_pattern"] = (
+                    f"{self.pattern} -> {pattern} at {_clock(view.now)}"
+                )
+                logger.info("forecast pattern: %s", d.detail["forecast_pattern"])
+                self.pattern = pattern
         if any(b.remaining > 0 for b in view.batches):
             return d  # work outstanding: the SLO policy sizes for it
         nxt = self.forecast.next()
@@ -528,6 +600,8 @@ class PredictivePolicy:
                 return None
         if nxt.source == "period":
             seen = f"seen in {nxt.agree} of the last {nxt.cycles} cycles"
+        elif nxt.source == "recent":
+            seen = f"the last {nxt.cycles} gaps agree"
         else:
             seen = f"5th-99th percentile of {nxt.cycles} idle gaps"
         at = 0.5 * (nxt.earliest + nxt.latest)

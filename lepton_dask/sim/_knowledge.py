@@ -23,10 +23,12 @@ That rule is what Dask's ``Adaptive`` prices work with, and it is noisy: the
 weight-1/2 average follows the last few tasks, and rule 5 throws it away
 whenever one task runs long (a gamma-distributed prefix does so every few
 dozen tasks), so the estimate jumps to twice the longest running time. The
-SLO policy prices batches with the mean of every finished task of the
-prefix instead (:meth:`PrefixKnowledge.policy_estimate`): the workload
-observer on the scheduler keeps that count and sum from the same
-``task-finished`` transitions, so it too is only what the scheduler knows.
+SLO policy prices batches with the mean of the prefix's finished tasks
+instead, weighted to the latest few dozen
+(:meth:`PrefixKnowledge.policy_estimate`,
+:func:`~lepton_dask._protocol.duration_mean`): the workload observer on the
+scheduler keeps it from the same ``task-finished`` transitions, so it too is
+only what the scheduler knows.
 Until a task of the prefix finishes, both use Dask's rule.
 """
 
@@ -34,6 +36,8 @@ from __future__ import annotations
 
 import dask.config
 from dask.utils import parse_timedelta
+
+from lepton_dask._protocol import duration_mean
 
 __all__ = ["PrefixKnowledge"]
 
@@ -68,7 +72,7 @@ class PrefixKnowledge:
         ]
         self.max_exec = [-1.0] * len(self.names)
         self.finishes = [0] * len(self.names)
-        self.total = [0.0] * len(self.names)
+        self.mean = [0.0] * len(self.names)
 
     def estimate(self, p: int) -> float:
         """``Scheduler._get_prefix_duration``."""
@@ -81,9 +85,10 @@ class PrefixKnowledge:
 
     def policy_estimate(self, p: int) -> float:
         """The workload observer's estimate: the mean of the prefix's
-        finished tasks, else :meth:`estimate`."""
+        finished tasks (:func:`~lepton_dask._protocol.duration_mean`), else
+        :meth:`estimate`."""
         n = self.finishes[p]
-        return self.total[p] / n if n else self.estimate(p)
+        return self.mean[p] if n else self.estimate(p)
 
     def policy_measured(self, p: int) -> bool:
         """Whether :meth:`policy_estimate` rests on a finished task or a
@@ -116,4 +121,4 @@ class PrefixKnowledge:
         old = self.average[p]
         self.average[p] = duration if old < 0 else 0.5 * duration + 0.5 * old
         self.finishes[p] += 1
-        self.total[p] += duration
+        self.mean[p] = duration_mean(self.finishes[p], self.mean[p], duration)

@@ -167,10 +167,14 @@ def test_the_forecast_releases_before_a_long_gap_and_keeps_warm_through_a_short_
 
 
 def test_a_forecast_that_keeps_missing_switches_off_and_says_so(caplog):
+    rng = np.random.default_rng(3)
     times, t = [], 0.0
-    for k in range(16):  # a cycle of two gaps, then a pattern that changes
+    for k in range(16):  # a cycle of two gaps, then no pattern, then a new one
         times.append(t)
         t += 300.0 if k % 2 == 0 else 900.0
+    for _ in range(8):
+        times.append(t)
+        t += rng.uniform(200.0, 1500.0)
     for _ in range(10):
         times.append(t)
         t += 600.0
@@ -187,6 +191,45 @@ def test_a_forecast_that_keeps_missing_switches_off_and_says_so(caplog):
     ]
     assert offs and "missed 3 of the last" in offs[0]
     assert r.deadline_met == 1.0
+
+
+def test_learns_a_pattern_in_three_arrivals_and_relearns_after_a_change():
+    """Bursts every 400 s, then every 700 s with twice the work: the
+    forecast engages from the third arrival, re-learns within three arrivals
+    of the change, and the decision log names both patterns and the change."""
+    times, t = [], 0.0
+    for _ in range(6):
+        times.append(t)
+        t += 400.0
+    change = len(times)
+    for _ in range(6):
+        times.append(t)
+        t += 700.0
+    trace = arrivals_trace(times)
+    big = trace.burst >= change
+    trace.duration[big] *= 2.0
+    f = ArrivalForecast()
+    hits = []
+    for k, at in enumerate(times):
+        nxt = f.next()
+        if nxt is not None:
+            hits.append((k, nxt.earliest <= at <= nxt.latest))
+        f.observe(at, 60.0 * (2.0 if k >= change else 1.0))
+        if k == 2:  # three arrivals of a regular pattern
+            assert f.pattern() == "every ~400 s (the last 3 arrivals)"
+    assert next(k for k, hit in hits if hit) == 3  # the first forecast hits
+    first = change + 1  # the first arrival after a 700 s gap
+    relearn = next(k for k, hit in hits if k >= first and hit) - first + 1
+    assert relearn <= 3
+    assert all(hit for k, hit in hits if k >= first + relearn)
+    assert f.next().work == pytest.approx(120.0)
+    policy = PredictivePolicy(SLOPolicy(deadline=90))
+    r = simulate(trace, policy)
+    changes = [d["forecast_pattern"] for _, d in r.decisions if "forecast_pattern" in d]
+    assert changes[0].startswith("none -> every ~400 s")
+    assert any(c.startswith("every ~400 s (the last 3 arrivals) -> ") for c in changes)
+    assert any(re.match(r"\S.* -> every ~700 s .* at t=\d+ s", c) for c in changes)
+    assert r.deadline_met == 1.0 and not policy.off
 
 
 def test_clock_jumps_warn_and_rebase():
