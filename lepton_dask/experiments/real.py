@@ -217,7 +217,9 @@ def run_trace_real(
 def submit_trace(client: Any, trace: Trace) -> tuple[dict, dict, float]:
     """Submit ``trace`` through ``client`` at its times (``time.sleep`` tasks
     keyed ``<prefix>-<i>``; each group submitted together is one ``compute``
-    call, under :func:`lepton_dask.deadline` when its burst has one). Returns
+    call, under :func:`lepton_dask.deadline` when its burst has one: the time
+    left of the burst's deadline, counted from its first submission as the
+    trace and the simulator count it). Returns
     the futures and the finish times (both by task index, the latter filled
     as tasks finish) and the start time."""
     import dask
@@ -227,8 +229,10 @@ def submit_trace(client: Any, trace: Trace) -> tuple[dict, dict, float]:
     names = trace.prefixes()
     futures: dict[int, Any] = {}
     finished: dict[int, float] = {}
+    first: dict[int, float] = {}
     t0 = time.time()
-    for at, b, kind, ids in _groups(trace):
+    for at, b, kind, ids in _groups(trace):  # in time order
+        first.setdefault(b, at)
         delay = at - (time.time() - t0)
         if delay > 0:
             time.sleep(delay)
@@ -241,6 +245,8 @@ def submit_trace(client: Any, trace: Trace) -> tuple[dict, dict, float]:
             for i in ids
         ]
         d = trace.deadline.get(b)
+        if d:  # a burst submitted over time is due from its first submission
+            d = max(d - (at - first[b]), 1e-3)
         with slo_deadline(d) if d else contextlib.nullcontext():
             got = client.compute(tasks, resources={"GPU": 1} if kind == 1 else None)
         for i, fut in zip(ids, got, strict=True):
