@@ -136,6 +136,24 @@ def _pairs(both, which: int):
         yield t, real_est, real_measured, sim_est
 
 
+def _compare(both, which: int, expected: list[float]) -> list[tuple[float, float]]:
+    """Real against simulated, tick by tick: a measured estimate is the
+    same average of the same finished tasks on both (sleep overhead aside),
+    one of ``expected``; a guess is within two heartbeats of the simulated
+    one. Returns the guesses ``(t, real estimate)``."""
+    guesses, compared = [], 0
+    for t, real_est, measured, sim_est in _pairs(both, which):
+        compared += 1
+        if measured:
+            assert real_est == pytest.approx(sim_est, abs=0.06), (t, real_est, sim_est)
+            assert min(abs(real_est - e) for e in expected) < 0.06
+        else:
+            assert abs(real_est - sim_est) <= 2 * (HEARTBEAT + TICK), (t, real_est)
+            guesses.append((t, real_est))
+    assert compared >= 8
+    return guesses
+
+
 def test_estimates_follow_the_scheduler_tick_by_tick(both):
     """The scheduler's own estimate (what stock Adaptive prices occupancy
     with): unknown-task-duration, twice the longest running time, then the
@@ -144,36 +162,19 @@ def test_estimates_follow_the_scheduler_tick_by_tick(both):
     for d in DURATIONS[:-1]:
         avg = d if avg < 0 else 0.5 * d + 0.5 * avg
         expected.append(avg)
-    compared = 0
-    for t, real_est, measured, sim_est in _pairs(both, 1):
-        compared += 1
-        if measured:
-            # both the average of the same finished tasks (sleep overhead aside)
-            assert real_est == pytest.approx(sim_est, abs=0.06), (t, real_est, sim_est)
-            assert min(abs(real_est - e) for e in expected) < 0.06
-        else:
-            # unknown-task-duration, then twice the longest running time, as
-            # of the last heartbeat (real) or tick (simulated)
-            assert real_est == UNKNOWN or 2 * (t - HEARTBEAT - TICK) <= real_est
-            assert real_est <= max(UNKNOWN, 2 * t) + 0.05
-            assert abs(real_est - sim_est) <= 2 * (HEARTBEAT + TICK), (t, real_est)
-    assert compared >= 8
+    for t, est in _compare(both, 1, expected):
+        # unknown-task-duration, then twice the longest running time, as of
+        # the last heartbeat (real) or tick (simulated)
+        assert est == UNKNOWN or 2 * (t - HEARTBEAT - TICK) <= est
+        assert est <= max(UNKNOWN, 2 * t) + 0.05
 
 
 def test_the_policy_sees_the_mean_of_finished_tasks(both):
-    """What the SLO policy prices batches with: the mean of every finished
-    task of the prefix (the workload observer's count and sum), the same in
-    the simulator as on the real scheduler; the scheduler's rule before."""
+    """What the SLO policy prices batches with: the mean of the prefix's
+    finished tasks (the workload observer keeps it), the same in the
+    simulator as on the real scheduler; the scheduler's rule before."""
     means = [sum(DURATIONS[: i + 1]) / (i + 1) for i in range(len(DURATIONS) - 1)]
-    compared = 0
-    for t, real_est, measured, sim_est in _pairs(both, 2):
-        compared += 1
-        if measured:
-            assert real_est == pytest.approx(sim_est, abs=0.06), (t, real_est, sim_est)
-            assert min(abs(real_est - m) for m in means) < 0.06
-        else:
-            assert abs(real_est - sim_est) <= 2 * (HEARTBEAT + TICK)
-    assert compared >= 8
+    _compare(both, 2, means)
 
 
 def test_prior_then_measurement_then_reset():
