@@ -127,13 +127,6 @@ def started_since(since: float, marker: str | tuple[str, ...] = OURS) -> list:
 
 def kill_started_since(since: float, marker: str | tuple[str, ...] = OURS) -> None:
     """Terminate (then kill) what :func:`started_since` finds."""
-    import psutil
+    from lepton_dask._process import end_processes
 
-    procs = started_since(since, marker)
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=5)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
+    end_processes(started_since(since, marker), timeout=5)

@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from lepton_dask._process import end_processes
+
 CONFIG = """\
 import sys
 
@@ -127,13 +129,7 @@ def local_gateway(
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
-            for child in children:
-                with contextlib.suppress(psutil.Error):
-                    child.terminate()
-            _, alive = psutil.wait_procs(children, timeout=10)
-            for child in alive:
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
+            end_processes(children, timeout=10)
 
 
 def _wait_up(address: str, server: subprocess.Popen, timeout: float) -> None:

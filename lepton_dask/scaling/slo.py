@@ -245,11 +245,8 @@ class SLOPolicy:
                 continue
             covered += b.scheduler_work.get(kind, w)
             d = self._deadline_of(b)
-            due = (
-                (b.arrival + d * (1.0 - self.margin) - view.now)
-                if d is not None
-                else math.inf
-            )
+            reserve = d * self.margin if d is not None else 0.0
+            due = (b.arrival + d - reserve - view.now) if d is not None else math.inf
             guess = b.unmeasured.get(kind, 0.0)
             probe = False
             if guess > EPS_WORK:
@@ -266,15 +263,15 @@ class SLOPolicy:
                 self._basis.add("prior")
             else:
                 self._basis.add("measured")
-            reserve = d * self.margin if d is not None else 0.0
             dues.append(Due(due, w, b.critical, max(b.tasks, 1), b.id, probe, reserve))
         # work the state did not attribute to a batch: due as the oldest batch
         total = view.backlog.get(kind, 0.0) + view.pending.get(kind, 0.0)
         rest = total - covered
         if rest > max(EPS_WORK, 1e-6 * total):
             start = view.busy_since if view.busy_since is not None else view.now
+            reserve = (horizon_default or 0.0) * self.margin
             due = (
-                start + horizon_default * (1.0 - self.margin) - view.now
+                start + horizon_default - reserve - view.now
                 if horizon_default is not None
                 else math.inf
             )
@@ -286,7 +283,7 @@ class SLOPolicy:
                     tail,
                     view.tasks_ready.get(kind, 1) or 1,
                     "unattributed",
-                    reserve=(horizon_default or 0.0) * self.margin,
+                    reserve=reserve,
                 )
             )
         rate = view.arrival_rate.get(kind, 0.0)

@@ -160,21 +160,16 @@ class Trace:
         """
         prefixes = self.prefixes()
         known = set(priors)
-        deps = self.deps or [[] for _ in range(len(self))]
-        finish: dict[int, float] = {}
-
-        def earliest(i: int) -> float:
-            if i not in finish:
-                start = max(float(self.submit[i]), startup_s)
-                for j in deps[i]:
-                    start = max(start, earliest(j))
-                finish[i] = start + float(self.duration[i])
-            return finish[i]
-
+        finish = [0.0] * len(self)
         learnt: dict[str, float] = {}
+        # dependencies first, in the order :meth:`depths` walks the graph
         for i in sorted(range(len(self)), key=lambda i: self.submit[i]):
+            start = max(float(self.submit[i]), startup_s)
+            for j in self.deps[i] if self.deps else ():
+                start = max(start, finish[j])
+            finish[i] = start + float(self.duration[i])
             p = prefixes[i]
-            learnt[p] = min(learnt.get(p, math.inf), earliest(i))
+            learnt[p] = min(learnt.get(p, math.inf), finish[i])
         arrival: dict[int, float] = {}
         needs: dict[int, set[str]] = {}
         for i, b in enumerate(self.burst.tolist()):
