@@ -18,10 +18,12 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import dask
 import pytest
-from distributed import Client, LocalCluster, Scheduler, SpecCluster, Worker
+from distributed import Client, Event, LocalCluster, Scheduler, SpecCluster, Worker
+from distributed import wait as wait_futures
 from distributed.deploy.spec import ProcessInterface
 
 from lepton_dask.cost import CostMonitor
@@ -70,25 +72,47 @@ def check_learned_startup(ad, monitor, pool):
     assert ad.managed.pools[pool].startup_s == learned  # the policy sees it
 
 
-def check_retires_the_chosen_worker(client, cluster, ad, then=None):
-    """Workers of which the newest spec entry (the one stock ``scale(n)`` would
-    drop) runs a long pinned task: the scaler retires the others, idle, by
-    name, and never the busy one. ``then(busy)`` runs once the others are gone."""
+def wait_for_release(name):
+    Event(name).wait()
+    return 1
+
+
+def pin_a_task_to_the_newest(client, cluster, ad, n):
+    """While load runs: once ``n`` workers are on the scheduler (and none of
+    them is being retired), a task that waits for an Event is pinned to the
+    one whose spec entry is newest (the one stock ``scale(n)`` would drop).
+    Pinned during the load, so the scaler never sees all ``n`` idle at once.
+    Returns (busy, idle, event, future)."""
+
+    def planned():
+        plan = ad.managed.plan()
+        return {n for n in workers_on_scheduler(cluster) if n in plan}
+
+    wait_for(lambda: len(planned()) >= n, 60)
     order = [str(k) for k in cluster.worker_spec]
-    names = sorted(workers_on_scheduler(cluster), key=order.index)
-    assert len(names) >= 2
-    busy, idle = names[-1], names[:-1]
+    names = sorted(planned(), key=order.index)
+    busy = names[-1]
     addr = next(
         a for a, ws in cluster.scheduler.workers.items() if str(ws.name) == busy
     )
-    long = client.submit(hold, 1, 4.0, workers=[addr], pure=False)
+    event = Event(f"release-{uuid.uuid4().hex}", client=client)
+    held = client.submit(wait_for_release, event.name, workers=[addr], pure=False)
+    return busy, names[:-1], event, held
+
+
+def check_retires_the_chosen_worker(ad, cluster, pinned, load, then=None):
+    """Once ``load`` is done the scaler retires the idle workers by name, and
+    never the busy one; ``then(busy)`` runs once the others are gone."""
+    busy, idle, event, held = pinned
+    assert len(wait_futures(load, timeout=60).done) == len(load)
     retired = lambda: {n for e in ad.log for n in e[1]["retired"]}  # noqa: E731
     wait_for(lambda: set(idle) <= retired(), 30)
     wait_for(lambda: not set(idle) & workers_on_scheduler(cluster), 30)
     assert busy in workers_on_scheduler(cluster) and busy not in retired()
     if then is not None:
         then(busy)
-    assert long.result(timeout=30) == 1
+    event.set()
+    assert held.result(timeout=30) == 1
 
 
 def run_local_cluster(processes):
@@ -135,10 +159,10 @@ def run_local_cluster(processes):
             maximum=2,
             interval=INTERVAL,
         )
-        futures = client.map(hold, range(8), pure=False)
-        wait_for(lambda: len(cluster.scheduler.workers) == 2, 60)
-        check_retires_the_chosen_worker(client, cluster, ad2)
-        assert len(client.gather(futures)) == 8
+        futures = client.map(hold, range(16), pure=False)
+        pinned = pin_a_task_to_the_newest(client, cluster, ad2, 2)
+        check_retires_the_chosen_worker(ad2, cluster, pinned, futures)
+        assert len(client.gather(futures)) == 16
         del futures
         assert monitors(cluster) == [monitor]  # installed once, kept on re-adapt
         assert "lepton-cost" in cluster.scheduler.plugins
@@ -206,13 +230,13 @@ def test_spec_cluster_with_two_templates_as_two_pools():
         # idle: down to the minimum, kept in the cheaper pool
         wait_for(lambda: ad.managed.counts() == {"cpu": 1, "gpu": 0}, 30)
         # CPU work grows the CPU pool, from the spec of its first worker
-        futures = client.map(hold, range(12), pure=False)
+        futures = client.map(hold, range(24), pure=False)
         wait_for(lambda: ad.managed.counts()["cpu"] == 3, 30)
-        wait_for(lambda: len(cluster.scheduler.workers) == 3, 30)
+        pinned = pin_a_task_to_the_newest(client, cluster, ad, 3)
         assert ad.managed.counts()["gpu"] == 0
         assert cluster.worker_spec["cpu-2"]["options"] == {"nthreads": 1}
-        check_retires_the_chosen_worker(client, cluster, ad)
-        assert len(client.gather(futures)) == 12
+        check_retires_the_chosen_worker(ad, cluster, pinned, futures)
+        assert len(client.gather(futures)) == 24
         assert monitors(cluster) == [monitor]
 
 
@@ -413,8 +437,10 @@ def test_slurm_cluster_on_a_real_slurm(tmp_path, monkeypatch):
                 )
                 return set(out.stdout.split())
 
-            most, most_jobs, asked = 0, 0, 0.0
+            most, most_jobs, asked, pinned = 0, 0, 0.0, None
             while not all(f.done() for f in futures):
+                if pinned is None and len(cluster.scheduler.workers) == 2:
+                    pinned = pin_a_task_to_the_newest(client, cluster, ad, 2)
                 most = max(
                     most, len(cluster.worker_spec), len(cluster.scheduler.workers)
                 )
@@ -423,18 +449,19 @@ def test_slurm_cluster_on_a_real_slurm(tmp_path, monkeypatch):
                     asked = time.monotonic()
                 time.sleep(0.05)
             assert most == 2  # up under load, to the maximum and no further
+            assert pinned is not None  # both workers were up while it ran
             # real SLURM jobs, seen while the load ran (once it is done the
             # scaler may already have cancelled one)
             assert most_jobs == 2
             check_learned_startup(ad, monitor, "default")
-            del futures
 
             def only_the_busy_workers_job_is_left(busy):
                 wait_for(lambda: slurm_jobs() == {cluster.workers[busy].job_id}, 30)
 
             check_retires_the_chosen_worker(
-                client, cluster, ad, then=only_the_busy_workers_job_is_left
+                ad, cluster, pinned, futures, then=only_the_busy_workers_job_is_left
             )
+            del futures
             assert monitors(cluster) == [monitor]
 
 
