@@ -63,6 +63,7 @@ import math
 import statistics
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -387,6 +388,8 @@ class PredictivePolicy:
         self._last_now: float | None = None
         self.hits = 0
         self.misses = 0
+        #: (arrival or None when nothing came, hit) of each scored forecast
+        self.scored: deque[tuple[float | None, bool]] = deque(maxlen=4096)
         self._recent: list[bool] = []
         self.off = False
         #: the pattern the forecast rests on (changes go in the decision log)
@@ -458,6 +461,7 @@ class PredictivePolicy:
     def _score(self, hit: bool, arrival: float | None) -> None:
         self.hits += hit
         self.misses += not hit
+        self.scored.append((arrival, hit))
         self._recent = [*self._recent, hit][-SCORED:]
         if not self.off and self._recent.count(False) >= MISSES_TO_STOP:
             self.off = True

@@ -124,6 +124,8 @@ class OracleResult:
     n_cont: int
     n_rows: int
     launches: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    #: the plan's billed workers per pool in each slot of ``dt`` seconds
+    billed: dict[str, list[int]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Flat fields for a table row."""
@@ -543,6 +545,7 @@ def _result(name, variant, sol, tk, kp, busy, minimum_billing, t0, dt) -> Oracle
             n: [(float(k * dt), int(c)) for k, c in enumerate(L) if c]
             for n, L in sol.launched.items()
         },
+        billed={n: [int(c) for c in B] for n, B in sol.billed.items()},
     )
 
 

@@ -210,6 +210,39 @@ class Trace:
             )
         return out
 
+    def select(
+        self,
+        bursts: Iterable[int],
+        shift: float = 0.0,
+        deadline: dict[int, float] | None = None,
+        name: str | None = None,
+    ) -> Trace:
+        """The tasks of ``bursts`` only, submitted ``shift`` seconds earlier,
+        with ``deadline`` (default: their own). Dependencies on tasks left out
+        are dropped: the caller cuts where those are done before the rest is
+        submitted."""
+        keep = np.isin(self.burst, np.fromiter(bursts, int))
+        idx = np.flatnonzero(keep)
+        deps = None
+        if self.deps is not None:
+            new = {int(i): k for k, i in enumerate(idx)}
+            deps = [[new[j] for j in self.deps[i] if j in new] for i in idx]
+        chosen = {int(b) for b in self.burst[keep]}
+        given = self.deadline if deadline is None else deadline
+        names = self.prefixes()
+        return Trace(
+            name or self.name,
+            self.submit[keep] - shift,
+            self.duration[keep],
+            self.kind[keep],
+            self.burst[keep],
+            {b: d for b, d in given.items() if b in chosen},
+            deps,
+            self.description,
+            self.latency,
+            [names[i] for i in idx],
+        )
+
     def scaled(self, time_factor: float = 1.0, work_factor: float = 1.0) -> Trace:
         """The same shape with times and/or durations scaled (for small real runs)."""
         return Trace(
