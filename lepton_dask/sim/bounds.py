@@ -249,20 +249,18 @@ def _solve(
 
 
 def _candidates(w: Trace, solved: dict[str, Any], online: bool) -> list[list[Any]]:
-    """Tiers of policies to simulate: the plan launched a slot or two early,
-    with a spare worker or none, and the SLO policy (a plan the solver found
-    in time may be a poor one); then the plan with more spares (discrete
-    tasks need more than the program's divisible work)."""
+    """The policies to simulate: the plan launched a slot or two early, with
+    spare workers or none (discrete tasks need more than the program's
+    divisible work), and the SLO policy (a plan the solver found in time may
+    be a poor one). One tier: the cheapest of them all counts."""
     slo = min(w.deadline.values()) if w.deadline else None
     dt = solved["dt"]
 
     def plan(a: int, e: int) -> PlanPolicy:
         return PlanPolicy(solved["plan"], dt, advance=a * dt, extra=e, online=online)
 
-    return [
-        [plan(a, e) for a in (1, 2) for e in (0, 1)] + [SLOPolicy(deadline=slo)],
-        [plan(2, 2), plan(3, 4)],
-    ]
+    plans = [plan(a, e) for a in (1, 2) for e in (0, 1)] + [plan(2, 2), plan(3, 4)]
+    return [[*plans, SLOPolicy(deadline=slo)]]
 
 
 def bounds(
