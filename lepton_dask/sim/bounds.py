@@ -279,20 +279,50 @@ def bounds(
     docstring): ``{"clairvoyant": ..., "online": ...}``. ``time_limit`` is per
     window solve, ``online_time_limit`` for the whole trace's online program;
     ``dt`` fixes every window's grid (default: the finest that keeps each
-    program small); ``progress(done, total)`` is called after each window."""
-    t0 = time.perf_counter()
+    program small); ``progress(done, total)`` is called after each window;
+    ``online_known``: (USD, label) of runs of the whole trace already
+    simulated that met every deadline under a policy that launches only while
+    work is outstanding (candidates for the online upper bound; without
+    them the SLO policy is simulated)."""
     pools = list(pools)
     wins = split(trace, pools, minimum_billing, default_deadline)
+    clair, mine = _clairvoyant(trace, wins, pools, minimum_billing, time_limit, dt,
+                               progress)  # fmt: skip
+    online = _online(
+        trace,
+        wins,
+        mine,
+        pools,
+        minimum_billing,
+        clair.lower,
+        exact_oracle(
+            trace,
+            pools,
+            minimum_billing,
+            online=True,
+            time_limit=online_time_limit,
+            default_deadline=default_deadline,
+        ),
+        online_known,
+        progress,
+    )
+    return {"clairvoyant": clair, "online": online}
+
+
+def _clairvoyant(trace, wins, pools, minimum, time_limit, dt, progress):
+    """The sum of the windows' bounds; and each window's solve."""
+    t0 = time.perf_counter()
     solved: dict[str, dict[str, Any]] = {}
-    keys = []
+    mine = []
     for i, w in enumerate(wins):
-        keys.append(_key(w))
-        if keys[-1] not in solved:
-            solved[keys[-1]] = _solve(w, pools, minimum_billing, time_limit, dt)
+        key = _key(w)
+        if key not in solved:
+            solved[key] = _solve(w, pools, minimum, time_limit, dt)
+        mine.append(solved[key])
         if progress is not None:
             progress(i + 1, 2 * len(wins))
-    mine = [solved[k] for k in keys]
-    clair = Bounds(
+    first = [float(trace.submit[trace.burst == w.burst.min()].min()) for w in wins]
+    return Bounds(
         "clairvoyant",
         sum(r["lower"] for r in mine),
         sum(r["run"][0] for r in mine),
@@ -301,46 +331,35 @@ def bounds(
         max((r["dt"] for r in mine), default=0.0),
         time.perf_counter() - t0,
         _tally(r["run"][1] for r in mine),
-        [
-            (
-                float(trace.submit[trace.burst == w.burst.min()].min()),
-                r["lower"],
-                r["run"][0],
-            )
-            for w, r in zip(wins, mine, strict=True)
-        ],
-    )
-    t1 = time.perf_counter()
-    whole = exact_oracle(
-        trace,
-        pools,
-        minimum_billing,
-        online=True,
-        time_limit=online_time_limit,
-        default_deadline=default_deadline,
-    )
+        [(a, r["lower"], r["run"][0]) for a, r in zip(first, mine, strict=True)],
+    ), mine
+
+
+def _online(trace, wins, mine, pools, minimum, clair_lower, whole, known, progress):
+    """The online bounds: the whole trace's online program (and the
+    clairvoyant sum, when the deadlines are the same) below; the cheaper of
+    the windows' online runs and a whole-trace online run above."""
+    t0 = time.perf_counter() - whole.seconds
     runs: dict[str, tuple[float, str]] = {}
     online_runs = []
-    for i, (w, k) in enumerate(zip(wins, keys, strict=True)):
+    for i, (w, r) in enumerate(zip(wins, mine, strict=True)):
         w_on = w.select(w.deadline, 0.0, {b: whole.deadlines[b] for b in w.deadline})
         k_on = _key(w_on)
         if k_on not in runs:
-            cands = _candidates(w_on, solved[k], online=True)
-            runs[k_on] = _cheapest_run(w_on, pools, minimum_billing, cands)
+            cands = _candidates(w_on, r, online=True)
+            runs[k_on] = _cheapest_run(w_on, pools, minimum, cands)
         online_runs.append(runs[k_on])
         if progress is not None:
             progress(len(wins) + i + 1, 2 * len(wins))
-    slo = min(whole.deadlines.values()) if whole.deadlines else None
-    whole_run = min(online_known, default=(math.inf, "none"))
-    if not online_known:
-        on_trace = trace.select(whole.deadlines, 0.0, whole.deadlines)
-        stitched = _stitch(
-            trace, wins, [r["plan"] for r in mine], [r["dt"] for r in mine]
-        )
+    whole_run = min(known, default=(math.inf, "none"))
+    if not known:
+        slo = min(whole.deadlines.values()) if whole.deadlines else None
+        stitched = _stitch(trace, wins, [r["plan"] for r in mine],
+                           [r["dt"] for r in mine])  # fmt: skip
         whole_run = _cheapest_run(
-            on_trace,
+            trace.select(whole.deadlines, 0.0, whole.deadlines),
             pools,
-            minimum_billing,
+            minimum,
             [
                 [SLOPolicy(deadline=slo)],
                 [PlanPolicy(stitched, 1.0, advance=3, extra=2, online=True)],
@@ -351,20 +370,17 @@ def bounds(
     same = all(
         abs(whole.deadlines[b] - d) <= 1e-9 for w in wins for b, d in w.deadline.items()
     )
-    online = Bounds(
+    tight = min([minimum] + [p.startup_s for p in pools if p.startup_s > 0])
+    return Bounds(
         "online",
-        max(whole.usd, clair.lower if same else 0.0),
+        max(whole.usd, clair_lower if same else 0.0),
         sum(u for u, _ in online_runs),
         len(wins),
-        whole.status == "optimal"
-        and whole.dt
-        <= min([minimum_billing] + [p.startup_s for p in pools if p.startup_s > 0])
-        + 1e-9,
+        whole.status == "optimal" and whole.dt <= tight + 1e-9,
         whole.dt,
-        time.perf_counter() - t1,
+        time.perf_counter() - t0,
         _tally(label for _, label in online_runs),
     )
-    return {"clairvoyant": clair, "online": online}
 
 
 def _stitch(
