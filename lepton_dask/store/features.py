@@ -381,7 +381,8 @@ class FeatureStore:
             )
 
     def _abandon(self, name: str, version: int) -> None:
-        """Mark a failed write and remove its blocks (best effort; gc finishes)."""
+        """Mark a failed write and remove its blocks (best effort; gc finishes:
+        at once if the mark was written, else once the write is stale)."""
         try:
             self.db[VERSIONS].update_one(
                 {"_id": version_id(name, version), "state": "writing"},
@@ -391,7 +392,9 @@ class FeatureStore:
         except Exception as e:
             logger.warning(
                 "could not clean up the failed write of %r version %d (%s); "
-                "`FeatureStore.gc()` will",
+                "`FeatureStore.gc()` will (once the write is older than "
+                "lepton.store.stale-write-after, if even its failure could not "
+                "be recorded)",
                 name,
                 version,
                 e,
