@@ -25,17 +25,18 @@ minutes, so a grid of a divisor of 60 s falls on the same instants.
 
 **The upper bound is a simulated run.** Each window is simulated on its own
 (the union of the runs is a run of the whole trace: its workers never meet)
-under a :class:`PlanPolicy` that follows the window's plan (launched a slot
-or two early; with one spare worker), and under the SLO policy; the cheapest
-run that meets every deadline is the window's upper bound. A window with no
-such run has none (``inf``).
+under a :class:`PlanPolicy` that follows the window's plan (launched one to
+three slots early, with up to four spare workers), and under the SLO policy;
+the cheapest run that meets every deadline is the window's upper bound. A
+window with no such run has none (``inf``).
 
 **The online-feasible optimum** (a worker launched only while submitted work
 is unfinished) does not split at gaps: a plan may carry workers across one to
 have them warm. Its lower bound is the larger of the clairvoyant one above and
 the whole trace's online program (:func:`~lepton_dask.sim.oracle.exact_oracle`,
-``online=True``); its upper bound, simulated windows whose policies launch
-only while work is outstanding.
+``online=True``); its upper bound, the cheaper of the windows simulated under
+policies that launch only while work is outstanding and a whole-trace run of
+such a policy.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +72,17 @@ def idle_cut_s(pools: Sequence[PoolSpec], minimum_billing: float) -> float:
     """The idle stretch at which a trace is cut: ``m + max(s, m)``."""
     s = max((p.startup_s for p in pools), default=0.0)
     return minimum_billing + max(s, minimum_billing)
+
+
+def _fine_enough(pools: Sequence[PoolSpec], minimum_billing: float) -> float:
+    """The coarsest grid a bound is called exact on: no coarser than the
+    shortest positive startup and the minimum billing."""
+    return min([minimum_billing] + [p.startup_s for p in pools if p.startup_s > 0])
+
+
+def _first_arrival(trace: Trace, w: Trace) -> float:
+    """When window ``w`` of ``trace`` starts, in the trace's own time."""
+    return float(trace.submit[trace.burst == w.burst.min()].min())
 
 
 @dataclass
@@ -120,8 +133,6 @@ def split(
     pools: Sequence[PoolSpec],
     minimum_billing: float,
     default_deadline: float | None = None,
-    *,
-    online: bool = False,
 ) -> list[Trace]:
     """``trace`` cut at every idle stretch of :func:`idle_cut_s` or more, each
     window with explicit deadlines (the oracle's, raised where they cannot be
@@ -129,7 +140,7 @@ def split(
     kp = _kind_pools(trace, pools)
     if not len(trace) or not kp:
         return [trace] if len(trace) else []
-    tk = _tasks(trace, kp, minimum_billing, default_deadline, online)
+    tk = _tasks(trace, kp, minimum_billing, default_deadline, False)
     cut = idle_cut_s(pools, minimum_billing)
     lead = max(p.startup_s for p in pools) + SHIFT_QUANTUM
     groups: list[list[int]] = []
@@ -231,7 +242,7 @@ def _solve(
     grids = (
         [dt] if dt else [x for x in DT_LADDER if finest <= x <= max(2 * finest, 10.0)]
     )
-    tight = min([minimum] + [p.startup_s for p in pools if p.startup_s > 0])
+    tight = _fine_enough(pools, minimum)
     out: dict[str, Any] = {"lower": 0.0, "dt": grids[-1], "plan": {}, "exact": False}
     for g in reversed(grids):
         left = time_limit - (time.perf_counter() - t0)
@@ -321,7 +332,7 @@ def _clairvoyant(trace, wins, pools, minimum, time_limit, dt, progress):
         mine.append(solved[key])
         if progress is not None:
             progress(i + 1, 2 * len(wins))
-    first = [float(trace.submit[trace.burst == w.burst.min()].min()) for w in wins]
+    first = [_first_arrival(trace, w) for w in wins]
     return Bounds(
         "clairvoyant",
         sum(r["lower"] for r in mine),
@@ -330,7 +341,7 @@ def _clairvoyant(trace, wins, pools, minimum, time_limit, dt, progress):
         all(r["exact"] for r in mine),
         max((r["dt"] for r in mine), default=0.0),
         time.perf_counter() - t0,
-        _tally(r["run"][1] for r in mine),
+        dict(Counter(r["run"][1] for r in mine)),
         [(a, r["lower"], r["run"][0]) for a, r in zip(first, mine, strict=True)],
     ), mine
 
@@ -370,16 +381,15 @@ def _online(trace, wins, mine, pools, minimum, clair_lower, whole, known, progre
     same = all(
         abs(whole.deadlines[b] - d) <= 1e-9 for w in wins for b, d in w.deadline.items()
     )
-    tight = min([minimum] + [p.startup_s for p in pools if p.startup_s > 0])
     return Bounds(
         "online",
         max(whole.usd, clair_lower if same else 0.0),
         sum(u for u, _ in online_runs),
         len(wins),
-        whole.status == "optimal" and whole.dt <= tight + 1e-9,
+        whole.status == "optimal" and whole.dt <= _fine_enough(pools, minimum) + 1e-9,
         whole.dt,
         time.perf_counter() - t0,
-        _tally(label for _, label in online_runs),
+        dict(Counter(label for _, label in online_runs)),
     )
 
 
@@ -389,8 +399,7 @@ def _stitch(
     """The windows' plans laid out on the whole trace's time, per second."""
     out: dict[str, list[int]] = {}
     for w, plan, dt in zip(wins, plans, dts, strict=True):
-        first = int(w.burst.min())
-        shift = float(trace.submit[trace.burst == first].min() - w.submit.min())
+        shift = _first_arrival(trace, w) - float(w.submit.min())
         for pool, billed in plan.items():
             row = out.setdefault(pool, [])
             for k, n in enumerate(billed):
@@ -400,11 +409,4 @@ def _stitch(
                     if sec >= len(row):
                         row.extend([0] * (sec + 1 - len(row)))
                     row[sec] = max(row[sec], n)
-    return out
-
-
-def _tally(labels) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for label in labels:
-        out[label] = out.get(label, 0) + 1
     return out
