@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup ferretdb helm system-deps demo test lint format bench bench-quick clean dashboards dashboards-check
+.PHONY: help setup ferretdb helm kube system-deps demo test lint format bench bench-quick clean dashboards dashboards-check
 
 help:
 	@echo "make demo    run the main job (embedded MongoDB-compatible server + LocalCluster)"
@@ -28,19 +28,28 @@ $(STAMP): pyproject.toml
 ferretdb: $(STAMP)
 	@$(BIN)/lepton-dask mongo install >/dev/null
 
+# Binaries built with Go (FerretDB, helm, the API server) live here, kept
+# across clones.
+CACHE_BIN := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lepton-dask/bin
+
 # Helm, built with Go from helm.sh/helm/v4 into the same cache (for the
 # chart's tests: helm lint and helm template).
 HELM_VERSION ?= v4.3.2
-HELM := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lepton-dask/bin/helm-$(HELM_VERSION)
+HELM := $(CACHE_BIN)/helm-$(HELM_VERSION)
 $(HELM):
 	@./.ci/build-helm $(HELM_VERSION) $@
 helm: $(HELM)
+
+# A real Kubernetes API server and etcd, built with Go from the wrapper
+# modules in .ci/kube into the same cache (for tests/kube). Cold: ~11 min.
+kube:
+	@./.ci/build-kube $(CACHE_BIN)
 
 # Debian packages used by the tests: a real Prometheus and a headless Chromium.
 system-deps:
 	@./.ci/system-deps
 
-setup: $(STAMP) ferretdb helm system-deps
+setup: $(STAMP) ferretdb helm kube system-deps
 
 demo: setup
 	$(BIN)/lepton-dask demo

@@ -99,6 +99,9 @@ OURS = (
     "chromium",
     "munged",
     "slurm",
+    "kopf",
+    "kube-apiserver",
+    "etcd",
     "SLURMCluster",
     "mongod",
 )

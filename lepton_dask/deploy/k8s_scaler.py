@@ -34,6 +34,7 @@ import logging
 import os
 import ssl
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, replace
@@ -232,16 +233,31 @@ class KubernetesAPI:
             self._token_stamp = stamp
         return self._token
 
+    #: tries of a call the server throttles (429, API Priority and Fairness)
+    TRIES = 5
+
     def _call(self, method: str, path: str, body: Any = None, ctype=None):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.server + path, data=data, method=method)
-        token = self.token()
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        if data is not None:
-            req.add_header("Content-Type", ctype or "application/json")
-        with urllib.request.urlopen(req, context=self.context, timeout=30) as r:
-            return json.loads(r.read())
+        for attempt in range(self.TRIES):
+            req = urllib.request.Request(self.server + path, data=data, method=method)
+            token = self.token()
+            if token:
+                req.add_header("Authorization", f"Bearer {token}")
+            if data is not None:
+                req.add_header("Content-Type", ctype or "application/json")
+            try:
+                with urllib.request.urlopen(req, context=self.context, timeout=30) as r:
+                    return json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                if e.code != 429 or attempt == self.TRIES - 1:
+                    raise
+                # throttled: wait as the server asks (Retry-After), at most 5 s
+                wait = min(5.0, float(e.headers.get("Retry-After") or 1))
+                logger.info(
+                    "%s %s throttled (429), retrying in %g s", method, path, wait
+                )
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _dask(namespace: str, plural: str, name: str = "") -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from lepton_dask._process import end_processes
+from lepton_dask.store.server import free_port
 
 CONFIG = """\
 import sys
@@ -63,12 +63,6 @@ c.Backend.cluster_options = Options(
     handler=options_handler,
 )
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def gateway_config(

@@ -72,7 +72,9 @@ class PolicyServer(SchedulerPlugin):
         min_interval: float = 0.5,
     ):
         self.policy = policy
-        self._pools = dict(pools) if pools else None
+        self._given = dict(pools) if pools else None
+        self._pools: dict[str, PoolSpec] | None = None
+        self._pools_threads = 0
         self.min_interval = float(min_interval)
         self.views = ViewBuilder()
         self.churn = ChurnCounter()
@@ -108,8 +110,17 @@ class PolicyServer(SchedulerPlugin):
 
     # -- the pools ---------------------------------------------------------------
     def pools(self) -> dict[str, PoolSpec]:
-        if self._pools is None:
-            self._pools = _pools_from_config(self.scheduler)
+        """The given pools, else ``lepton.scaling.pools``: rebuilt when the
+        workers' thread count changes (before any worker arrives, a pool
+        without ``threads`` has its instance type's vCPUs)."""
+        if self._given is not None:
+            return self._given
+        threads = max(
+            (ws.nthreads for ws in self.scheduler.workers.values()), default=0
+        )
+        if self._pools is None or threads != self._pools_threads:
+            self._pools = _pools_from_config(threads or None)
+            self._pools_threads = threads
         return self._pools
 
     # -- one decision ------------------------------------------------------------
@@ -210,11 +221,13 @@ class PolicyServer(SchedulerPlugin):
         return [getattr(ws, attribute) for ws in chosen[:limit]]
 
 
-def _pools_from_config(scheduler: Any) -> dict[str, PoolSpec]:
+def _pools_from_config(threads: int | None) -> dict[str, PoolSpec]:
+    """``lepton.scaling.pools`` (one pool priced from the default instance
+    type if empty); an entry without ``threads`` gets ``threads``, else its
+    instance type's vCPUs."""
     from lepton_dask.scaling.managers import pool_from_config
 
     entries = dask.config.get("lepton.scaling.pools") or []
-    threads = max((ws.nthreads for ws in scheduler.workers.values()), default=1)
     if not entries:
         entries = [{"name": "default"}]
     out = {}

@@ -22,10 +22,18 @@ import yaml
 
 K8S_VERSION = "1.33"
 VENDORED = Path(__file__).parent / "crds"
-DASK_CRDS = ("daskcluster.yaml", "daskworkergroup.yaml", "daskautoscaler.yaml")
+DASK_CRDS = (
+    "daskcluster.yaml",
+    "daskworkergroup.yaml",
+    "daskautoscaler.yaml",
+    "daskjob.yaml",
+)
 
 
-def _crd_docs() -> list[dict[str, Any]]:
+def crd_docs() -> list[dict[str, Any]]:
+    """The dask-kubernetes CRDs from the wheel's Helm chart (its
+    ``customresources/*.yaml`` are templates the API server refuses) and the
+    vendored Prometheus Operator ones."""
     root = resources.files("dask_kubernetes").joinpath(
         "operator/deployment/helm/dask-kubernetes-operator/crds"
     )
@@ -78,7 +86,7 @@ OBJECT_META = {
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """``(apiVersion, kind)`` -> structural JSON schema of every known CRD."""
     out = {}
-    for crd in _crd_docs():
+    for crd in crd_docs():
         group = crd["spec"]["group"]
         kind = crd["spec"]["names"]["kind"]
         for v in crd["spec"]["versions"]:

@@ -29,6 +29,7 @@ from distributed.deploy.spec import ProcessInterface
 from lepton_dask.cost import CostMonitor
 from lepton_dask.scaling import BalancedPolicy, CostAwareAdaptive, PoolSpec
 from lepton_dask.scaling.managers import ManagedPools
+from lepton_dask.store.server import free_port
 from tests.helpers import kill_started_since, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -288,12 +289,6 @@ def test_pool_from_explicit_spec_then_config_then_catalog():
 
 
 # -- SLURM ---------------------------------------------------------------------------
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def slurm(tmp):
     """A one-node SLURM (munged, slurmctld, slurmd) in ``tmp``, on free ports,
@@ -314,8 +309,8 @@ def slurm(tmp):
     conf.write_text(f"""\
 ClusterName=lepton
 SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 AuthType=auth/munge
 AuthInfo=socket={sock}
 CredType=cred/munge

@@ -164,3 +164,29 @@ def test_with_the_option_off_adaptive_target_is_distributeds():
     ours = _targets_along_a_workload(install_preload=True)
     assert vanilla == ours
     assert vanilla[:3] == [0, 1, 1] and 10 < vanilla[3] <= 101 and vanilla[4] == 0
+
+
+def test_configured_pools_size_by_the_instance_type_until_workers_arrive():
+    """Before any worker arrives, a configured pool without ``threads`` has
+    its instance type's vCPUs (the policy once sized the first burst for
+    one thread per worker, and kept that: twice the workers on m6i.large);
+    once workers arrive, their thread count."""
+    from distributed import Worker
+
+    async def main():
+        monitor = CostMonitor(ledger=False, minimum_billing=0.0)
+        server = PolicyServer(SLOPolicy(deadline=60.0))
+        pools = [{"name": "cpu", "instance-type": "m6i.large", "startup": "5s"}]
+        with dask.config.set({"lepton.scaling.pools": pools}):
+            async with Scheduler(
+                dashboard_address=":0", plugins=[monitor, server], validate=False
+            ) as s:
+                assert s.adaptive_target() == 0
+                assert server.pools()["cpu"].threads == 2  # m6i.large: 2 vCPUs
+                async with Worker(s.address, nthreads=4, dashboard=False):
+                    assert server.pools()["cpu"].threads == 4
+                    assert server.pools()["cpu"].startup_s == 5.0
+
+    import asyncio
+
+    asyncio.run(main())
