@@ -12,7 +12,9 @@ and sizes (CPU thread-seconds), and forecasts the next batch in two ways:
 - **seasonal**: the period of the inter-arrival sequence, in batches (a
   nightly job, a team's daily sessions, an analyst's sawtooth repeated): the
   shortest lag ``L`` for which each gap best matches the one ``L`` batches
-  before, over at least two cycles. The next gap is read from the same
+  before, over at least two cycles (or, within :data:`ONE_CYCLE_ERROR`, over
+  :data:`MIN_PAIRS` gaps of the second cycle: a load that repeats exactly is
+  known before its second cycle ends). The next gap is read from the same
   position of the past cycles (up to :data:`MAX_CYCLES`), its window their
   spread widened by the match error; the next batch's work likewise.
 - **recent**: the last two gaps agree (within :data:`RECENT_ERROR`): a regular
@@ -77,6 +79,7 @@ logger = logging.getLogger("lepton_dask.scaling")
 MIN_CYCLES = 2  # full cycles of history before a period is trusted
 MAX_CYCLES = 14  # cycles of history a forecast reads (EC2 reads 14 days)
 MAX_ERROR = 0.25  # mean relative error of the inter-arrival match
+ONE_CYCLE_ERROR = 0.1  # the same, when the match covers less than two cycles
 MIN_PAIRS = 8  # gap pairs a period is checked on, at least
 MAX_LAG = 256  # longest period searched, in batches
 MIN_HISTOGRAM = 8  # gaps before the idle-gap histogram is used
@@ -185,13 +188,12 @@ class ArrivalForecast:
         g = np.asarray(self._gaps())
         n = len(g)
         found = []
-        for lag in range(1, min(MAX_LAG, n // MIN_CYCLES) + 1):
+        for lag in range(1, min(MAX_LAG, n - MIN_PAIRS) + 1):
             pairs = min(n - lag, max(4 * lag, MIN_PAIRS))
-            if pairs < max(lag, MIN_PAIRS):
-                continue
             x, y = g[n - pairs :], g[n - pairs - lag : n - lag]
             err = float(np.mean(np.abs(x - y) / np.maximum(np.maximum(x, y), 1e-9)))
-            if err <= MAX_ERROR:
+            # two cycles may match loosely; a part of the second only closely
+            if err <= (MAX_ERROR if pairs >= lag else ONE_CYCLE_ERROR):
                 found.append((lag, err))
         if found:
             # multiples of the period match about as well: take the shortest
@@ -290,7 +292,7 @@ class ArrivalForecast:
         idx = list(range(n - lag, -1, -lag))[:MAX_CYCLES]
         same = [gaps[i] for i in idx]
         works = [self.works[i + 1] for i in idx]
-        if len(same) < MIN_CYCLES:
+        if not same:
             return None
         mean = statistics.fmean(same)
         tol = err * mean + 1.0

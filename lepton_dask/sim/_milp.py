@@ -11,7 +11,8 @@ reference thread-seconds) done in slot ``k``. With ``online``, a binary
 Rows (``S``: startup slots, ``M``: slots of the shortest life, ``r``: threads x
 speed x dt of one worker):
 
-* balance ``B[k] <= B[k-1] + L[k]`` (workers appear only by launch, leave freely);
+* balance ``B[k] <= B[k-1] + L[k]`` (workers appear only by launch, leave freely;
+  ``B[-1]`` is the pool's ``warm`` workers, none for the oracle);
 * minimum life ``B[k] >= L[k-M+1] + ... + L[k]``;
 * capacity ``sum_g x[g,p,k] <= r * (B[k] - (L[k-S+1] + ... + L[k]))`` (a worker in
   startup is billed and does nothing);
@@ -83,6 +84,9 @@ class Problem:
     pools: list[PoolGrid]
     groups: list[Group]
     bursts: list[BurstGrid]
+    #: workers per pool already running and past their startup at slot 0 (a
+    #: plan that starts from the current cluster; the oracle has none)
+    warm: dict[str, int] = field(default_factory=dict)
 
     def size(self, online: bool) -> tuple[int, int]:
         """(integer variables, continuous variables) the model will have."""
@@ -244,7 +248,7 @@ def _pool_rows(m: _Builder, prob: Problem, v: dict[str, dict]) -> None:
                 cols.append(L0 + k)
                 vals.append(-1.0)
             m.row(cols, vals, 0.0, 0.0)
-            # balance: B[k] - B[k-1] - L[k] <= 0
+            # balance: B[k] - B[k-1] - L[k] <= 0 (B[-1]: the warm workers)
             cols, vals = [B0 + k], [1.0]
             if k > 0:
                 cols.append(B0 + k - 1)
@@ -252,7 +256,7 @@ def _pool_rows(m: _Builder, prob: Problem, v: dict[str, dict]) -> None:
             if k < kl:
                 cols.append(L0 + k)
                 vals.append(-1.0)
-            m.row(cols, vals, ub=0.0)
+            m.row(cols, vals, ub=0.0 if k else float(prob.warm.get(p.name, 0)))
             # minimum life: CL[k] - CL[k-M] - B[k] <= 0
             cols, vals = [C0 + k, B0 + k], [1.0, -1.0]
             if k - p.life >= 0:

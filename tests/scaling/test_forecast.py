@@ -82,6 +82,29 @@ def test_forecast_finds_a_planted_period_and_says_when_history_is_short():
     assert "not enough history" in policy.decide(view).detail["forecast"]
 
 
+def test_an_exact_repeat_is_known_before_its_second_cycle_ends():
+    """Eight gaps of the second cycle that match the first closely give the
+    period (a load that repeats exactly); gaps at random never do."""
+    rng = np.random.default_rng(2)
+    cycle = list(rng.uniform(20.0, 600.0, 13))
+    f, t = ArrivalForecast(), 0.0
+    for k in range(13 + 8):
+        f.observe(t, 100.0)
+        t += cycle[k % 13] * rng.uniform(0.99, 1.01)
+    f.observe(t, 100.0)  # 21 gaps: a cycle and 8 of the next
+    lag, err = f.period()
+    assert lag == 13 and err < 0.05
+    nxt = f.next()
+    assert nxt.earliest - f.arrivals[-1] <= cycle[8] <= nxt.latest - f.arrivals[-1]
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        g, t = ArrivalForecast(), 0.0
+        for _ in range(60):
+            g.observe(t, 100.0)
+            t += 5.0 + rng.exponential(600.0)
+        assert g.period() is None, seed
+
+
 def test_histogram_windows_when_gaps_have_no_order():
     rng = np.random.default_rng(2)
     f, t = ArrivalForecast(), 0.0
