@@ -76,7 +76,6 @@ from lepton_dask.scaling.state import ClusterView, Decision, releasable
 
 logger = logging.getLogger("lepton_dask.scaling")
 
-MIN_CYCLES = 2  # full cycles of history before a period is trusted
 MAX_CYCLES = 14  # cycles of history a forecast reads (EC2 reads 14 days)
 MAX_ERROR = 0.25  # mean relative error of the inter-arrival match
 ONE_CYCLE_ERROR = 0.1  # the same, when the match covers less than two cycles

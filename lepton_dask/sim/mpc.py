@@ -49,6 +49,7 @@ from lepton_dask.scaling.forecast import ArrivalForecast, Forecast, PredictivePo
 from lepton_dask.scaling.slo import SLOPolicy
 from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, releasable
 from lepton_dask.sim import _milp
+from lepton_dask.sim.bounds import idle_cut_s
 from lepton_dask.sim.oracle import DT_LADDER, _kind_pools, _problem, _tasks
 from lepton_dask.sim.trace import Trace
 
@@ -95,6 +96,10 @@ class Plan:
             return None
         return plan[max(0, k)]
 
+    def over(self, t: float) -> bool:
+        """Whether ``t`` is past the plan's end (for every pool it plans)."""
+        return all(self.count(pool, t) is None for pool in self.billed)
+
 
 def forecast_ahead(
     arrivals: list[float], works: list[float], horizon: int = HORIZON
@@ -136,8 +141,7 @@ def plan_window(
     cost more than the cold start it saves (the forecast's policy decides).
     ``busy_until``: the latest deadline of the work under way (the plan then
     starts now, with it)."""
-    s = max((p.startup_s for p in pools), default=0.0)
-    cut = minimum_billing + max(s, minimum_billing)
+    cut = idle_cut_s(pools, minimum_billing)
     out: list[tuple[float, float]] = []
     for f in forecasts:
         if f.latest - f.earliest > cut:
@@ -310,11 +314,8 @@ class PlanningPolicy:
                 "the forecast is off" if p.off else "no period or regular pattern yet"
             )
             return d
-        ended = (
-            self._plan is not None
-            and self._plan.count(next(iter(self._plan.billed), ""), view.now) is None
-        )
-        key = (len(p.forecast.arrivals), p.misses, self._plan is None or ended)
+        spent = self._plan is None or self._plan.over(view.now)
+        key = (len(p.forecast.arrivals), p.misses, spent)
         if key != self._for and self._future is None:
             self._for = key
             self._request(view)
