@@ -193,12 +193,19 @@ class _LinearModel(RegressorMixin, BaseEstimator):
         P = pred if pred.ndim == 2 else pred[:, None]
         Y, w = self._check_y_w(P, y, sample_weight, True)
         Y = Y if Y.ndim == 2 else Y[:, None]
-        w = da.ones(P.shape[0], chunks=P.chunks[0]) if w is None else w
-        sw, swy = dask.compute(w.sum(), (w[:, None] * Y).sum(axis=0))
+
+        def weighted(E):
+            # no array of ones when unweighted: its getitem, fused differently
+            # by the two computations below, shared a key with two tasks
+            # behind it (dask/dask#9888; tests/ops/test_graph_keys.py)
+            return E if w is None else w[:, None] * E
+
+        sw = P.shape[0] if w is None else w.sum()
+        sw, swy = dask.compute(sw, weighted(Y).sum(axis=0))
         ybar = swy / sw
         res, tot = dask.compute(
-            (w[:, None] * (Y - P) ** 2).sum(axis=0),
-            (w[:, None] * (Y - ybar) ** 2).sum(axis=0),
+            weighted((Y - P) ** 2).sum(axis=0),
+            weighted((Y - ybar) ** 2).sum(axis=0),
         )
         with np.errstate(divide="ignore", invalid="ignore"):
             r2 = np.where(tot > 0, 1.0 - res / tot, np.where(res > 0, 0.0, 1.0))

@@ -74,6 +74,14 @@ def _inc(x):
     return x + 1
 
 
+def _barrier(client):
+    """Return once the scheduler has handled every graph this client sent:
+    a fresh task's graph goes after them on the same stream. (A computation
+    whose keys are already in memory returns before the scheduler has read
+    its graph, and so before it logs a collision.)"""
+    client.submit(_inc, 0, pure=False).result()
+
+
 def test_the_log_capture_sees_a_collision(client):
     """The check below would fail: two tasks under one key are reported."""
     a = dask.delayed(_inc)(1, dask_key_name="input-a")
@@ -83,6 +91,7 @@ def test_the_log_capture_sees_a_collision(client):
         first.result()
         second = client.compute(dask.delayed(_inc)(b, dask_key_name="same-key"))
         second.result()
+        _barrier(client)
     assert "Detected different `run_spec`" in log.getvalue()
 
 
@@ -98,5 +107,6 @@ def test_no_key_collisions_when_everything_runs_twice(client):
     with scheduler_log() as log:
         first = _steps(X, y, y3, Xd)
         second = _steps(X, y, y3, Xd)  # while the first results are alive
+        _barrier(client)
     assert "Detected different `run_spec`" not in log.getvalue(), log.getvalue()[:4000]
     np.testing.assert_allclose(first[1], second[1])
