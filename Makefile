@@ -1,14 +1,20 @@
-# Two commands on a fresh machine: `make demo` and `make test`.
-# Each bootstraps what it needs (virtualenv, the package in editable mode, the
-# FerretDB binary, Prometheus and Chromium), idempotently.
+# Two commands on a fresh machine: `make demo` and `make test`. Each bootstraps
+# what it needs, idempotently, and prints the time of each step.
+#   make demo: a virtualenv with the package and what the demo plots with
+#     (.[plots]), and the embedded server (FerretDB, built with Go), side by side.
+#   make test: everything the tests run against besides: the development extras
+#     (.[dev]), helm, a Kubernetes API server and etcd, and Debian packages
+#     (Prometheus, Alertmanager, Chromium, SLURM).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+BASE_STAMP := $(VENV)/.installed-plots
+DEV_STAMP := $(VENV)/.installed-dev
+TIMED := ./.ci/timed
 PYTEST_ARGS ?=
 
-.PHONY: help setup ferretdb helm kube system-deps demo test lint format bench bench-quick clean dashboards dashboards-check
+.PHONY: help venv venv-dev setup ferretdb helm kube system-deps demo test lint format bench bench-quick clean dashboards dashboards-check
 
 help:
 	@echo "make demo    run the main job (embedded MongoDB-compatible server + LocalCluster)"
@@ -18,15 +24,26 @@ help:
 	@echo "make dashboards        regenerate dashboards/ (Grafana JSON + provisioning)"
 	@echo "make dashboards-check  evaluate every panel's PromQL against a real Prometheus"
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	@touch $(STAMP)
+# The package in editable mode with the plots extra: all `make demo` needs.
+$(BASE_STAMP): pyproject.toml
+	@$(TIMED) "virtualenv + pip install -e '.[plots]'" bash -c '\
+	  set -e; test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/python -m pip install --progress-bar off -e ".[plots]"'
+	@touch $@
+venv: $(BASE_STAMP)
 
-# Builds FerretDB with Go into ~/.cache/lepton-dask/bin (kept across clones).
-ferretdb: $(STAMP)
-	@$(BIN)/lepton-dask mongo install >/dev/null
+# The test suite's tools and the packages it tests against (.[dev]).
+$(DEV_STAMP): $(BASE_STAMP)
+	@$(TIMED) "pip install -e '.[dev]'" \
+	  $(BIN)/python -m pip install --progress-bar off -e '.[dev]'
+	@touch $@
+venv-dev: $(DEV_STAMP)
+
+# FerretDB, built with Go into ~/.cache/lepton-dask/bin (kept across clones),
+# each package listed as it compiles. Needs only python3 and Go, not the
+# virtualenv, so that `make demo` builds it beside the pip install.
+ferretdb:
+	@$(TIMED) "FerretDB (lepton-dask mongo install)" $(PYTHON) lepton_dask/store/_install.py
 
 # Binaries built with Go (FerretDB, helm, the API server) live here, kept
 # across clones.
@@ -37,27 +54,30 @@ CACHE_BIN := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lepton-dask/bin
 HELM_VERSION ?= v4.3.2
 HELM := $(CACHE_BIN)/helm-$(HELM_VERSION)
 $(HELM):
-	@./.ci/build-helm $(HELM_VERSION) $@
+	@$(TIMED) "helm $(HELM_VERSION)" ./.ci/build-helm $(HELM_VERSION) $@
 helm: $(HELM)
 
 # A real Kubernetes API server and etcd, built with Go from the wrapper
 # modules in .ci/kube into the same cache (for tests/kube). Cold: ~11 min.
 kube:
-	@./.ci/build-kube $(CACHE_BIN)
+	@$(TIMED) "kube-apiserver + etcd" ./.ci/build-kube $(CACHE_BIN)
 
 # Debian packages used by the tests: a real Prometheus and a headless Chromium.
 system-deps:
-	@./.ci/system-deps
+	@$(TIMED) "Debian packages (system-deps)" ./.ci/system-deps
 
-setup: $(STAMP) ferretdb helm kube system-deps
+setup: $(DEV_STAMP) ferretdb helm kube system-deps
 
-demo: setup
-	$(BIN)/lepton-dask demo
+# The virtualenv and FerretDB build side by side (-j2); then the demo.
+demo:
+	@$(TIMED) "make demo: build (virtualenv and FerretDB side by side)" \
+	  $(MAKE) --no-print-directory -j2 --output-sync=line venv ferretdb
+	@$(TIMED) "make demo: lepton-dask demo" $(BIN)/lepton-dask demo
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(TIMED) "pytest" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-dashboards: $(STAMP)
+dashboards: $(DEV_STAMP)
 	$(BIN)/lepton-dask dashboards write --dir dashboards
 
 # Also part of `make test`: a real Prometheus scrapes a scheduler running work
@@ -66,12 +86,12 @@ dashboards-check: setup
 	$(BIN)/lepton-dask dashboards check --dir dashboards
 	$(BIN)/python -m pytest tests/dashboard $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check lepton_dask tests benchmarks
 	$(BIN)/ruff format --check lepton_dask tests benchmarks
 	$(BIN)/lint-imports --no-cache
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff format lepton_dask tests benchmarks
 	$(BIN)/ruff check --fix lepton_dask tests benchmarks
 

@@ -113,6 +113,9 @@ def client(cluster):
 
 # -- no process outlives the suite -------------------------------------------------
 _SESSION_START = time.time()
+# every process the tests start carries this session's mark (tests.helpers
+# ends only those: a second session, a build or a benchmark beside it is safe)
+os.environ["LEPTON_TEST_SESSION"] = f"{os.getpid()}-{_SESSION_START}"
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -69,10 +69,10 @@ def _record_job(uri: str, db: str, pools: list[PoolSpec], minimum: float) -> str
 
 
 def plan_accuracy(uri: str) -> dict:
-    from lepton_dask.experiments.harness import Scenario
     from lepton_dask.experiments.plan import plan
     from lepton_dask.experiments.real import run_trace_real
     from lepton_dask.experiments.replay import trace_from_run
+    from lepton_dask.experiments.scenarios import Scenario
 
     minimum = 6.0
     pools = [

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, mongo, result_line, table
 from _learning_real import ledger_bytes_per_1m_tasks, overhead, plan_accuracy
 
-from lepton_dask.experiments.harness import scenarios
+from lepton_dask.experiments.scenarios import scenarios
 from lepton_dask.scaling import PredictivePolicy, SLOPolicy
 from lepton_dask.scaling.state import PoolSpec
 from lepton_dask.sim.bounds import bounds

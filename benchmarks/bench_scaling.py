@@ -246,7 +246,8 @@ def duration_robustness(traces) -> dict:
     ``deadlines_met_learnable`` counts the other bursts."""
     import dask
 
-    from lepton_dask.experiments.harness import scenarios, simulate, slo_policy
+    from lepton_dask.experiments.scenarios import scenarios, slo_policy
+    from lepton_dask.experiments.sweep import simulate
 
     keys = ("cost_ratio", "deadlines_met", "deadlines_met_learnable")
     out: dict = {k: {m: [] for m in keys} for k in ("0.1x", "10x")}

@@ -16,6 +16,9 @@ Read from distributed 2026.8.0:
   exceeds twice it.
 - ``SpecCluster._correct_state()``: starts the workers of ``worker_spec`` that
   are not running (what ``scale()`` calls).
+- ``TaskPrefix.state_counts``: the prefix's tasks per scheduler state
+  (``"waiting"``: waiting on dependencies; ``"queued"``, ``"no-worker"``,
+  ``"processing"``: ready or running).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 __all__ = [
     "correct_state",
     "install_priors",
+    "prefix_blocked",
     "prefix_duration",
     "prefix_knowledge",
     "remove_priors",
@@ -75,6 +79,20 @@ def prefix_knowledge(scheduler: Any, name: str) -> tuple[float, bool, float, boo
         max(0.0, float(tp.max_exec_time)),
         measured and not tp.all_durations.get("compute", 0.0),
     )
+
+
+_STARTED = ("queued", "no-worker", "processing", "memory", "erred")
+
+
+def prefix_blocked(scheduler: Any, name: str) -> bool:
+    """Whether no task of the prefix ``name`` has started or can start yet:
+    some wait on other tasks, and none is ready, running or done (a stage of
+    the graph after another, such as a reduce after its maps)."""
+    tp = scheduler.task_prefixes.get(name)
+    if tp is None:
+        return False
+    counts = tp.state_counts
+    return counts.get("waiting", 0) > 0 and not any(counts.get(s, 0) for s in _STARTED)
 
 
 def correct_state(cluster: Any) -> Any:

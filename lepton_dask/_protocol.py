@@ -34,7 +34,6 @@ __all__ = [
     "LaunchReport",
     "ScalerState",
     "ScalerWorker",
-    "duration_mean",
 ]
 
 SCALER_STATE = "lepton_scaler_state"
@@ -43,26 +42,6 @@ COST_LAUNCH = "lepton_cost_launch"
 COST_SNAPSHOT = "lepton_cost_snapshot"
 #: every handler the CostMonitor installs on the scheduler
 HANDLERS = (SCALER_STATE, SCALER_DECISION, COST_LAUNCH, COST_SNAPSHOT)
-
-#: a prefix's duration estimate follows about this many of its latest tasks
-RECENT_TASKS = 32
-
-
-def duration_mean(count: int, mean: float, duration: float) -> float:
-    """The duration estimate a batch's ``work`` is priced with, after one
-    more finished task (``count`` includes it): the plain mean of the first
-    :data:`RECENT_TASKS`, then an exponentially weighted mean with weight
-    ``1 / RECENT_TASKS``, so that it follows a change of the tasks without
-    the scheduler's weight-1/2 swings. The workload observer and the
-    simulator both keep it.
-
-    >>> m = 0.0
-    >>> for n, d in enumerate([1.0, 3.0], start=1):
-    ...     m = duration_mean(n, m, d)
-    >>> m
-    2.0
-    """
-    return mean + (duration - mean) / min(count, RECENT_TASKS)
 
 
 class ScalerWorker(TypedDict, total=False):
@@ -103,6 +82,11 @@ class BatchState(TypedDict, total=False):
     #: part of ``work`` priced on a prior (``default-task-durations``) that no
     #: finished task of the prefix has replaced yet, per kind
     prior: dict[str, float]
+    #: part of ``unmeasured`` in stages that have not started: prefixes none
+    #: of whose tasks has run or can run yet (all wait on other tasks), per
+    #: kind; ``blocked_stages`` counts those prefixes
+    blocked: dict[str, float]
+    blocked_stages: int
 
 
 class ScalerState(TypedDict, total=False):

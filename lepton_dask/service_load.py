@@ -297,9 +297,9 @@ class Service:
             uri,
             "--database",
             database,
-            "--workers",
+            "--nworkers",
             str(workers),
-            "--threads",
+            "--nthreads",
             str(threads),
             "--port",
             "0",
@@ -319,7 +319,7 @@ class Service:
             if not line:
                 break
             self.lines.append(line)
-            key, _, value = line.strip().partition("=")
+            key, _, value = line.strip().removeprefix("export ").partition("=")
             if key.startswith("LEPTON_"):
                 found[key] = value
         if "LEPTON_METRICS" not in found:

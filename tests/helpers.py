@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 
@@ -107,9 +108,29 @@ OURS = (
 )
 
 
+#: set by conftest for the session; every process the tests start inherits it
+SESSION_VAR = "LEPTON_TEST_SESSION"
+
+
+def _this_session(p) -> bool:
+    """Whether ``p`` was started under this test session (it carries the
+    session's mark in its environment): another session's processes, a
+    build or a benchmark running beside the tests are not ours to end."""
+    import psutil
+
+    mark = os.environ.get(SESSION_VAR)
+    if mark is None:
+        return True
+    try:
+        return p.environ().get(SESSION_VAR) == mark
+    except (psutil.Error, OSError):
+        return False
+
+
 def started_since(since: float, marker: str | tuple[str, ...] = OURS) -> list:
-    """Processes alive now, created at or after ``since``, whose command line
-    names ``marker`` (any of them), other than this process and its parents."""
+    """Processes of this test session alive now, created at or after
+    ``since``, whose command line names ``marker`` (any of them), other than
+    this process and its parents."""
     import psutil
 
     markers = (marker,) if isinstance(marker, str) else marker
@@ -123,7 +144,7 @@ def started_since(since: float, marker: str | tuple[str, ...] = OURS) -> list:
         if info["status"] == psutil.STATUS_ZOMBIE:
             continue
         cmd = " ".join(info["cmdline"] or ())
-        if any(m in cmd for m in markers):
+        if any(m in cmd for m in markers) and _this_session(p):
             out.append(p)
     return out
 

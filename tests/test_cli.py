@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -85,11 +86,14 @@ def test_store_commands(store):
     assert out.returncode == 0 and store.list() == []
 
 
-def test_up_round_trip_and_clean_sigint(store):
+def test_up_round_trip_and_clean_sigint(store, tmp_path):
+    scheduler_file = tmp_path / "scheduler.json"
     proc = subprocess.Popen(
         [
             *CLI,
             "up",
+            "--scheduler-file",
+            str(scheduler_file),
             "--port",
             "0",
             "--dashboard-port",
@@ -98,7 +102,7 @@ def test_up_round_trip_and_clean_sigint(store):
             store.uri,
             "--database",
             store.database,
-            "--workers",
+            "--nworkers",
             "2",
         ],
         stdout=subprocess.PIPE,
@@ -111,12 +115,16 @@ def test_up_round_trip_and_clean_sigint(store):
         def scheduler_address():
             line = proc.stdout.readline()
             lines.append(line)
-            m = re.match(r"LEPTON_SCHEDULER=(\S+)", line)
+            m = re.match(r"export LEPTON_SCHEDULER=(\S+)", line)
             return m.group(1) if m else (proc.poll() is not None and "exited")
 
         addr = wait_for(scheduler_address, timeout=120)
         assert addr != "exited", "".join(lines)
         assert any("dashboard : http://127.0.0.1:" in line for line in lines)
+        # a line to paste: the store's own URI (it has no password to hide)
+        assert proc.stdout.readline().strip() == f"export LEPTON_MONGO_URI={store.uri}"
+        with open(scheduler_file) as f:
+            assert json.load(f)["address"] == addr
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 2
         from distributed import Client
@@ -176,6 +184,7 @@ def test_demo_end_to_end(store, tmp_path):
         timeout=280,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "it/s]" not in out.stderr  # no progress bar off a terminal
     assert "all match numpy" in out.stdout
     assert "40,000 x 6 float64" in out.stdout
     assert store.list() == ["demo.features", "demo.features.label"]
@@ -202,3 +211,127 @@ def test_demo_end_to_end(store, tmp_path):
     assert again, out.stdout
     hits, blocks = int(again.group(1)), int(again.group(2))
     assert blocks == 16 and hits >= 12  # (a block still being written is a miss)
+
+
+# -- Dask's conventions -------------------------------------------------------------
+def test_version():
+    from lepton_dask import __version__
+
+    out = subprocess.run(
+        [*CLI, "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.strip() == f"lepton-dask {__version__}"
+
+
+def test_global_options_after_the_command_too():
+    parser = build_parser()
+    before = parser.parse_args(["-v", "store", "list"])
+    after = parser.parse_args(["store", "list", "-vv"])
+    assert before.verbose + before.verbose_after == 1
+    assert after.verbose + after.verbose_after == 2
+
+
+def test_errors_show_their_traceback_with_v(tmp_path):
+    bad = [*CLI, "cost", "catalog", "--catalog", str(tmp_path / "none.yaml")]
+    quiet = subprocess.run(bad, capture_output=True, text=True, timeout=60)
+    loud = subprocess.run([*bad, "-v"], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == loud.returncode == 1
+    assert "cannot read price catalog" in quiet.stderr
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback (most recent call last)" in loud.stderr
+
+
+def test_help_shows_defaults_and_dask_names():
+    out = subprocess.run(
+        [*CLI, "up", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    text = " ".join(out.split())
+    for option in ("--nworkers", "--nthreads", "--no-dashboard", "--scheduler-file"):
+        assert option in text, option
+    assert "local worker processes (default: 2)" in text
+    assert "(default: None)" not in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "dest", "seconds"),
+    [
+        (["store", "gc", "--grace", "10m"], "grace", 600.0),
+        (["store", "gc", "--grace", "90"], "grace", 90.0),
+        (["plan", "--workload", "w", "--deadline", "20m"], "deadline", 1200.0),
+        (["demo", "--scaling-seconds", "1m"], "scaling_seconds", 60.0),
+        (["experiment", "--oracle-seconds", "2m"], "oracle_seconds", 120.0),
+        (["experiment", "--real-seconds", "40s"], "real_seconds", 40.0),
+        (
+            ["k8s-scaler", "--scheduler", "s", "--groups", "g", "--interval", "30s"],
+            "interval",
+            30.0,
+        ),
+        (
+            ["deploy", "kubernetes", "check", "--scaler-deadline", "10m"],
+            "scaler_deadline",
+            600.0,
+        ),
+        (
+            ["deploy", "kubernetes", "check", "--scaler-latency", "90s"],
+            "scaler_latency",
+            90.0,
+        ),
+    ],
+)
+def test_one_duration_parser(argv, dest, seconds):
+    assert getattr(build_parser().parse_args(argv), dest) == seconds
+
+
+def test_a_bad_duration_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["store", "gc", "--grace", "soon"])
+    assert e.value.code == 2
+    assert "must be a duration" in capsys.readouterr().err
+
+
+def test_money_has_its_unit_and_old_names_warn(capsys):
+    parser = build_parser()
+    args = parser.parse_args(["demo", "--budget-usd-per-hour", "0.5"])
+    assert args.budget_usd_per_hour == 0.5
+    args = parser.parse_args(["plan", "--workload", "w", "--budget-usd", "3"])
+    assert args.budget_usd == 3.0
+    assert "deprecated" not in capsys.readouterr().err
+    args = parser.parse_args(["demo", "--budget", "0.5", "--workers", "3"])
+    assert (args.budget_usd_per_hour, args.nworkers) == (0.5, 3)
+    err = capsys.readouterr().err
+    assert "--budget is deprecated; use --budget-usd-per-hour" in err
+    assert "--workers is deprecated; use --nworkers" in err
+
+
+def test_config_show_redacts_secrets_and_checks_keys():
+    env = {
+        **os.environ,
+        "LEPTON_MONGO_URI": "mongodb://alice:s3cret@db.example:27017/",
+        "DASK_LEPTON__SCALING__DEADLINE": "10m",
+    }
+    out = subprocess.run(
+        [*CLI, "config", "show"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert "s3cret" not in out.stdout + out.stderr
+    assert "mongodb://alice:***@db.example:27017/" in out.stdout
+    assert "deadline: 10m" in out.stdout
+    typo = subprocess.run(
+        [*CLI, "config", "show", "lepton.store.timeout"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DASK_LEPTON__STORE__TIMOUT": "5"},
+    )
+    assert typo.returncode == 0
+    assert typo.stderr.count("'lepton.store.timout'") == 1
+    assert "did you mean 'lepton.store.timeout'" in typo.stderr
+    bad = subprocess.run(
+        [*CLI, "config", "show"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DASK_LEPTON__STORE__ROWS_PER_CHUNK": "many"},
+    )
+    assert bad.returncode != 0
+    assert "lepton.store.rows-per-chunk must be integer, got 'many'" in bad.stderr

@@ -8,7 +8,8 @@ from pathlib import Path
 from lepton_dask import _protocol as protocol
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lepton_dask"
-MAX_MODULE_LINES = 650
+#: a sanity limit, not a seam: modules split where their concepts part
+MAX_MODULE_LINES = 1000
 
 
 def _modules():
@@ -16,7 +17,9 @@ def _modules():
         yield path, ast.parse(path.read_text(), str(path))
 
 
-def test_no_module_over_650_lines():
+def test_no_module_over_1000_lines():
+    """A module past about 1,000 lines likely holds more than one concept;
+    below that, line counts do not decide where a module is split."""
     long = {
         str(p.relative_to(PACKAGE)): n
         for p in PACKAGE.rglob("*.py")

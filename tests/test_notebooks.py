@@ -112,7 +112,7 @@ def lepton_up(mongo_server):
     """A real ``lepton-dask up`` (scheduler with the CostMonitor, 2 workers) on
     free loopback ports; yields its scheduler address."""
     proc = subprocess.Popen(
-        [*CLI, "up", "--port", "0", "--dashboard-port", "0", "--workers", "2",
+        [*CLI, "up", "--port", "0", "--dashboard-port", "0", "--nworkers", "2",
          "--uri", mongo_server.uri, "--database", "nb_up"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -122,7 +122,7 @@ def lepton_up(mongo_server):
         def address():
             line = proc.stdout.readline()
             lines.append(line)
-            m = re.match(r"LEPTON_SCHEDULER=(\S+)", line)
+            m = re.match(r"export LEPTON_SCHEDULER=(\S+)", line)
             return m.group(1) if m else (proc.poll() is not None and "exited")
 
         addr = wait_for(address, timeout=120)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_parser",
+    "cmd_config",
     "cmd_cost",
     "cmd_dashboards",
     "cmd_demo",
@@ -50,7 +51,7 @@ def cmd_mongo(args: argparse.Namespace) -> int:
 
     data_dir = args.data_dir or default_data_dir()
     if args.action == "install":
-        print(install_ferretdb(force=args.force))
+        print(install_ferretdb(force=args.force, echo=True))
         return 0
     if args.action == "status":
         state = read_state(data_dir)
@@ -336,21 +337,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     monitor = CostMonitor(ledger=Ledger(store.spec))
     dashboard = (
-        f"{args.host}:{args.dashboard_port}" if args.dashboard_port >= 0 else None
+        None
+        if args.no_dashboard or args.dashboard_port < 0
+        else f"{args.host}:{args.dashboard_port}"
     )
     pool = PoolSpec.from_catalog(
         "cpu",
         dask.config.get("lepton.cost.default-instance-type"),
-        threads=args.threads,
-        max_workers=args.workers,
-        min_workers=0 if args.adaptive else args.workers,
+        threads=args.nthreads,
+        max_workers=args.nworkers,
+        min_workers=0 if args.adaptive else args.nworkers,
     )
+    scheduler_options = {"plugins": [monitor], "port": args.port}
+    if args.scheduler_file:
+        scheduler_options["scheduler_file"] = os.path.abspath(args.scheduler_file)
     with LocalPoolCluster(
         [pool],
         processes=True,
         host=args.host,
         dashboard_address=dashboard,
-        scheduler_options={"plugins": [monitor], "port": args.port},
+        scheduler_options=scheduler_options,
     ) as cluster:
         if args.adaptive:
             cluster.adapt(Adaptive=CostAwareAdaptive)
@@ -364,18 +370,21 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  scheduler : {cluster.scheduler_address}",
             f"  dashboard : {http + '/status' if http else 'off'}",
             f"  mongodb   : {redact_uri(store.uri)} (database {store.database})",
-            f"  workers   : {args.workers} x {args.threads} thread(s)"
+            f"  workers   : {args.nworkers} x {args.nthreads} thread(s)"
             + (" (CostAwareAdaptive)" if args.adaptive else ""),
         ]
         if http:
             lines.append(f"  cost page : {http}{monitor.page or '/cost'}")
             lines.append(f"  metrics   : {http}/metrics")
+        if args.scheduler_file:
+            lines.append(f"  sched file: {os.path.abspath(args.scheduler_file)}")
         lines += [
             f"  cost run  : {monitor.run_id}",
             f"connect from a notebook: Client({cluster.scheduler_address!r})",
-            f"LEPTON_SCHEDULER={cluster.scheduler_address}",
-            f"LEPTON_MONGO_URI_REDACTED={redact_uri(store.uri)}",
-            *([f"LEPTON_METRICS={http}/metrics"] if http else []),
+            "paste into a shell (notebooks and lepton-dask read these):",
+            f"export LEPTON_SCHEDULER={cluster.scheduler_address}",
+            _uri_export(store.uri),
+            *([f"export LEPTON_METRICS={http}/metrics"] if http else []),
         ]
         for line in lines:
             print(line, flush=True)
@@ -383,6 +392,25 @@ def cmd_up(args: argparse.Namespace) -> int:
             pass
         print("shutting down", flush=True)
     return 0
+
+
+def _uri_export(uri: str) -> str:
+    """The shell line that points a client at the store: the URI itself, unless
+    it holds a password and stdout is not a terminal (a log keeps no secret).
+
+    >>> _uri_export("mongodb://127.0.0.1:27017/")
+    'export LEPTON_MONGO_URI=mongodb://127.0.0.1:27017/'
+    """
+    import shlex
+
+    from lepton_dask.store import redact_uri
+
+    if redact_uri(uri) == uri or sys.stdout.isatty():
+        return f"export LEPTON_MONGO_URI={shlex.quote(uri)}"
+    return (
+        f"# LEPTON_MONGO_URI: {redact_uri(uri)} (its password is not written to "
+        "logs; export the URI you gave with --uri / LEPTON_MONGO_URI)"
+    )
 
 
 # -- demo ------------------------------------------------------------------------------
@@ -408,12 +436,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "cpu",
         dask.config.get("lepton.cost.default-instance-type"),
         threads=1,
-        max_workers=args.workers + 2,
+        max_workers=args.nworkers + 2,
         min_workers=1,
         startup_s=2.0,
     )
     budget = (
-        args.budget if args.budget is not None else pool.usd_per_hour * args.workers
+        args.budget_usd_per_hour
+        if args.budget_usd_per_hour is not None
+        else pool.usd_per_hour * args.nworkers
     )
     with (
         LocalPoolCluster(
@@ -441,7 +471,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rows=rows,
             cols=args.cols,
             chunk_rows=max(1, rows // 8),
-            progress=True,
+            progress=None,  # a bar only on a terminal
             usd_per_worker_hour=pool.usd_per_hour,
         )
         scaled = scaler_summary(scaler.log, budget)
@@ -489,6 +519,53 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# -- config ----------------------------------------------------------------------------
+#: settings whose values are secrets or hold them (their values are redacted)
+_SECRET_WORDS = ("password", "secret", "token", "credential", "key")
+
+
+def _redacted(value, key: str = ""):
+    """``value`` with secrets masked: URIs through ``redact_uri``, and the
+    values of keys that name a secret.
+
+    >>> _redacted({"uri": "mongodb://a:pw@h/", "api-token": "t", "n": 1})
+    {'uri': 'mongodb://a:***@h/', 'api-token': '***', 'n': 1}
+    """
+    from lepton_dask.store import redact_uri
+
+    if isinstance(value, dict):
+        return {k: _redacted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v, key) for v in value]
+    if value is not None and any(w in key.lower() for w in _SECRET_WORDS):
+        return "***"
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return redact_uri(value)
+    return value
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """``config show``: the effective settings (defaults, the user's YAML files,
+    ``DASK_*`` variables), secrets redacted."""
+    import yaml
+
+    value = dask.config.get(args.key)  # (checked against the schema at import)
+    if args.key in ("lepton", "lepton.store", "lepton.store.uri"):
+        env = os.environ.get("LEPTON_MONGO_URI")
+        if env:  # what the store connects to wins over lepton.store.uri
+            print("# LEPTON_MONGO_URI is set: it overrides lepton.store.uri")
+            if args.key == "lepton.store.uri":
+                value = env
+            else:
+                store = value["store"] if args.key == "lepton" else value
+                store = {**store, "uri": env}
+                value = {**value, "store": store} if args.key == "lepton" else store
+    leaf = args.key.rpartition(".")[2]
+    shown = _redacted(value, leaf)
+    print(yaml.safe_dump({args.key: shown}, sort_keys=False).rstrip())
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``lepton-dask`` argument parser (every command has ``--help``)."""
@@ -506,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
             "deploy": cmd_deploy,
             "k8s-scaler": cmd_k8s_scaler,
             "demo": cmd_demo,
+            "config": cmd_config,
         }
     )
 
@@ -514,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lepton-dask`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose += getattr(args, "verbose_after", 0)  # -v after the command
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(
         level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -524,7 +603,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (StoreError, KeyError, ValueError, TypeError) as e:
+    except (
+        StoreError,
+        KeyError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+        ImportError,
+    ) as e:
+        if args.verbose:  # -v: the whole story
+            import traceback
+
+            traceback.print_exc()
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"lepton-dask: error: {msg}", file=sys.stderr)
         return 1

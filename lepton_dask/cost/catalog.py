@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections.abc import Mapping
@@ -64,10 +65,15 @@ class Catalog(Mapping):
         try:
             return self._types[name]
         except KeyError:
+            near = difflib.get_close_matches(str(name), list(self._types), n=3)
+            hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
             raise CatalogError(
-                f"unknown instance type {name!r} (catalog {self.path}); known types: "
-                f"{', '.join(sorted(self._types))}"
+                f"unknown instance type {name!r} (catalog {self.path}); {hint}"
+                f"known types: {', '.join(sorted(self._types))}"
             ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
 
     def __iter__(self):
         return iter(self._types)

@@ -11,7 +11,7 @@ each prefix and kind are unfinished (transitions to ``memory``, ``erred`` or
 the client stated with :func:`lepton_dask.deadline` (the ``lepton_deadline``
 annotation). Work left is priced at scrape time per prefix: with the mean
 compute time of the prefix's finished tasks (weighted to its latest few
-dozen: :func:`~lepton_dask._protocol.duration_mean`), which the tracker
+dozen: :func:`duration_mean`), which the tracker
 keeps from the same transitions; until one has finished, with the
 scheduler's own estimate (``default-task-durations``, else
 ``unknown-task-duration``, else twice the longest running time), as Dask's
@@ -35,12 +35,39 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from lepton_dask._protocol import BatchState, duration_mean
+from lepton_dask._distributed import prefix_blocked
+from lepton_dask._protocol import BatchState
 
-__all__ = ["DONE_STATES", "BatchTracker", "WorkloadObserver"]
+__all__ = [
+    "DONE_STATES",
+    "RECENT_TASKS",
+    "BatchTracker",
+    "WorkloadObserver",
+    "duration_mean",
+]
 
 DONE_STATES = frozenset({"memory", "erred", "forgotten"})
 MAX_PREFIXES = 10_000  # per-prefix duration records kept (the oldest go)
+
+#: a prefix's duration estimate follows about this many of its latest tasks
+RECENT_TASKS = 32
+
+
+def duration_mean(count: int, mean: float, duration: float) -> float:
+    """The duration estimate a batch's ``work`` is priced with, after one
+    more finished task (``count`` includes it): the plain mean of the first
+    :data:`RECENT_TASKS`, then an exponentially weighted mean with weight
+    ``1 / RECENT_TASKS``, so that it follows a change of the tasks without
+    the scheduler's weight-1/2 swings. The workload observer and the
+    simulator both keep it.
+
+    >>> m = 0.0
+    >>> for n, d in enumerate([1.0, 3.0], start=1):
+    ...     m = duration_mean(n, m, d)
+    >>> m
+    2.0
+    """
+    return mean + (duration - mean) / min(count, RECENT_TASKS)
 
 
 @dataclass
@@ -164,6 +191,8 @@ class BatchTracker:
             unmeasured = {"cpu": 0.0, "gpu": 0.0}
             floor = {"cpu": 0.0, "gpu": 0.0}
             prior = {"cpu": 0.0, "gpu": 0.0}
+            blocked = {"cpu": 0.0, "gpu": 0.0}
+            stages = 0
             longest, chain = 0.0, 0.0
             for (prefix, kind), n in batch.left.items():
                 dur, measured, ran, on_prior, theirs = self.knowledge(scheduler, prefix)
@@ -172,6 +201,9 @@ class BatchTracker:
                 if not measured:
                     unmeasured[kind] += n * dur
                     floor[kind] += n * ran
+                    if ran <= 0 and prefix_blocked(scheduler, prefix):
+                        blocked[kind] += n * dur
+                        stages += 1
                 elif on_prior:
                     prior[kind] += n * dur
                 longest = max(longest, dur)
@@ -190,6 +222,8 @@ class BatchTracker:
                     "unmeasured": unmeasured,
                     "unmeasured_floor": floor,
                     "prior": prior,
+                    "blocked": blocked,
+                    "blocked_stages": stages,
                 }
             )
         return out

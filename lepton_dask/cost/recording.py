@@ -26,6 +26,10 @@ graph-aware and bounded, and holds no data values:
 A run whose scheduler closes with tasks not done is recorded as ``partial``.
 The size depends on the number of groups and batches, not on the number of
 tasks (see the README for the figure per million tasks).
+
+Read back (:func:`recordings`), they give the scheduler its duration priors
+(:func:`duration_priors`) and the predictive policy its arrival history
+(:func:`history_from_recordings`).
 """
 
 from __future__ import annotations
@@ -443,3 +447,35 @@ def duration_priors(docs: list[dict[str, Any]]) -> dict[str, float]:
                 acc[0] += float(d["sum"])
                 acc[1] += float(d["count"])
     return {p: s / n for p, (s, n) in sorted(total.items()) if n > 0}
+
+
+def history_from_recordings(docs: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """The arrival history a forecast learns from: ``(arrival, CPU work)`` of
+    every recorded batch of the recordings ``docs`` (oldest first), on the
+    recording clock (the run's start plus the batch's arrival; work: its
+    tasks times their group's recorded mean duration; GPU groups count none).
+
+    >>> history_from_recordings([{"started": 100.0,
+    ...     "groups": [{"duration": {"count": 4, "sum": 2.0}}],
+    ...     "batches": [{"arrival": 0.0, "groups": [0], "tasks": [10]},
+    ...                 {"arrival": 60.0, "groups": [0], "tasks": [4]}]}])
+    [(100.0, 5.0), (160.0, 2.0)]
+    """
+    out = []
+    for doc in docs:
+        start = doc.get("started")
+        if start is None:
+            continue
+        groups = doc.get("groups") or []
+        mean = {}
+        for i, g in enumerate(groups):
+            d = g.get("duration") or {}
+            c = d.get("count") or 0
+            mean[i] = (d.get("sum", 0.0) / c if c else 0.0) if not g.get("gpu") else 0.0
+        for b in doc.get("batches") or []:
+            work = sum(
+                n * mean.get(gi, 0.0)
+                for gi, n in zip(b.get("groups", []), b.get("tasks", []), strict=False)
+            )
+            out.append((float(start) + float(b.get("arrival", 0.0)), work))
+    return sorted(out)

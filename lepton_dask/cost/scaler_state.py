@@ -1,10 +1,15 @@
-"""The scaler state: what a scaling policy needs from a cluster.
+"""Reading the scheduler for the scalers: the CostMonitor's answer when a
+scaler asks what the cluster is doing (``SCALER_STATE``).
 
-:class:`ScalerState` is the contract between whatever observes a cluster (the
-CostMonitor's ``scaler_state`` handler on a real scheduler, the simulator)
-and :class:`lepton_dask.scaling.state.ViewBuilder`, which turns it into the
-view a policy decides from. Its workers and spend come from the CostMonitor's
-billing; its ``batches`` from the :class:`~lepton_dask.cost.observer.WorkloadObserver`.
+:func:`read_scaler_state` builds the :class:`~lepton_dask._protocol.ScalerState`
+message from the scheduler (work queued, waiting and done, the workers) and
+the monitor's billing (each worker's pool and billing start, the spend); its
+``batches`` come from the :class:`~lepton_dask.cost.observer.WorkloadObserver`.
+The scaling layer turns the message into the view a policy decides from
+(:class:`lepton_dask.scaling.state.ViewBuilder`); the simulator produces the
+same message. It lives here, below the scaling layer, because the monitor
+serves it on every scheduler it runs on, including those where no scaling
+code runs (a Kubernetes scaler asks over RPC).
 """
 
 from __future__ import annotations
@@ -12,14 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from lepton_dask._distributed import prefix_duration
-from lepton_dask._protocol import BatchState, ScalerState, ScalerWorker
+from lepton_dask._protocol import ScalerState
 
-__all__ = [
-    "BatchState",
-    "ScalerState",
-    "ScalerWorker",
-    "read_scaler_state",
-]
+__all__ = ["read_scaler_state"]
 
 
 def read_scaler_state(monitor: Any) -> ScalerState:

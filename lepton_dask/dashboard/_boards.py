@@ -1,4 +1,5 @@
-"""The three dashboards (cost, throughput, scaling), panel by panel."""
+"""The panels of the three Grafana dashboards (cost, throughput, scaling):
+which figures each shows, and their PromQL."""
 
 from __future__ import annotations
 
@@ -8,17 +9,16 @@ from lepton_dask.dashboard._model import POOL, SEL, dashboard, panel
 
 
 def cost_dashboard() -> dict[str, Any]:
+    """What the cluster costs: the figures now, then spend over time."""
+    return dashboard("lepton-cost", "lepton: cost", _cost_now() + _cost_over_time())
+
+
+def _cost_now() -> list[dict[str, Any]]:
+    """Stat panels: spend, its rate, the cost of a task, the budgets and how
+    long the money lasts, workers missing a price."""
     spend = f"sum(lepton_spend_usd_total{{{POOL}}})"
     rate = f"sum(lepton_spend_rate_usd_per_hour{{{POOL}}})"
     left = f"(max(lepton_budget_usd{{{SEL}}}) - sum(lepton_spend_usd_total{{{SEL}}}))"
-    return dashboard(
-        "lepton-cost",
-        "lepton: cost",
-        _cost_first(spend, rate, left) + _cost_second(spend, rate, left),
-    )
-
-
-def _cost_first(spend: str, rate: str, left: str) -> list[dict[str, Any]]:
     return [
         panel("Spend", [(spend, "USD")], unit="currencyUSD", kind="stat", decimals=4),
         panel(
@@ -69,11 +69,6 @@ def _cost_first(spend: str, rate: str, left: str) -> list[dict[str, Any]]:
             thresholds=[(None, "red"), (3600, "orange"), (6 * 3600, "green")],
             description="USD left of lepton.cost.budget-usd at the current spend rate",
         ),
-    ]
-
-
-def _cost_second(spend: str, rate: str, left: str) -> list[dict[str, Any]]:
-    return [
         panel(
             "Unpriced workers",
             [(f"max(lepton_unpriced_workers{{{SEL}}})", "unpriced")],
@@ -88,6 +83,15 @@ def _cost_second(spend: str, rate: str, left: str) -> list[dict[str, Any]]:
             kind="stat",
             decimals=4,
         ),
+    ]
+
+
+def _cost_over_time() -> list[dict[str, Any]]:
+    """Time series: spend and its rate against the budgets, spend by pool,
+    cost per task and per GB of results."""
+    spend = f"sum(lepton_spend_usd_total{{{POOL}}})"
+    rate = f"sum(lepton_spend_rate_usd_per_hour{{{POOL}}})"
+    return [
         panel(
             "Spend rate vs budget",
             [
@@ -127,16 +131,20 @@ def _cost_second(spend: str, rate: str, left: str) -> list[dict[str, Any]]:
 
 
 def throughput_dashboard() -> dict[str, Any]:
-    busy = f"sum(increase(lepton_task_compute_seconds_total{{{POOL}}}[$__range]))"
-    paid = f"sum(increase(lepton_paid_thread_seconds_total{{{POOL}}}[$__range]))"
+    """What the money buys: work done and how busy the paid workers are, then
+    the same by pool, the queue, and where feature reads come from."""
     return dashboard(
         "lepton-throughput",
         "lepton: throughput",
-        _throughput_first(busy, paid) + _throughput_second(busy, paid),
+        _throughput_now() + _throughput_by_pool() + _cache_panels(),
     )
 
 
-def _throughput_first(busy: str, paid: str) -> list[dict[str, Any]]:
+def _throughput_now() -> list[dict[str, Any]]:
+    """Stat panels: tasks and result bytes per second, utilization (busy over
+    paid thread-seconds) and the workers running."""
+    busy = f"sum(increase(lepton_task_compute_seconds_total{{{POOL}}}[$__range]))"
+    paid = f"sum(increase(lepton_paid_thread_seconds_total{{{POOL}}}[$__range]))"
     return [
         panel(
             "Tasks/s",
@@ -176,7 +184,9 @@ def _throughput_first(busy: str, paid: str) -> list[dict[str, Any]]:
     ]
 
 
-def _throughput_second(busy: str, paid: str) -> list[dict[str, Any]]:
+def _throughput_by_pool() -> list[dict[str, Any]]:
+    """Time series: tasks, result bytes and utilization per pool, and the
+    scheduler's queue by task state."""
     return [
         panel(
             "Tasks per second",
@@ -218,7 +228,6 @@ def _throughput_second(busy: str, paid: str) -> list[dict[str, Any]]:
             [(f"sum by (state) (dask_scheduler_tasks{{{SEL}}})", "{{state}}")],
             stack=True,
         ),
-        *_cache_panels(),
     ]
 
 
@@ -264,13 +273,21 @@ def _cache_panels() -> list[dict[str, Any]]:
 
 
 def scaling_dashboard() -> dict[str, Any]:
-
+    """What the cost-aware scaler decides: its latest decision, the workers it
+    asks for against the deadline, and the predictive policy's forecast."""
     return dashboard(
-        "lepton-scaling", "lepton: scaling", _scaling_first() + _scaling_second()
+        "lepton-scaling",
+        "lepton: scaling",
+        _scaler_decision()
+        + _scaler_workers()
+        + _forecast_panels()
+        + [_decision_rate()],
     )
 
 
-def _scaling_first() -> list[dict[str, Any]]:
+def _scaler_decision() -> list[dict[str, Any]]:
+    """Stat panels: the decisions taken, whether the deadline is feasible, and
+    the latest decision's predicted finish and spend."""
     return [
         panel(
             "Decisions (in range)",
@@ -303,16 +320,18 @@ def _scaling_first() -> list[dict[str, Any]]:
             kind="stat",
             decimals=4,
         ),
+    ]
+
+
+def _scaler_workers() -> list[dict[str, Any]]:
+    """Time series: the workers by pool, what the scaler asks for against what
+    runs, and the predicted finish against the deadline."""
+    return [
         panel(
             "Workers by pool",
             [(f"sum by (pool) (lepton_workers{{{POOL}}})", "{{pool}}")],
             stack=True,
         ),
-    ]
-
-
-def _scaling_second() -> list[dict[str, Any]]:
-    return [
         panel(
             "Desired vs actual workers",
             [
@@ -340,6 +359,13 @@ def _scaling_second() -> list[dict[str, Any]]:
             unit="s",
             description="the deadline policy is on time while the first line is below the second",
         ),
+    ]
+
+
+def _forecast_panels() -> list[dict[str, Any]]:
+    """The predictive policy: the workers it wants warm for the next forecast
+    batch, and how often the forecast hit."""
+    return [
         panel(
             "Forecast vs actual workers",
             [
@@ -371,13 +397,17 @@ def _scaling_second() -> list[dict[str, Any]]:
             decimals=0,
             description="forecast batches that arrived in their window, and those that did not (three misses in five switch the forecast off)",
         ),
-        panel(
-            "Decisions per minute",
-            [
-                (
-                    f"sum(rate(lepton_scaler_decisions_total{{{SEL}}}[$__rate_interval])) * 60",
-                    "decisions/min",
-                )
-            ],
-        ),
     ]
+
+
+def _decision_rate() -> dict[str, Any]:
+    """Time series: how often the scaler decides."""
+    return panel(
+        "Decisions per minute",
+        [
+            (
+                f"sum(rate(lepton_scaler_decisions_total{{{SEL}}}[$__rate_interval])) * 60",
+                "decisions/min",
+            )
+        ],
+    )

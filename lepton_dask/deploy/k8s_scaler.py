@@ -21,22 +21,18 @@ Replicas are read live from every DaskWorkerGroup (including
 follow once something scales the group); workers not yet at the scheduler
 are the group's Deployments the scheduler does not know, billed from their
 creation. The scaler refuses to run beside a DaskAutoscaler of the same
-cluster, and rereads its service-account token when the file changes.
+cluster. It talks to the API server through the official Kubernetes client
+(:class:`KubernetesAPI`), in a pod or from a kubeconfig.
 
 :func:`replica_patches` is pure; :class:`Scaler` is the loop.
 """
 
 from __future__ import annotations
 
-import calendar
-import json
 import logging
 import os
-import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +51,7 @@ from lepton_dask.scaling.state import (
 
 logger = logging.getLogger(__name__)
 
+GROUP, VERSION = "kubernetes.dask.org", "v1"
 PLURAL = {"DaskCluster": "daskclusters", "DaskWorkerGroup": "daskworkergroups"}
 
 
@@ -184,103 +181,92 @@ def retire_by_name(client: Any, names: list[str]) -> list[str]:
     return sorted(str(info["name"]) for info in (retired or {}).values())
 
 
-def _timestamp(text: str) -> float:
-    """RFC 3339 ``creationTimestamp`` -> epoch seconds.
-
-    >>> _timestamp("1970-01-01T00:01:00Z")
-    60.0
-    """
-    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
-
-
 class KubernetesAPI:
-    """The few calls the scaler makes, over HTTPS with the pod's service
-    account (in-cluster) or a given server and token file. The token is
-    reread whenever its file changes (projected tokens rotate)."""
+    """The few calls the scaler makes, on the official Kubernetes client.
+
+    Where it connects, in order: a kubeconfig (``kubeconfig``, else
+    ``$KUBECONFIG`` or ``~/.kube/config`` outside a pod), the pod's service
+    account (in a pod, with no ``server``), or ``server`` with a service
+    account's ``token_file`` and ``ca_file`` (as in a pod, pointed elsewhere).
+
+    The client does what a Kubernetes client should without code of ours:
+    a service-account token is reread from its file (the client's in-cluster
+    loader, every minute: projected tokens rotate well before they expire),
+    and a call the server throttles (429, API Priority and Fairness) is
+    retried after the server's ``Retry-After`` (urllib3's ``Retry``, every
+    verb: a throttled request was not carried out), at most :attr:`TRIES`
+    times. The official client rather than ``kr8s`` (which dask-kubernetes
+    uses): kr8s 0.20 retries nothing on 429 (it raises at once), so the
+    retry loop would be ours again; and the scaler's loop is synchronous,
+    as this client is.
+
+    >>> api = KubernetesAPI(kubeconfig="~/.kube/config")  # doctest: +SKIP
+    >>> api.replicas("lepton", "DaskWorkerGroup", "lepton-default")  # doctest: +SKIP
+    2
+    """
 
     SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+    #: tries of a call the server throttles
+    TRIES = 5
 
     def __init__(
         self,
         server: str | None = None,
         token_file: str | None = None,
         ca_file: str | None = None,
+        kubeconfig: str | None = None,
     ):
-        if server is None:
-            host = os.environ.get("KUBERNETES_SERVICE_HOST")
-            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-            if not host:
-                raise RuntimeError(
-                    "not in a Kubernetes pod: pass --api-server and --token-file"
-                )
-            server = f"https://{host}:{port}"
-            token_file = token_file or str(self.SA / "token")
-            ca_file = ca_file or str(self.SA / "ca.crt")
-        self.server = server.rstrip("/")
-        self.token_file = token_file
-        self._token: str | None = None
-        self._token_stamp: tuple[float, int] | None = None
-        self.context = ssl.create_default_context(cafile=ca_file)
+        import kubernetes.client
+        import urllib3
+
+        cfg = _configuration(server, token_file, ca_file, kubeconfig)
+        cfg.retries = urllib3.Retry(
+            total=self.TRIES - 1,
+            connect=0,
+            read=0,
+            status_forcelist=(429,),
+            allowed_methods=None,  # PATCH and DELETE too
+            respect_retry_after_header=True,
+            backoff_factor=0.5,
+            backoff_max=5,
+            raise_on_status=False,  # the last 429 is raised as an ApiException
+        )
+        self.client = kubernetes.client.ApiClient(cfg)
+        self.server = cfg.host
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.apps = kubernetes.client.AppsV1Api(self.client)
 
     def token(self) -> str | None:
-        """The bearer token, reread when the file's mtime or size changed."""
-        if not self.token_file:
+        """The bearer token the next call sends (None with a client
+        certificate)."""
+        cfg = self.client.configuration
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)
+        value = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization")
+        if not value:
             return None
-        st = os.stat(self.token_file)
-        stamp = (st.st_mtime, st.st_size)
-        if stamp != self._token_stamp:
-            self._token = Path(self.token_file).read_text().strip()
-            self._token_stamp = stamp
-        return self._token
-
-    #: tries of a call the server throttles (429, API Priority and Fairness)
-    TRIES = 5
-
-    def _call(self, method: str, path: str, body: Any = None, ctype=None):
-        data = None if body is None else json.dumps(body).encode()
-        for attempt in range(self.TRIES):
-            req = urllib.request.Request(self.server + path, data=data, method=method)
-            token = self.token()
-            if token:
-                req.add_header("Authorization", f"Bearer {token}")
-            if data is not None:
-                req.add_header("Content-Type", ctype or "application/json")
-            try:
-                with urllib.request.urlopen(req, context=self.context, timeout=30) as r:
-                    return json.loads(r.read())
-            except urllib.error.HTTPError as e:
-                if e.code != 429 or attempt == self.TRIES - 1:
-                    raise
-                # throttled: wait as the server asks (Retry-After), at most 5 s
-                wait = min(5.0, float(e.headers.get("Retry-After") or 1))
-                logger.info(
-                    "%s %s throttled (429), retrying in %g s", method, path, wait
-                )
-                time.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _dask(namespace: str, plural: str, name: str = "") -> str:
-        path = f"/apis/kubernetes.dask.org/v1/namespaces/{namespace}/{plural}"
-        return f"{path}/{name}" if name else path
+        scheme, _, token = value.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else value
 
     def replicas(self, namespace: str, resource: str, name: str) -> int:
-        obj = self._call("GET", self._dask(namespace, PLURAL[resource], name))
+        obj = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL[resource], name
+        )
         return int(obj["spec"]["worker"].get("replicas", 0))
 
     def patch(
         self, namespace: str, resource: str, name: str, patch: dict[str, Any]
     ) -> None:
-        self._call(
-            "PATCH",
-            self._dask(namespace, PLURAL[resource], name),
-            patch,
-            "application/merge-patch+json",
+        """A JSON merge patch (the client's content type for custom objects)."""
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL[resource], name, patch
         )
 
     def autoscalers(self, namespace: str, cluster: str) -> list[str]:
         """DaskAutoscalers of ``cluster`` (the scaler refuses to run beside one)."""
-        items = self._call("GET", self._dask(namespace, "daskautoscalers"))["items"]
+        items = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "daskautoscalers"
+        )["items"]
         return [
             a["metadata"]["name"]
             for a in items
@@ -289,22 +275,65 @@ class KubernetesAPI:
 
     def worker_deployments(self, namespace: str, group: str) -> list[dict[str, Any]]:
         """``[{"name", "created"}]`` of the worker Deployments of one group."""
-        sel = urllib.parse.quote(f"dask.org/workergroup-name={group}")
-        path = f"/apis/apps/v1/namespaces/{namespace}/deployments?labelSelector={sel}"
+        found = self.apps.list_namespaced_deployment(
+            namespace, label_selector=f"dask.org/workergroup-name={group}"
+        )
         return [
             {
-                "name": d["metadata"]["name"],
-                "created": _timestamp(d["metadata"]["creationTimestamp"]),
+                "name": d.metadata.name,
+                "created": d.metadata.creation_timestamp.timestamp(),
             }
-            for d in self._call("GET", path)["items"]
+            for d in found.items
         ]
 
     def delete_deployment(self, namespace: str, name: str) -> None:
-        self._call(
-            "DELETE",
-            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
-            {"propagationPolicy": "Background"},
+        self.apps.delete_namespaced_deployment(
+            name, namespace, propagation_policy="Background"
         )
+
+
+def _configuration(
+    server: str | None,
+    token_file: str | None,
+    ca_file: str | None,
+    kubeconfig: str | None,
+) -> Any:
+    """The client's configuration for :class:`KubernetesAPI` (see there)."""
+    import kubernetes.client
+    import kubernetes.config
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+
+    cfg = kubernetes.client.Configuration()
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if kubeconfig is not None or (server is None and not in_pod):
+        try:
+            kubernetes.config.load_kube_config(
+                config_file=kubeconfig, client_configuration=cfg
+            )
+        except kubernetes.config.ConfigException as e:
+            raise RuntimeError(
+                f"not in a Kubernetes pod and no usable kubeconfig ({e}): pass "
+                "--api-server and --token-file, or set KUBECONFIG"
+            ) from None
+    elif server is None:
+        InClusterConfigLoader(
+            str(KubernetesAPI.SA / "token"), str(KubernetesAPI.SA / "ca.crt")
+        ).load_and_set(cfg)
+    else:
+        if not token_file or not ca_file:
+            raise ValueError("--api-server needs --token-file and --ca-file")
+        url = urllib.parse.urlsplit(server)
+        if url.scheme != "https" or not url.hostname:
+            raise ValueError(
+                f"--api-server must be https://HOST[:PORT], got {server!r}"
+            )
+        # the in-cluster loader, for another server: the same token rereading
+        environ = {
+            "KUBERNETES_SERVICE_HOST": url.hostname,
+            "KUBERNETES_SERVICE_PORT": str(url.port or 443),
+        }
+        InClusterConfigLoader(token_file, ca_file, environ=environ).load_and_set(cfg)
+    return cfg
 
 
 class Scaler:
@@ -416,7 +445,12 @@ def main(args: Any) -> int:  # pragma: no cover - needs a Kubernetes cluster
     from lepton_dask.scaling.policies import policy_from_config
 
     groups = load_groups(args.groups)
-    api = KubernetesAPI(args.api_server, args.token_file, args.ca_file)
+    api = KubernetesAPI(
+        args.api_server,
+        args.token_file,
+        args.ca_file,
+        kubeconfig=getattr(args, "kubeconfig", None),
+    )
     interval = parse_timedelta(args.interval)
     with Client(args.scheduler) as client:
         scaler = Scaler(

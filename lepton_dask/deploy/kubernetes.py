@@ -38,6 +38,8 @@ SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
 WORKER_DASHBOARD_PORT = 8788
 MONGO_SECRET = "lepton-mongo"
+#: seconds: the deadline of each batch under the default (SLO) policy
+DEFAULT_DEADLINE = 600.0
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,9 @@ class DeploySpec:
     namespace: str = "lepton"
     image: str = IMAGE
     groups: tuple[WorkerGroup, ...] = field(default_factory=default_groups)
-    scaler_policy: str = "balanced"
+    #: None: the SLO policy, with a deadline of :data:`DEFAULT_DEADLINE`
+    #: seconds unless a deadline or latency is given
+    scaler_policy: str | None = None
     scaler_interval: str = "10s"
     #: the SLO terms of ``slo`` and ``predictive`` (lepton.scaling.deadline,
     #: latency) and the workload key a predictive scaler learns under
@@ -187,6 +191,10 @@ class DeploySpec:
     scrape_interval: str = "15s"
 
     def __post_init__(self):
+        if self.scaler_policy is None:  # the README's recommendation
+            object.__setattr__(self, "scaler_policy", "slo")
+            if self.scaler_deadline is None and self.scaler_latency is None:
+                object.__setattr__(self, "scaler_deadline", DEFAULT_DEADLINE)
         if not self.groups or self.groups[0].kind != "cpu":
             raise ValueError(
                 "the first worker group (the cluster's default) must be CPU"

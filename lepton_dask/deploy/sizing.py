@@ -9,6 +9,7 @@ catalog (``lepton_dask/cost/catalog.yaml``), which states its source.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,9 +78,12 @@ def pod_size(instance_type: str, catalog: str | None = None) -> PodSize:
     table = allocatable_table(catalog)
     types = table["instance-types"]
     if instance_type not in types:
+        near = difflib.get_close_matches(str(instance_type), list(types), n=3)
         raise ValueError(
             f"instance type {instance_type!r} has no Kubernetes allocatable "
-            f"resources in the catalog (known: {', '.join(sorted(types))})"
+            "resources in the catalog"
+            + (f"; did you mean {' or '.join(map(repr, near))}?" if near else "")
+            + f" (known: {', '.join(sorted(types))})"
         )
     alloc = types[instance_type]
     reserve = table.get("daemonset-reserve", {"cpu-m": 0, "memory-mi": 0})

@@ -10,6 +10,7 @@ import sys
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
+    from lepton_dask._progress import want_progress
     from lepton_dask.experiments.harness import run_experiments
 
     if args.run or args.workload:
@@ -18,7 +19,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     res = run_experiments(
         args.out,
         traces,
-        progress=True,
+        progress=want_progress(None),  # a bar only on a terminal
         online=not args.clairvoyant_only,
         time_limit=args.oracle_seconds,
     )
@@ -86,9 +87,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from lepton_dask.experiments.plan import format_plan, plan
     from lepton_dask.store import StoreSpec
 
-    if not (args.workload or args.run) or not (args.deadline or args.budget):
+    if not (args.workload or args.run) or not (args.deadline or args.budget_usd):
         print(
-            "error: plan needs --workload (or --run) and --deadline and/or --budget",
+            "error: plan needs --workload (or --run) and --deadline and/or "
+            "--budget-usd",
             file=sys.stderr,
         )
         return 2
@@ -107,7 +109,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     deadline = parse_timedelta(args.deadline) if args.deadline else None
-    print(format_plan(plan(trace, deadline=deadline, budget=args.budget)))
+    print(format_plan(plan(trace, deadline=deadline, budget=args.budget_usd)))
     return 0
 
 

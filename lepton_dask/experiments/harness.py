@@ -1,12 +1,14 @@
-"""Adaptive-scaling experiments: traces x policies, in the simulator.
+"""The built-in experiment, start to finish: every scenario under every policy
+in the simulator, written out as CSV, plots and a table.
 
 For every trace: stock Adaptive swept over ``target_duration``, ours swept
 over the ``balanced`` weight (the Pareto front), and the SLO policy built
 from nothing but the trace's stated deadlines or latency
-(:func:`slo_policy`) are simulated on the same pools. Costs are compared with
-the exact yardstick (:mod:`lepton_dask.sim.oracle`: the clairvoyant and the
-online-feasible optimum), and the results written as CSV, Pareto plots (cost
-vs. burst completion time), a workers-and-$/hour plot, and a markdown table.
+(:func:`~lepton_dask.experiments.scenarios.slo_policy`) are simulated on the
+same pools. Costs are compared with the exact yardstick
+(:mod:`lepton_dask.sim.oracle`: the clairvoyant and the online-feasible
+optimum), and the results written as CSV, Pareto plots (cost vs. burst
+completion time), a workers-and-$/hour plot, and a markdown table.
 
 The time axis is the mean burst completion time (the makespan of each burst,
 averaged); for single-burst traces it is the makespan.
@@ -16,62 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lepton_dask.experiments.report import (
-    analyse,
-    markdown_table,
-    pareto,
-    pareto_figure,
-    plot_pareto,
-    plot_timeline,
-    timeline_figure,
-    write_csv,
-    write_report,
-)
-from lepton_dask.experiments.scenarios import (
-    Scenario,
-    cloud_pools,
-    scenario_from_run,
-    scenarios,
-    slo_policy,
-)
-from lepton_dask.experiments.sweep import (
-    ADAPTIVE_SWEEP,
-    BALANCED_SWEEP,
-    DEFAULT_ADAPTIVE,
-    mean_latency,
-    policies_for,
-    run_sweep,
-    simulate,
-    sweep_scenarios,
-    yardstick,
-)
+from lepton_dask.experiments.report import analyse, write_report
+from lepton_dask.experiments.scenarios import scenarios
+from lepton_dask.experiments.sweep import policies_for, sweep_scenarios
 
-__all__ = [
-    "ADAPTIVE_SWEEP",
-    "BALANCED_SWEEP",
-    "DEFAULT_ADAPTIVE",
-    "Scenario",
-    "analyse",
-    "cloud_pools",
-    "markdown_table",
-    "mean_latency",
-    "pareto",
-    "pareto_figure",
-    "plot_pareto",
-    "plot_timeline",
-    "policies_for",
-    "run_experiments",
-    "run_sweep",
-    "scenario_from_run",
-    "scenarios",
-    "simulate",
-    "slo_policy",
-    "sweep_scenarios",
-    "timeline_figure",
-    "write_csv",
-    "write_report",
-    "yardstick",
-]
+__all__ = ["run_experiments"]
 
 
 def run_experiments(

@@ -56,7 +56,30 @@ def _settle(
 # -- every trace, time-scaled -------------------------------------------------------
 REAL_SECONDS = 75.0  # about how long each real run takes
 MIN_TASK_S = 0.05  # shortest typical sleep task worth timing for real
+MIN_SHORT_TASK_S = 0.02  # the shortest 10% of tasks sleep at least this long
+#: the fixed lag of a LocalPoolCluster worker's start past its injected
+#: startup (in-process workers started outside SpecCluster's lock: 0.1-0.15 s
+#: measured, see bench_scaling's arrival_lag_p90_s); the scaled startup is at
+#: least ``LAG_TIMES`` this, so that the lag stands for little trace time
+START_LAG_S = 0.15
+LAG_TIMES = 10.0
+#: the decision tick and the monitor's flush, unscaled (the simulator's
+#: interval), and the floor of their scaled values
+TICK_S = 1.0
+MIN_TICK_S = 0.05
 UNKNOWN_S = 0.5  # distributed.scheduler.unknown-task-duration, unscaled
+
+
+def real_interval(factor: float) -> float:
+    """The decision tick (and monitor flush) of a run time-scaled by
+    ``factor``: the simulator's one second, scaled, at least 50 ms, so that
+    the loop's fixed latencies stand for as much trace time as they do
+    unscaled.
+
+    >>> real_interval(0.02), real_interval(0.5)
+    (0.05, 0.5)
+    """
+    return max(MIN_TICK_S, min(TICK_S, TICK_S * factor))
 
 
 def window(trace: Trace, start: float, length: float) -> Trace:
@@ -96,6 +119,12 @@ def scale_for_real(scenario, seconds: float = REAL_SECONDS):
     span = float(tr.submit.max()) + max(tr.deadline.values(), default=0.0)
     f = min(1.0, seconds / span)
     f = max(f, MIN_TASK_S / float(np.median(tr.duration)))
+    # fixed latencies must stand for little trace time: the scaled startup
+    # at least LAG_TIMES the start lag, the shortest tasks timeable
+    startup = min((p.startup_s for p in scenario.pools), default=0.0)
+    if startup > 0:
+        f = max(f, LAG_TIMES * START_LAG_S / startup)
+    f = min(1.0, max(f, MIN_SHORT_TASK_S / float(np.quantile(tr.duration, 0.1))))
     if f * span > 1.5 * seconds and tr.deps is None:
         # a long trace: its busiest stretch, as long as fits
         length = seconds / f
@@ -177,7 +206,7 @@ def run_trace_real(
     monitor = CostMonitor(
         ledger=False,
         minimum_billing=scenario.minimum_billing,
-        flush_interval=max(0.25, interval),
+        flush_interval=max(MIN_TICK_S, interval),
     )
     with (
         LocalPoolCluster(
@@ -193,12 +222,15 @@ def run_trace_real(
         span = float(trace.submit.max()) + max(trace.deadline.values(), default=60.0)
         out = _settle(futures, t0, monitor, settle, timeout=10 * span + 120)
         launches = len(cluster.launch_times())
+        arrival_lags = cluster.arrival_lags()
         adaptive = getattr(cluster, "_adaptive", None)
         churn = getattr(adaptive, "churn", None)
         reasons = [
             e["reason"] for _, e in getattr(adaptive, "log", ()) if "reason" in e
         ]
     out["deadline_met"] = deadlines_met(trace, finished, t0)
+    out["bursts"] = burst_slack(trace, finished, t0)
+    out["arrival_lags"] = arrival_lags
     out["launches"] = launches
     out["churn"] = None if churn is None else churn.churn
     out["reasons"] = reasons
@@ -207,6 +239,7 @@ def run_trace_real(
             e["time"] - t0,
             sum(v["workers"] for v in e["pools"].values()),
             e["spend_rate_usd_per_hour"],
+            e["spend_usd"],
         )
         for e in monitor.timeline
         if e["time"] >= t0
@@ -253,6 +286,46 @@ def submit_trace(client: Any, trace: Trace) -> tuple[dict, dict, float]:
             fut.add_done_callback(lambda _, i=i: finished.__setitem__(i, time.time()))
         futures.update(zip(ids, got, strict=True))
     return futures, finished, t0
+
+
+def cold_bursts(trace: Trace) -> set[int]:
+    """The bursts that are the first of one of their task prefixes (a user's
+    first burst of a kind of work: nothing of it has been measured)."""
+    names = trace.prefixes()
+    seen: set[str] = set()
+    cold = set()
+    for b in sorted(trace.bursts(), key=lambda b: b["arrival"]):
+        ids = np.flatnonzero(trace.burst == b["burst"])
+        mine = {names[i] for i in ids}
+        if mine - seen:
+            cold.add(int(b["burst"]))
+        seen |= mine
+    return cold
+
+
+def burst_slack(
+    trace: Trace, finished: dict[int, float], t0: float
+) -> list[dict[str, Any]]:
+    """Per burst with a deadline: its slack ``(deadline - latency) /
+    deadline`` (negative: late), whether it was met, and whether it was cold
+    (:func:`cold_bursts`)."""
+    cold = cold_bursts(trace)
+    out = []
+    for b in trace.bursts():
+        if b["deadline"] is None:
+            continue
+        ids = np.flatnonzero(trace.burst == b["burst"])
+        last = max((finished.get(int(i), np.inf) for i in ids), default=np.inf)
+        latency = last - t0 - b["arrival"]
+        out.append(
+            {
+                "burst": int(b["burst"]),
+                "slack": (b["deadline"] - latency) / b["deadline"],
+                "met": bool(latency <= b["deadline"] * 1.0001),
+                "cold": int(b["burst"]) in cold,
+            }
+        )
+    return out
 
 
 def deadlines_met(trace: Trace, finished: dict[int, float], t0: float) -> float:
@@ -318,7 +391,7 @@ def compare_traces(
         if factory is None:
             continue
         small, f = scale_for_real(sc, seconds)
-        interval = max(0.2, min(1.0, f))
+        interval = real_interval(f)
         n = repeats.get(name, 1) if isinstance(repeats, dict) else int(repeats)
         with scaled_world(f):
             policies: dict[str, Any] = {"slo": factory}
@@ -403,7 +476,7 @@ def side_by_side(
     from lepton_dask.experiments.scenarios import scenarios, slo_policy
 
     small, f = scale_for_real(scenarios()[trace], seconds)
-    interval = max(0.2, min(1.0, f))
+    interval = real_interval(f)
     runs = {}
     with scaled_world(f):
         for label, policy in (
@@ -412,27 +485,64 @@ def side_by_side(
         ):
             runs[label] = run_trace_real(small, policy, interval=interval, settle=10.0)
     if png:
-        _plot(runs, png, f"{trace}, time-scaled x{f:.3g}, real LocalPoolCluster")
+        _plot(
+            runs,
+            png,
+            f"{trace}, time-scaled x{f:.3g}, real LocalPoolCluster",
+            small.trace,
+            f,
+        )
     return runs
 
 
-def _plot(runs: dict[str, dict[str, Any]], path: str, title: str) -> None:
-    import matplotlib
+def _plot(
+    runs: dict[str, dict[str, Any]], path: str, title: str, trace: Trace, factor: float
+) -> None:
+    """Workers over time, and cumulative dollars, per policy; each burst's
+    arrival and deadline, marked met or missed per policy. Draws on its own
+    ``Figure`` (no pyplot: a notebook's backend is left as it is)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
-    for label, r in runs.items():
+    fig = Figure(figsize=(9, 6))
+    FigureCanvasAgg(fig)
+    top, middle, bottom = fig.subplots(
+        3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.4]}
+    )
+    for i, (label, r) in enumerate(runs.items()):
         t = [x[0] for x in r["timeline"]]
         name = f"{label}: ${r['cost_usd']:.5f}, deadlines met {r['deadline_met']:.0%}"
-        top.step(t, [x[1] for x in r["timeline"]], where="post", label=name)
-        bottom.step(t, [x[2] for x in r["timeline"]], where="post", label=label)
+        line = top.step(t, [x[1] for x in r["timeline"]], where="post", label=name)
+        color = line[0].get_color()
+        # billed so far (each worker from its launch, its minimum included)
+        middle.plot(t, [x[3] for x in r["timeline"]], color=color, label=label)
+        for b in r.get("bursts", []):
+            arrival = _arrival(trace, b["burst"])
+            y = i + 1
+            bottom.plot(
+                [arrival, arrival + trace.deadline[b["burst"]]], [y, y], color=color
+            )
+            bottom.plot(
+                arrival + trace.deadline[b["burst"]],
+                y,
+                marker="o" if b["met"] else "x",
+                color="tab:green" if b["met"] else "tab:red",
+                markersize=7,
+            )
     top.set_ylabel("workers")
-    bottom.set_ylabel("$/hour")
-    bottom.set_xlabel("seconds")
+    middle.set_ylabel("dollars so far")
+    bottom.set_yticks(range(1, len(runs) + 1), list(runs), fontsize=7)
+    bottom.set_ylim(0.3, len(runs) + 0.7)
+    bottom.set_xlabel(
+        f"seconds of the real run (1 s here stands for {1 / factor:.0f} s of the "
+        "trace)\nbursts: arrival to deadline; o met, x missed"
+    )
     top.set_title(title)
     top.legend(loc="upper right", fontsize=8)
+    middle.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+
+def _arrival(trace: Trace, burst: int) -> float:
+    return float(trace.submit[trace.burst == burst].min())

@@ -149,13 +149,29 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def matplotlib_figure() -> type:
+    """matplotlib's ``Figure`` class, or an ImportError that says how to get it
+    (matplotlib comes with the ``plots`` extra, not with every install).
+
+    >>> matplotlib_figure().__name__
+    'Figure'
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError(
+            "plotting needs matplotlib: pip install 'lepton-dask[plots]'"
+        ) from e
+    return Figure
+
+
 def pareto_figure(rows: list[dict[str, Any]], title: str):
     """Cost against mean burst time for each sweep, with its Pareto front and
     the oracle's cost: a matplotlib ``Figure`` (shown as is in a notebook).
 
     Made without pyplot, so it neither changes nor needs the backend.
     """
-    from matplotlib.figure import Figure
+    Figure = matplotlib_figure()
 
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.subplots()
@@ -216,7 +232,7 @@ def pareto_figure(rows: list[dict[str, Any]], title: str):
 def timeline_figure(runs: dict[str, SimResult], title: str):
     """Workers and spend rate over time of simulated runs (``record_timeline=True``):
     a matplotlib ``Figure``, made without pyplot."""
-    from matplotlib.figure import Figure
+    Figure = matplotlib_figure()
 
     fig = Figure(figsize=(7.2, 5.0))
     a1, a2 = fig.subplots(2, 1, sharex=True)

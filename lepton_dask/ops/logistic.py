@@ -245,7 +245,9 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         self.solver = solver
         self.verbose = verbose
 
-    def _validate_params_(self) -> None:
+    def _check_hyperparameters(self) -> None:
+        """Refuse a bad ``C``, ``solver`` or ``max_iter`` (checked at fit, as
+        scikit-learn checks constructor arguments)."""
         if not (isinstance(self.C, int | float) and self.C > 0):
             raise ValueError(f"C must be a positive number, got {self.C!r}")
         if self.solver not in ("lbfgs", "newton"):
@@ -256,7 +258,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> LogisticRegression:
         """Fit on ``X`` (samples x features) and class labels ``y`` (any
         number of classes; strings or numbers)."""
-        self._validate_params_()
+        self._check_hyperparameters()
         X, _ = validate_X(self, X, reset=True)
         y = as_dask_y(y, X)
         classes = _classes(y)

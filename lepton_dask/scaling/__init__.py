@@ -1,7 +1,6 @@
 """Cost-aware adaptive scaling: pure policies and the loop that applies them."""
 
 from lepton_dask.scaling.adaptive import CostAwareAdaptive
-from lepton_dask.scaling.forecast import PredictivePolicy
 from lepton_dask.scaling.model import ErnestModel
 from lepton_dask.scaling.policies import (
     BalancedPolicy,
@@ -12,6 +11,7 @@ from lepton_dask.scaling.policies import (
     policy_from_config,
 )
 from lepton_dask.scaling.pools import LocalPoolCluster
+from lepton_dask.scaling.predictive import PredictivePolicy
 from lepton_dask.scaling.slo import SLOPolicy, deadline
 from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, WorkerView
 

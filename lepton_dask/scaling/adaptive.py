@@ -29,6 +29,7 @@ from lepton_dask import _protocol as protocol
 from lepton_dask.scaling.apply import ChurnCounter, plan_apply, report_launches
 from lepton_dask.scaling.managers import ManagedPools
 from lepton_dask.scaling.policies import policy_from_config
+from lepton_dask.scaling.report import decision_report
 from lepton_dask.scaling.state import (
     ClusterView,
     Decision,
@@ -211,19 +212,15 @@ class CostAwareAdaptive(Adaptive):
             view = await self.view()
             decision = self.policy.decide(view)
             launched, retired = await self.apply(decision, view)
-            changed = bool(launched or retired)
-            entry = decision.as_log(view.now)
-            entry[1].update(
-                changed=changed,
-                launched=launched,
-                retired=retired,
-                launches_total=self.churn.launches,
-                churn_total=self.churn.churn,
+            report = decision_report(
+                decision, view.now, self.churn, launched=launched, retired=retired
             )
+            changed = report["changed"]
             if changed or self.last is None or decision.reason != self.last.reason:
-                self.log.append(entry)
+                self.log.append(
+                    (view.now, {k: v for k, v in report.items() if k != "time"})
+                )
             self.last = decision
-            report: protocol.DecisionReport = {**entry[1], "time": view.now}
             await getattr(self.scheduler, protocol.SCALER_DECISION)(decision=report)
         finally:
             self._adapting = False
@@ -242,15 +239,21 @@ class CostAwareAdaptive(Adaptive):
             counts=self.managed.counts(),
         )
         launched: list[str] = []
-        for p in plan.pools.values():
-            if p.launch:
-                new = await self.managed.grow(p.pool, p.launch)
-                launched += new
-                await report_launches(self.scheduler, new, self.managed.pools[p.pool])
-                if new:
-                    logger.info(
-                        "scaling %s up to %d: %s", p.pool, p.target, decision.reason
-                    )
+        # every pool's launches in one request: a worker group waiting on
+        # another's start would arrive late (see LocalPoolCluster)
+        grown = await self.managed.grow_all(
+            {p.pool: p.launch for p in plan.pools.values() if p.launch}
+        )
+        for pool, new in grown.items():
+            launched += new
+            logger.info(
+                "scaling %s up to %d: %s",
+                pool,
+                plan.pools[pool].target,
+                decision.reason,
+            )
+        for pool, new in grown.items():
+            await report_launches(self.scheduler, new, self.managed.pools[pool])
         retire = plan.retire
         if retire:
             names = self.managed.plan()

@@ -20,8 +20,10 @@ Any :class:`distributed.deploy.SpecCluster` (``LocalCluster``, dask-jobqueue's
 
 Workers shrink by name through SpecCluster's own retirement (the scaler picks
 them). When the scaler asks for a worker it records the time; when the worker
-arrives the difference is a startup sample, and a pool with no configured
-startup delay (``startup_s == 0``) uses the median of its recent samples.
+arrives the difference is a startup sample. A policy sees each pool's
+launch-to-arrival p90 over its recent samples, seeded with the configured
+startup delay when there is one: a manager whose workers arrive later than
+promised (a slow image pull, a queue, a start lock) is believed as it is.
 Managers that know their launch times (``launch_times()``) are believed.
 """
 
@@ -30,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import statistics
 import time
 from collections import deque
 from collections.abc import Hashable, Mapping
@@ -45,8 +46,10 @@ logger = logging.getLogger(__name__)
 
 #: ``max_workers`` of a pool built here when ``adapt(maximum=...)`` is infinite
 UNBOUNDED_WORKERS = 1024
-#: startup samples kept per pool (the learned delay is their median)
-STARTUP_SAMPLES = 8
+#: startup samples kept per pool (the learned delay is their p90)
+STARTUP_SAMPLES = 16
+#: the quantile of recent launch-to-arrival times a policy plans with
+STARTUP_QUANTILE = 0.9
 
 _CONFIG_KEYS = {
     "name",
@@ -103,6 +106,8 @@ def pool_from_config(
     """
     from dask.utils import parse_timedelta
 
+    from lepton_dask.cost.catalog import load_catalog
+
     unknown = set(entry) - _CONFIG_KEYS
     if unknown:
         raise ValueError(
@@ -125,16 +130,22 @@ def pool_from_config(
             kw[field] = entry[key]
     if entry.get("startup") is not None:
         kw["startup_s"] = float(parse_timedelta(entry["startup"], default="seconds"))
-    spec = _from_catalog(
-        str(entry.get("name") or "default"),
-        itype,
-        pricing,
-        entry.get("threads") or threads,
-        catalog,
-        **kw,
-    )
-    if entry.get("usd-per-hour") is not None:
-        spec = dataclasses.replace(spec, usd_per_hour=float(entry["usd-per-hour"]))
+    name = str(entry.get("name") or "default")
+    if entry.get("usd-per-hour") is not None:  # a priced type need not be listed
+        cat = catalog or load_catalog(dask.config.get("lepton.cost.catalog"))
+        known = cat[itype].vcpus if itype in cat else 1
+        spec = PoolSpec(
+            name,
+            itype,
+            pricing,
+            float(entry["usd-per-hour"]),
+            threads=int(entry.get("threads") or threads or known),
+            **kw,
+        )
+    else:
+        spec = _from_catalog(
+            name, itype, pricing, entry.get("threads") or threads, catalog, **kw
+        )
     return spec, entry.get("match")
 
 
@@ -149,7 +160,12 @@ def _from_catalog(
     from lepton_dask.cost.catalog import load_catalog
 
     cat = catalog or load_catalog(dask.config.get("lepton.cost.catalog"))
-    t = cat[itype]  # an unknown type: CatalogError (a ValueError) naming the known ones
+    try:
+        t = cat[itype]
+    except ValueError as e:  # CatalogError: names the nearest and the known types
+        raise ValueError(
+            f"pool {name!r}: {e}; or give its price (usd-per-hour)"
+        ) from None
     return PoolSpec(
         name,
         itype,
@@ -380,14 +396,14 @@ class ManagedPools:
 
     @property
     def pools(self) -> dict[str, PoolSpec]:
-        """The pools as a policy should see them: a pool with no configured
-        startup delay takes the one learned from arrivals."""
+        """The pools as a policy should see them: each pool's startup delay is
+        its launch-to-arrival p90 (:meth:`learned_startup`)."""
         out = {}
+        learned = self.learned_startup()
         for name, p in self._pools.items():
-            learned = self.learned_startup().get(name)
             spec = p.spec
-            if not p.startup_configured and learned is not None:
-                spec = dataclasses.replace(spec, startup_s=learned)
+            if name in learned and learned[name] != spec.startup_s:
+                spec = dataclasses.replace(spec, startup_s=learned[name])
             out[name] = spec
         return out
 
@@ -419,24 +435,45 @@ class ManagedPools:
                 logger.debug("%s arrived %.2f s after it was asked for", name, sample)
 
     def learned_startup(self) -> dict[str, float]:
-        """Median startup delay per pool, from the arrivals seen so far."""
-        return {p: statistics.median(s) for p, s in self._samples.items() if s}
+        """Launch-to-arrival p90 per pool over its recent arrivals, the
+        configured startup delay counting as one of them (a pool with none
+        configured and no arrival yet is absent)."""
+        out = {}
+        for name, p in self._pools.items():
+            seen = list(self._samples.get(name, ()))
+            if p.startup_configured:
+                seen.append(p.spec.startup_s)
+            if seen:
+                seen.sort()
+                out[name] = seen[max(0, math.ceil(STARTUP_QUANTILE * len(seen)) - 1)]
+        return out
 
     # -- changing the cluster ------------------------------------------------------------
     async def grow(self, pool: str, n: int) -> list[str]:
         """Add ``n`` workers to ``pool``; returns their names."""
+        return (await self.grow_all({pool: n})).get(pool, [])
+
+    async def grow_all(self, wanted: Mapping[str, int]) -> dict[str, list[str]]:
+        """Add ``wanted[pool]`` workers to each pool in one request to the
+        manager (one ``scale`` or one ``_correct_state``, never one per pool
+        with an ``await`` between): returns the new names per pool."""
         from inspect import isawaitable
 
-        if n <= 0:
-            return []
-        p = self._pools[pool]
+        wanted = {p: int(n) for p, n in wanted.items() if n > 0}
+        if not wanted:
+            return {}
         c = self.cluster
         before = set(self.plan())
-        if p.template is None and p.prefix is None:
-            f = c.scale(len(before) + n)  # the manager's own scale (jobs, naming)
-            if isawaitable(f):
-                await f
-        else:
+        specs = False
+        for pool, n in wanted.items():
+            p = self._pools[pool]
+            if p.template is None and p.prefix is None:
+                # the manager's own scale (jobs, naming): the one-pool case
+                f = c.scale(len(before) + n)
+                if isawaitable(f):
+                    await f
+                continue
+            specs = True
             for _ in range(n):
                 if p.template is None:
                     c.worker_spec.update(c.new_pool_spec(pool))
@@ -446,12 +483,15 @@ class ManagedPools:
                         **p.template,
                         "options": dict(p.template.get("options") or {}),
                     }
+        if specs:
             correct_state(c)  # starts them in the background, as scale() does
-        new = sorted(set(self.plan()) - before)
+        plan = self.plan()
         now = time.time()
-        for name in new:
+        out: dict[str, list[str]] = {}
+        for name in sorted(set(plan) - before):
             self._asked[name] = now
-        return new
+            out.setdefault(plan[name][0], []).append(name)
+        return out
 
     def _next_name(self, prefix: str) -> str:
         base = prefix if prefix[-1:] in "-_." else prefix + "-"

@@ -21,6 +21,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from lepton_dask.config import parse_duration
 from lepton_dask.scaling.slo import SLOPolicy
 from lepton_dask.scaling.state import (
     ClusterView,
@@ -287,6 +288,8 @@ class DeadlinePolicy(_CostAware):
             raise ValueError(
                 "give exactly one of deadline= (absolute) or within= (rolling)"
             )
+        if isinstance(within, str):  # a Dask duration string: "90s", "10m"
+            within = parse_duration(within, "within")
         for name, v in (("deadline", deadline), ("within", within)):
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"{name} must be finite, got {v!r}")
@@ -588,20 +591,26 @@ def policy_from_config(cfg: dict | None = None) -> object:
             f"lepton.scaling.policy must be one of {', '.join(sorted(_CONFIG_KEYS))}, got {name!r}"
         )
     keys = _CONFIG_KEYS[name]
-    kwargs = {arg: float(cfg[k]) for k, arg in keys.items() if cfg.get(k) is not None}
+    kwargs = {
+        arg: parse_duration(cfg[k], f"lepton.scaling.{k}")
+        if k in ("deadline", "latency")
+        else float(cfg[k])
+        for k, arg in keys.items()
+        if cfg.get(k) is not None
+    }
     if (
         name in ("slo", "deadline")
         and cfg.get("within") is not None
         and "deadline" not in kwargs
-    ):
-        kwargs["deadline"] = float(cfg["within"])  # the old name of the deadline
+    ):  # the old name of the deadline
+        kwargs["deadline"] = parse_duration(cfg["within"], "lepton.scaling.within")
     if name in ("slo", "deadline", "predictive") and not kwargs:
         raise ValueError(
             f"lepton.scaling.policy is {name!r}: set lepton.scaling.deadline, latency, "
             "budget-usd-per-hour or budget-usd"
         )
     if name == "predictive":  # the SLO terms, pre-warmed for load that recurs
-        from lepton_dask.scaling.forecast import PredictivePolicy
+        from lepton_dask.scaling.predictive import PredictivePolicy
 
         workload = dask.config.get("lepton.workload")
         if workload:  # a restarted scheduler starts with the job's history

@@ -12,6 +12,12 @@ It is one SpecCluster among others for
 :class:`~lepton_dask.scaling.CostAwareAdaptive`: its pools are the named
 templates the scaler grows (:meth:`LocalPoolCluster.new_pool_spec`), and its
 launch times are the ones the scaler counts startup from.
+
+Workers start in parallel, as a cloud provider boots VMs: the injected startup
+runs outside ``SpecCluster``'s lock (``_correct_state_internal`` awaits every
+starting worker while it holds the lock, so a delay inside a worker's start
+would hold back every later ``scale()`` until that worker is up). A request
+made while other workers are booting is never delayed by them.
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+import weakref
 from typing import Any
 
 from distributed import Nanny, Scheduler, SpecCluster, Worker
+from distributed.core import Status
 
+from lepton_dask import _protocol as protocol
 from lepton_dask.cost.pricing import worker_declaration
 from lepton_dask.scaling.apply import report_launches
 from lepton_dask.scaling.state import PoolSpec
@@ -31,7 +41,11 @@ logger = logging.getLogger(__name__)
 
 
 class _DelayedStart:
-    """Mixin: wait ``startup_delay`` seconds before starting (a cloud VM boot)."""
+    """Mixin: wait ``startup_delay`` seconds before starting (a cloud VM boot).
+
+    :class:`LocalPoolCluster` takes the delay out of the spec and waits it
+    itself, outside SpecCluster's lock; the mixin keeps the delay for a
+    worker started on its own."""
 
     def __init__(self, *args: Any, startup_delay: float = 0.0, **kwargs: Any):
         self._startup_delay = float(startup_delay)
@@ -129,6 +143,10 @@ class LocalPoolCluster(SpecCluster):
             sched_opts["protocol"] = "tls"
         elif not processes:
             sched_opts.setdefault("protocol", "tcp")
+        self._preempt_task = None
+        #: workers booting outside the lock: name -> (task, still in its delay)
+        self._booting: dict[str, list] = {}
+        self._lags: list[float] = []
         workers = {}
         for name, n in minimum.items():
             for _ in range(n):
@@ -143,7 +161,6 @@ class LocalPoolCluster(SpecCluster):
             security=security,
             **kwargs,
         )
-        self._preempt_task = None
 
     def _worker(
         self, pool: str, *, delay: bool, name_only: bool = True
@@ -171,15 +188,17 @@ class LocalPoolCluster(SpecCluster):
     def new_worker_spec(self) -> dict[str, Any]:
         """Used by ``scale(n)`` (Dask's own Adaptive): a worker of the first pool,
         named and billed like the ones :meth:`new_pool_spec` starts."""
-        import time
-
         pool = next(iter(self.pools))
         name, spec = self._worker(pool, delay=True)
         self._launched[name] = time.time()
-        # stock Adaptive's scale(n) launches outside the apply step: report here
-        self.loop.add_callback(
-            report_launches, self.scheduler_comm, [name], self.pools[pool]
-        )
+        # stock Adaptive's scale(n) launches outside the apply step: report
+        # here, to a CostMonitor when the scheduler has one (no handler, no
+        # report: a cluster without a monitor starts workers without noise)
+        handlers = getattr(self.scheduler, "handlers", None)
+        if handlers is None or protocol.COST_LAUNCH in handlers:
+            self.loop.add_callback(
+                report_launches, self.scheduler_comm, [name], self.pools[pool]
+            )
         return {name: spec}
 
     async def _start(self):
@@ -190,7 +209,91 @@ class LocalPoolCluster(SpecCluster):
     async def _close(self):
         if self._preempt_task is not None:
             self._preempt_task.cancel()
+        # booting workers: those still in their delay never start; those
+        # starting finish and close themselves (the spec no longer has them)
+        for task, delaying in list(self._booting.values()):
+            if delaying[0]:
+                task.cancel()
+        self.worker_spec.clear()
+        booting = [task for task, _ in self._booting.values()]
+        await asyncio.gather(*booting, return_exceptions=True)
         await super()._close()
+
+    # -- starting workers in parallel ------------------------------------------------
+    async def _correct_state_internal(self) -> None:
+        """SpecCluster's, except that a worker with a startup delay boots in a
+        task of its own, outside the lock: its delay, then its start, then it
+        joins ``self.workers`` (or closes, when it was retired meanwhile).
+        Read from distributed 2026.8 ``SpecCluster._correct_state_internal``
+        (tests/test_distributed_private.py checks the parts used)."""
+        async with self._lock:
+            self._correct_state_waiting = None
+            to_close = set(self.workers) - set(self.worker_spec)
+            if to_close:
+                if self.scheduler.status == Status.running:
+                    await self.scheduler_comm.retire_workers(workers=list(to_close))
+                await asyncio.gather(
+                    *(self.workers[w].close() for w in to_close if w in self.workers)
+                )
+            for name in to_close:
+                self.workers.pop(name, None)
+            to_open = set(self.worker_spec) - set(self.workers) - set(self._booting)
+            now = []
+            for name in sorted(to_open):
+                opts = self.worker_spec[name].get("options", {})
+                if opts.get("startup_delay", 0.0) > 0:
+                    state = [True]
+                    task = asyncio.ensure_future(self._boot(name, state))
+                    self._booting[name] = [task, state]
+                else:
+                    now.append(name)
+            if now:  # no delay: started here, as SpecCluster does
+                workers = [self._new_worker(name) for name in now]
+                futs = [asyncio.ensure_future(w) for w in workers]
+                await asyncio.wait(futs)
+                self.workers.update(dict(zip(now, workers, strict=True)))
+                for w in workers:
+                    w._cluster = weakref.ref(self)
+                await asyncio.gather(*futs)
+
+    def _new_worker(self, name: str, *, booted: bool = False) -> Any:
+        spec = self.worker_spec[name]
+        opts = {**spec.get("options", {}), "name": name}
+        if booted:
+            opts["startup_delay"] = 0.0  # waited already, outside the lock
+        worker = spec["cls"](
+            getattr(self.scheduler, "contact_address", None) or self.scheduler.address,
+            **opts,
+        )
+        self._created.add(worker)
+        return worker
+
+    async def _boot(self, name: str, delaying: list) -> None:
+        """One worker's boot: its injected startup, then its start."""
+        try:
+            delay = float(self.worker_spec[name]["options"]["startup_delay"])
+            await asyncio.sleep(delay)
+            delaying[0] = False
+            if name not in self.worker_spec or self.status != Status.running:
+                return
+            worker = self._new_worker(name, booted=True)
+            try:
+                await worker
+            except Exception:
+                logger.error("worker %s failed to start", name, exc_info=True)
+                self.worker_spec.pop(name, None)
+                await worker.close()
+                return
+            worker._cluster = weakref.ref(self)
+            if name in self.worker_spec and self.status == Status.running:
+                self.workers[name] = worker
+                if name in self._launched:
+                    lag = time.time() - self._launched[name] - delay
+                    self._lags.append(lag)
+            else:  # retired (or the cluster closed) while it started
+                await worker.close()
+        finally:
+            self._booting.pop(name, None)
 
     # -- pools ---------------------------------------------------------------------
     def pool_of(self, worker_name: str) -> str:
@@ -208,12 +311,15 @@ class LocalPoolCluster(SpecCluster):
         """When each worker was requested (scheduler-clock seconds)."""
         return dict(self._launched)
 
+    def arrival_lags(self) -> list[float]:
+        """Seconds each launched worker took to arrive beyond its injected
+        startup delay (the cluster's own fixed start lag), in arrival order."""
+        return list(self._lags)
+
     def new_pool_spec(self, pool: str) -> dict[str, Any]:
         """Name and spec of one more worker of ``pool`` (its startup delay
         injected): what :class:`~lepton_dask.scaling.CostAwareAdaptive` adds to
         grow the pool. The request time is kept (:meth:`launch_times`)."""
-        import time
-
         if pool not in self.pools:
             raise ValueError(f"unknown pool {pool!r}; pools: {', '.join(self.pools)}")
         name, spec = self._worker(pool, delay=True)

@@ -12,9 +12,10 @@ scale by cost, with no change on their side. The per-pool targets are served
 as JSON at ``/api/v1/lepton/targets`` for scalers that know pools.
 
 Each decision is reported to the CostMonitor like ``CostAwareAdaptive``'s
-(decision log, ``lepton_scaler_*`` metrics). Workers the caller was told to
-add are counted as starting (billed from the answer that asked for them)
-until they arrive, since the scheduler cannot see a launch.
+(:func:`~lepton_dask.scaling.report.decision_report`: decision log,
+``lepton_scaler_*`` metrics). Workers the caller was told to add are counted
+as starting (billed from the answer that asked for them) until they arrive,
+since the scheduler cannot see a launch.
 
 Use it as a scheduler preload (it also installs the CostMonitor)::
 
@@ -36,6 +37,7 @@ import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from lepton_dask.scaling.apply import ApplyPlan, ChurnCounter, plan_apply
+from lepton_dask.scaling.report import decision_report
 from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, ViewBuilder
 from lepton_dask.scaling.state import WorkerView as _WorkerView
 
@@ -168,17 +170,13 @@ class PolicyServer(SchedulerPlugin):
             del self._requested[want:]
 
     def _report(self, now: float, view, decision: Decision, plan: ApplyPlan) -> None:
-        entry = decision.as_log(now)[1]
-        entry.update(
-            changed=plan.changed,
-            launched=[],
-            retired=list(plan.retire),
-            launches_total=self.churn.launches,
-            churn_total=self.churn.churn,
-            time=now,
-            served="adaptive_target",
+        """Report the decision to the monitor: the plan's retirements; the
+        launches are the caller's, who asks for workers by the target."""
+        self.monitor.record_decision(
+            decision_report(
+                decision, now, self.churn, plan=plan, served="adaptive_target"
+            )
         )
-        self.monitor.record_decision(entry)
 
     # -- what the scalers ask ----------------------------------------------------
     def adaptive_target(self, target_duration: Any = None) -> int:

@@ -67,6 +67,7 @@ from typing import Any
 
 import dask
 
+from lepton_dask.config import parse_duration
 from lepton_dask.scaling._capacity import Due, Sizing
 from lepton_dask.scaling.state import (
     EPS_WORK,
@@ -74,6 +75,7 @@ from lepton_dask.scaling.state import (
     ClusterView,
     Decision,
     PoolSpec,
+    WorkerView,
     releasable,
 )
 
@@ -83,8 +85,9 @@ _PRIORITY_BASE = 1e10  # deadline priorities stay above Dask's default of 0
 
 
 @contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Tasks submitted inside must be done within ``seconds`` of submission.
+def deadline(seconds: float | str) -> Iterator[None]:
+    """Tasks submitted inside must be done within ``seconds`` of submission
+    (a number, or a Dask duration string such as ``"90s"`` or ``"10m"``).
 
     Annotates the tasks of each ``compute``/``submit``/``persist`` made inside
     with ``lepton_deadline`` (the CostMonitor gives their batch that deadline,
@@ -101,6 +104,8 @@ def deadline(seconds: float) -> Iterator[None]:
     ...
     ValueError: deadline must be a positive number of seconds, got 0
     """
+    if isinstance(seconds, str):  # a Dask duration string: "90s", "10m"
+        seconds = parse_duration(seconds, "deadline")
     if not (
         isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0
     ):
@@ -113,6 +118,26 @@ def deadline(seconds: float) -> Iterator[None]:
 
 
 MIN_GAPS = 4  # idle gaps seen before the keep-alive follows them
+#: a guessed duration is hedged up to this factor (``SLOPolicy(hedge=...)``)
+HEDGE = 4.0
+
+
+def arrives_in(w: WorkerView, pool: PoolSpec, now: float) -> float:
+    """Seconds until a starting worker is expected: its pool's startup delay
+    (the launch-to-arrival p90 the scaler has seen) after its launch. A
+    worker past that is late, not arriving now: it is expected in as long
+    again as it is overdue, and at least a tenth of the startup delay.
+
+    >>> p = PoolSpec("cpu", startup_s=60)
+    >>> arrives_in(WorkerView("a", "cpu", 0.0, False, arrived=False), p, 20.0)
+    40.0
+    >>> arrives_in(WorkerView("a", "cpu", 0.0, False, arrived=False), p, 70.0)
+    10.0
+    """
+    left = w.billed_since + pool.startup_s - now
+    if left >= 0:
+        return left
+    return max(-left, 0.1 * pool.startup_s)
 
 
 class SLOPolicy:
@@ -121,10 +146,10 @@ class SLOPolicy:
 
     Parameters
     ----------
-    deadline : float, optional
+    deadline : float or str, optional
         Seconds from a batch's arrival to its deadline (batches without their
-        own ``deadline_s``).
-    latency : float, optional
+        own ``deadline_s``); a number or a Dask duration string (``"10m"``).
+    latency : float or str, optional
         The same for streams; also provisions for the expected arrivals.
     usd_per_hour, total_usd : float, optional
         Spend-rate cap and total cap (USD).
@@ -138,6 +163,14 @@ class SLOPolicy:
         finish by ``(1 - margin) * deadline`` after arrival, so that task-time
         noise and dispatch delays on a real cluster do not turn a plan that
         finishes on the dot into a miss (default 5%).
+    hedge : float
+        Work sized on a guess (Dask's ``unknown-task-duration``, or twice the
+        longest running time) when there is no time to measure it first is
+        sized as if its tasks took up to ``hedge`` times the guess, so that
+        the deadline holds for them too (default 4; ``1`` sizes on the guess
+        exactly). Once a task of the prefix finishes, the measured duration
+        replaces the guess and the extra workers are released as any idle
+        worker is.
 
     >>> from lepton_dask.scaling.state import BatchView, ClusterView, PoolSpec
     >>> pool = PoolSpec("cpu", threads=2, max_workers=50, startup_s=60)
@@ -151,15 +184,20 @@ class SLOPolicy:
 
     def __init__(
         self,
-        deadline: float | None = None,
+        deadline: float | str | None = None,
         *,
-        latency: float | None = None,
+        latency: float | str | None = None,
         usd_per_hour: float | None = None,
         total_usd: float | None = None,
         keep_alive: str = "break-even",
         seed: int = 0,
         margin: float = 0.05,
+        hedge: float = HEDGE,
     ):
+        if isinstance(deadline, str):  # Dask duration strings: "90s", "10m"
+            deadline = parse_duration(deadline, "deadline")
+        if isinstance(latency, str):
+            latency = parse_duration(latency, "latency")
         for name, v in (("deadline", deadline), ("latency", latency)):
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise ValueError(
@@ -187,7 +225,10 @@ class SLOPolicy:
             )
         if not (isinstance(margin, (int, float)) and 0.0 <= margin < 0.5):
             raise ValueError(f"margin must be a fraction in [0, 0.5), got {margin!r}")
+        if not (isinstance(hedge, (int, float)) and 1.0 <= hedge <= 100.0):
+            raise ValueError(f"hedge must be a factor in [1, 100], got {hedge!r}")
         self.margin = float(margin)
+        self.hedge = float(hedge)
         self.deadline = deadline if deadline is not None else latency
         self.stream = latency is not None
         self.usd_per_hour = usd_per_hour
@@ -235,6 +276,56 @@ class SLOPolicy:
         while len(self._seen) > 32:
             self._seen.popitem(last=False)
 
+    def _batch_dues(
+        self, view: ClusterView, b: BatchView, kind: str, learn_s: float
+    ) -> list[Due]:
+        """One batch's dues for ``kind``: its work (on a guess, hedged when
+        there are not ``learn_s`` seconds to learn the duration first), due
+        by its deadline less the reserve; stages that cannot start yet, of
+        unknown duration, due last, the stages before them earlier."""
+        w = b.work.get(kind, 0.0)
+        d = self._deadline_of(b)
+        reserve = d * self.margin if d is not None else 0.0
+        due = (b.arrival + d - reserve - view.now) if d is not None else math.inf
+        guess = b.unmeasured.get(kind, 0.0)
+        held = min(b.blocked.get(kind, 0.0), guess)
+        crit = b.critical
+        probe = False
+        if guess > EPS_WORK:
+            if due > learn_s:
+                # time to learn the duration first: size on what is
+                # certain (the longest time its tasks have run)
+                floor = b.unmeasured_floor.get(kind, 0.0)
+                w = max(w - guess + floor, 0.0)
+                held = 0.0
+                probe = floor <= 0.0
+                self._basis.add("probe")
+            else:
+                # no time to learn: hedge the guess (tasks up to
+                # ``hedge`` times as long still meet the deadline)
+                w += (self.hedge - 1.0) * guess
+                held *= self.hedge
+                crit *= self.hedge
+                self._basis.add("guess")
+        elif b.prior.get(kind, 0.0) > EPS_WORK:
+            self._basis.add("prior")
+        else:
+            self._basis.add("measured")
+        tasks = max(b.tasks, 1)
+        if b.blocked_stages and w - held > EPS_WORK and due > 0:
+            # stages that cannot start yet, of unknown duration: each gets an
+            # equal share of the time left, the stages before them the rest
+            # (their capacity must be bought before the later stage shows how
+            # long it takes)
+            share = b.blocked_stages / (b.blocked_stages + 1.0)
+            early = due * (1.0 - share)
+            self._held[b.id] = early
+            return [
+                Due(early, w - held, crit, tasks, b.id, probe, reserve),
+                Due(due, held, crit, tasks, b.id, probe, reserve),
+            ]
+        return [Due(due, w, crit, tasks, b.id, probe, reserve)]
+
     def _dues(self, view: ClusterView, kind: str, pools: list[PoolSpec]) -> list[Due]:
         horizon_default = self.deadline
         dues, covered = [], 0.0
@@ -244,26 +335,7 @@ class SLOPolicy:
             if w <= EPS_WORK:
                 continue
             covered += b.scheduler_work.get(kind, w)
-            d = self._deadline_of(b)
-            reserve = d * self.margin if d is not None else 0.0
-            due = (b.arrival + d - reserve - view.now) if d is not None else math.inf
-            guess = b.unmeasured.get(kind, 0.0)
-            probe = False
-            if guess > EPS_WORK:
-                if due > t_thread + startup:
-                    # time to learn the duration first: size on what is
-                    # certain (the longest time its tasks have run)
-                    floor = b.unmeasured_floor.get(kind, 0.0)
-                    w = max(w - guess + floor, 0.0)
-                    probe = floor <= 0.0
-                    self._basis.add("probe")
-                else:
-                    self._basis.add("guess")
-            elif b.prior.get(kind, 0.0) > EPS_WORK:
-                self._basis.add("prior")
-            else:
-                self._basis.add("measured")
-            dues.append(Due(due, w, b.critical, max(b.tasks, 1), b.id, probe, reserve))
+            dues += self._batch_dues(view, b, kind, t_thread + startup)
         # work the state did not attribute to a batch: due as the oldest batch
         total = view.backlog.get(kind, 0.0) + view.pending.get(kind, 0.0)
         rest = total - covered
@@ -319,10 +391,7 @@ class SLOPolicy:
             p = view.pools.get(w.pool)
             if p is None or p.kind != kind:
                 continue
-            t = min(
-                t,
-                0.0 if w.arrived else max(0.0, w.billed_since + p.startup_s - view.now),
-            )
+            t = min(t, 0.0 if w.arrived else arrives_in(w, p, view.now))
         return min(t, startup), startup
 
     def _typical(self, key: str) -> float | None:
@@ -350,8 +419,7 @@ class SLOPolicy:
             if w.arrived:
                 arrived.append((w, p.threads * p.speed))
             else:
-                at = max(0.0, w.billed_since + p.startup_s - view.now)
-                starting.append((at, p.threads * p.speed))
+                starting.append((arrives_in(w, p, view.now), p.threads * p.speed))
         return arrived, starting
 
     def _ahead(self, view: ClusterView, kind: str) -> bool:
@@ -376,6 +444,11 @@ class SLOPolicy:
     def decide(self, view: ClusterView) -> Decision:
         self._remember(view)
         self._basis: set[str] = set()
+        #: batches behind (the capacity there and arriving, late workers
+        #: counted late, cannot finish them in time: what was bought for them)
+        #: and batches with stages held back (when the stages before must end)
+        self._late: dict[str, str] = {}
+        self._held: dict[str, float] = {}
         targets: dict[str, int] = {}
         reasons: list[str] = []
         infeasible = False
@@ -407,6 +480,10 @@ class SLOPolicy:
                 break
         if math.isfinite(time_left):
             detail["time_left_s"] = time_left
+        if self._late:
+            detail["behind"] = dict(self._late)
+        if self._held:
+            detail["held_stages"] = {b: round(t, 3) for b, t in self._held.items()}
         if keep_alive:
             detail["keep_alive_s"] = keep_alive
         return Decision(
@@ -454,6 +531,12 @@ class SLOPolicy:
                 view, kind, pools, len(arrived) + len(starting) + n_new
             )
             added = {p.name: sum(1 for s in slots[:n_new] if s is p) for p in pools}
+            if out.get("behind") is not None:
+                # the capacity there and arriving cannot finish it in time:
+                # caught up at this tick, over every pool at once
+                self._late[str(out.pop("behind"))] = ", ".join(
+                    f"+{k} {p}" for p, k in added.items() if k
+                )
             for name, k in added.items():
                 if k:
                     targets[name] = view.count(name) + k
@@ -491,8 +574,10 @@ class SLOPolicy:
         none feasible, as fast as the work can use (``infeasible`` set)."""
         if math.isinf(sz.dues[-1].due):
             return sz.fastest(), None  # capped by the budget next
-        if sz.feasible(0)[0]:
+        ok, behind = sz.feasible(0)
+        if ok:
             return 0, None
+        out["behind"] = behind
         if sz.feasible(len(sz.slots))[0]:
             return sz.fewest_new(), None
         n_fast = sz.fastest()

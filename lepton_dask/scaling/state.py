@@ -17,9 +17,60 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask.config
+
 from lepton_dask._protocol import ScalerState
 
 EPS_WORK = 1e-9  # thread-seconds of outstanding work below which there is none
+
+
+_CATALOGS: dict[tuple[str, float], Any] = {}
+
+
+def _catalog(path: str | None) -> Any:
+    """The price catalog at ``path`` (default: the configured one), parsed once
+    per file version."""
+    import os
+
+    from lepton_dask.cost.catalog import DEFAULT_CATALOG, load_catalog
+
+    path = path or dask.config.get("lepton.cost.catalog") or DEFAULT_CATALOG
+    try:
+        key = (path, os.stat(path).st_mtime)
+    except OSError:
+        return load_catalog(path)  # raises the catalog's own error
+    if key not in _CATALOGS:
+        _CATALOGS[key] = load_catalog(path)
+    return _CATALOGS[key]
+
+
+def catalog_price(pool: str, instance_type: str, pricing: str) -> float:
+    """The catalog's hourly price of one ``instance_type`` worker at ``pricing``
+    (what a :class:`PoolSpec` given no ``usd_per_hour`` costs).
+
+    ``local`` (a LocalCluster worker) is priced from the shipped catalog when a
+    configured catalog leaves it out. An unknown type is a ``ValueError`` that
+    names the catalog's nearest types.
+
+    >>> catalog_price("gpu", "g5.xlarge", "on-demand")
+    1.006
+    >>> catalog_price("gpu", "g5.xlarj", "on-demand")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: pool 'gpu': unknown instance type 'g5.xlarj' ...
+    """
+    from lepton_dask.cost.catalog import DEFAULT_CATALOG, CatalogError
+
+    cat = _catalog(None)
+    if instance_type not in cat and instance_type == "local":
+        cat = _catalog(DEFAULT_CATALOG)
+    try:
+        return cat[instance_type].usd_per_hour(pricing)
+    except CatalogError as e:
+        raise ValueError(
+            f"pool {pool!r}: {e}; give usd_per_hour= to price a type the "
+            "catalog does not list"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -31,8 +82,10 @@ class PoolSpec:
     name : str
     instance_type, pricing : str
         As in the price catalog.
-    usd_per_hour : float
-        Price of one worker.
+    usd_per_hour : float, optional
+        Price of one worker. Default: the price catalog's price of
+        ``instance_type`` at ``pricing`` (``lepton.cost.catalog``); an
+        instance type the catalog does not know needs an explicit price.
     threads : int
         Task slots per worker.
     kind : str
@@ -50,7 +103,7 @@ class PoolSpec:
     name: str
     instance_type: str = "local"
     pricing: str = "on-demand"
-    usd_per_hour: float = 0.096
+    usd_per_hour: float | None = None
     threads: int = 1
     kind: str = "cpu"
     speed: float = 1.0
@@ -60,6 +113,9 @@ class PoolSpec:
     preemptions_per_hour: float = 0.0
 
     def __post_init__(self):
+        if self.usd_per_hour is None:
+            price = catalog_price(self.name, self.instance_type, self.pricing)
+            object.__setattr__(self, "usd_per_hour", price)
         if self.min_workers < 0 or self.max_workers < self.min_workers:
             raise ValueError(
                 f"pool {self.name!r}: need 0 <= min_workers <= max_workers, got "
@@ -142,6 +198,9 @@ class BatchView:
     prior: dict[str, float] = field(default_factory=dict)
     #: ``work`` priced as ``backlog`` is (the scheduler's estimates)
     scheduler_work: dict[str, float] = field(default_factory=dict)
+    #: part of ``unmeasured`` in stages that cannot start yet, and how many
+    blocked: dict[str, float] = field(default_factory=dict)
+    blocked_stages: int = 0
 
     @property
     def remaining(self) -> float:
@@ -417,6 +476,8 @@ class ViewBuilder:
                 dict(b.get("unmeasured_floor") or {}),
                 dict(b.get("prior") or {}),
                 dict(b.get("scheduler_work") or b["work"]),
+                dict(b.get("blocked") or {}),
+                int(b.get("blocked_stages", 0)),
             )
             for b in st.get("batches", ())
         ]

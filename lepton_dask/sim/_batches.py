@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict, deque
+from collections.abc import Callable
 from typing import Any
 
 from lepton_dask.sim._knowledge import PrefixKnowledge
@@ -97,7 +98,9 @@ class Batches:
             del self.active[b]
             self.finished[b] = (rec["arrival"], rec["done"])
 
-    def state(self, est: list[float]) -> list[dict[str, Any]]:
+    def state(
+        self, est: list[float], blocked: Callable[[int], bool] | None = None
+    ) -> list[dict[str, Any]]:
         """The unfinished batches, ``est``: the scheduler's estimate of each
         prefix now (``scheduler_work``); ``work`` is priced with the
         observer's (:meth:`PrefixKnowledge.policy_estimate`)."""
@@ -106,7 +109,8 @@ class Batches:
         mine = [know.policy_estimate(p) for p in range(len(est))]
         for b, rec in self.active.items():
             work, unmeasured, floor = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
-            prior, sched = [0.0, 0.0], [0.0, 0.0]
+            prior, sched, held = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
+            stages = 0
             longest = chain = 0.0
             for (p, k), n in rec["left"].items():
                 work[k] += n * mine[p]
@@ -114,6 +118,9 @@ class Batches:
                 if not know.policy_measured(p):
                     unmeasured[k] += n * mine[p]
                     floor[k] += n * know.ran(p)
+                    if blocked is not None and know.ran(p) <= 0 and blocked(p):
+                        held[k] += n * mine[p]
+                        stages += 1
                 elif know.prior(p):
                     prior[k] += n * mine[p]
                 longest = max(longest, mine[p])
@@ -132,6 +139,8 @@ class Batches:
                     "unmeasured": {"cpu": unmeasured[0], "gpu": unmeasured[1]},
                     "unmeasured_floor": {"cpu": floor[0], "gpu": floor[1]},
                     "prior": {"cpu": prior[0], "gpu": prior[1]},
+                    "blocked": {"cpu": held[0], "gpu": held[1]},
+                    "blocked_stages": stages,
                 }
             )
         return out

@@ -26,7 +26,7 @@ dozen tasks), so the estimate jumps to twice the longest running time. The
 SLO policy prices batches with the mean of the prefix's finished tasks
 instead, weighted to the latest few dozen
 (:meth:`PrefixKnowledge.policy_estimate`,
-:func:`~lepton_dask._protocol.duration_mean`): the workload observer on the
+:func:`~lepton_dask.cost.observer.duration_mean`): the workload observer on the
 scheduler keeps it from the same ``task-finished`` transitions, so it too is
 only what the scheduler knows.
 Until a task of the prefix finishes, both use Dask's rule.
@@ -37,7 +37,7 @@ from __future__ import annotations
 import dask.config
 from dask.utils import parse_timedelta
 
-from lepton_dask._protocol import duration_mean
+from lepton_dask.cost.observer import duration_mean
 
 __all__ = ["PrefixKnowledge"]
 
@@ -85,7 +85,7 @@ class PrefixKnowledge:
 
     def policy_estimate(self, p: int) -> float:
         """The workload observer's estimate: the mean of the prefix's
-        finished tasks (:func:`~lepton_dask._protocol.duration_mean`), else
+        finished tasks (:func:`~lepton_dask.cost.observer.duration_mean`), else
         :meth:`estimate`."""
         n = self.finishes[p]
         return self.mean[p] if n else self.estimate(p)

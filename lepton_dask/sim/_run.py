@@ -148,6 +148,13 @@ class Run:
                     del fw[wid]
                 self.push(end_t, _FINISH, (i, self.attempt[i]))
 
+    def blocked(self, p: int) -> bool:
+        """No task of prefix ``p`` is ready or running, and some wait on
+        other tasks (as :func:`lepton_dask._distributed.prefix_blocked`)."""
+        return any(w[p] > 0 for w in self.waiting) and not any(
+            a[p] > 0 for a in self.active
+        )
+
     def on_submit(self) -> None:
         """Every task submitted at ``now``."""
         submit, order = self.submit, self.order
@@ -259,7 +266,7 @@ class Run:
             "threads": threads,
             "minimum_billing": sim.minimum,
             "spend_usd": self.spent + billed / 3600.0,
-            "batches": self.batches.state(est),
+            "batches": self.batches.state(est, self.blocked),
         }
 
     def on_tick(self) -> bool:

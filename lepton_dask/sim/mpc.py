@@ -2,7 +2,7 @@
 oracle's optimiser, follow the plan, re-plan as the load comes.
 
 :class:`PlanningPolicy` wraps a
-:class:`~lepton_dask.scaling.forecast.PredictivePolicy`. When the forecast is
+:class:`~lepton_dask.scaling.predictive.PredictivePolicy`. When the forecast is
 confident (a period, or a regular pattern of the last arrivals; switched on,
 not off for misses), it plans the next :data:`HORIZON` forecast batches with
 the integer program of :mod:`lepton_dask.sim.oracle` (HiGHS), starting from the
@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from lepton_dask.scaling.forecast import ArrivalForecast, Forecast, PredictivePolicy
+from lepton_dask.scaling.forecast import ArrivalForecast, Forecast
+from lepton_dask.scaling.predictive import PredictivePolicy
 from lepton_dask.scaling.slo import SLOPolicy
 from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, releasable
 from lepton_dask.sim import _milp

@@ -65,9 +65,6 @@ minimum billing both far below ``dt`` the program can fall towards busy time
 bound)``: each is a lower bound, the solver's dual bound is the valid one when
 the time limit stops it before optimality. The grid step is chosen so the
 program stays small enough to solve in about a minute (:func:`choose_dt`).
-
-:func:`best_lifetimes_cost` is the old interval heuristic's dynamic program
-(kept for reference; it is not a bound on task traces).
 """
 
 from __future__ import annotations
@@ -594,49 +591,8 @@ def oracle_cost(
     return out
 
 
-def best_lifetimes_cost(
-    intervals: Sequence[tuple[float, float]],
-    startup: float,
-    minimum: float,
-    usd_per_hour: float,
-) -> float:
-    """Cheapest cover of busy ``intervals`` (sorted, disjoint) by ONE worker's
-    lives (the old oracle's per-level dynamic program; not a bound on traces).
-
-    A life serving intervals i..j starts ``startup`` before interval i (billed)
-    and ends with interval j; it costs ``max(end_j - start_i + startup,
-    minimum)`` seconds. A life never bridges a gap longer than ``startup + 2 *
-    minimum`` (splitting there costs at most a startup and two paddings).
-
-    >>> best_lifetimes_cost([(0, 10), (15, 25)], startup=10, minimum=0, usd_per_hour=3600)
-    35.0
-    >>> best_lifetimes_cost([(0, 10), (100, 110)], startup=10, minimum=0, usd_per_hour=3600)
-    40.0
-    """
-    n = len(intervals)
-    if n == 0:
-        return 0.0
-    rate = usd_per_hour / 3600.0
-    best = [0.0] * (n + 1)
-    limit = startup + 2 * minimum
-    for j in range(1, n + 1):
-        end_j = intervals[j - 1][1]
-        cand = math.inf
-        i = j
-        while i >= 1:
-            start_i = intervals[i - 1][0]
-            life = max(end_j - start_i + startup, minimum)
-            cand = min(cand, best[i - 1] + life * rate)
-            if i > 1 and intervals[i - 1][0] - intervals[i - 2][1] > limit:
-                break
-            i -= 1
-        best[j] = cand
-    return best[n]
-
-
 __all__ = [
     "OracleResult",
-    "best_lifetimes_cost",
     "busy_time_bound",
     "choose_dt",
     "exact_oracle",

@@ -147,40 +147,60 @@ class Trace:
 
     def blind_bursts(self, startup_s: float, priors: Iterable[str] = ()) -> set[int]:
         """Bursts with a deadline that no policy can size on a measured
-        duration: one of their prefixes (without a prior in ``priors``) has
-        no task that could have finished, even with unlimited workers bought
-        at t = 0 (there after ``startup_s``), before the burst's deadline less
-        one startup, the last moment a worker bought on what was learned
-        could still arrive. Every worker that can help such a burst is bought
-        on the scheduler's guess alone, and traces whose durations differ by
-        any factor look the same to every policy until then.
+        duration. A stage's capacity must be bought one startup before its
+        tasks must start: the burst's deadline less the longest chain from
+        them to the burst's end. What sizes it is the duration of its own
+        prefix and of every prefix after it on that chain (they decide how
+        much time it has). The burst is blind when one of those prefixes
+        (without a prior in ``priors``) has no task that could have finished
+        by then, even with unlimited workers bought at t = 0 (there after
+        ``startup_s``): every worker that can help it is bought on the
+        scheduler's guess alone, and traces whose durations differ by any
+        factor look the same to every policy until then. A map stage before a
+        long reduce is blind so: the reduce is learnt only after the maps'
+        capacity had to be bought.
 
         >>> sorted(sawtooth(gaps=(10, 200)).blind_bursts(60.0))
         [0, 1]
+        >>> sorted(burst_then_reduce().blind_bursts(60.0))
+        [0]
         """
         prefixes = self.prefixes()
         known = set(priors)
-        finish = [0.0] * len(self)
+        n = len(self)
+        finish = [0.0] * n
         learnt: dict[str, float] = {}
+        order = sorted(range(n), key=lambda i: self.submit[i])
         # dependencies first, in the order :meth:`depths` walks the graph
-        for i in sorted(range(len(self)), key=lambda i: self.submit[i]):
+        for i in order:
             start = max(float(self.submit[i]), startup_s)
             for j in self.deps[i] if self.deps else ():
                 start = max(start, finish[j])
             finish[i] = start + float(self.duration[i])
             p = prefixes[i]
             learnt[p] = min(learnt.get(p, math.inf), finish[i])
+        # from each task to its burst's end: the longest chain, and the
+        # prefixes on the chains after it (dependents last first)
+        tail = [float(d) for d in self.duration]
+        after: list[set[str]] = [{p} for p in prefixes]
+        if self.deps:
+            depth = self.depths()
+            for i in sorted(range(n), key=lambda i: -depth[i]):
+                for j in self.deps[i]:
+                    tail[j] = max(tail[j], float(self.duration[j]) + tail[i])
+                    after[j] |= after[i]
         arrival: dict[int, float] = {}
-        needs: dict[int, set[str]] = {}
         for i, b in enumerate(self.burst.tolist()):
             arrival[b] = min(arrival.get(b, math.inf), float(self.submit[i]))
-            needs.setdefault(b, set()).add(prefixes[i])
-        return {
-            b
-            for b, d in self.deadline.items()
-            if b in arrival
-            and any(learnt[p] > arrival[b] + d - startup_s for p in needs[b] - known)
-        }
+        blind = set()
+        for i, b in enumerate(self.burst.tolist()):
+            d = self.deadline.get(b)
+            if d is None or b in blind:
+                continue
+            buy_by = arrival[b] + d - tail[i] - startup_s
+            if any(learnt[p] > buy_by for p in after[i] - known):
+                blind.add(b)
+        return blind
 
     @property
     def work(self) -> dict[str, float]:

@@ -78,7 +78,7 @@ def refused_write(
     if len(msg) > 240:
         msg = msg[:240] + "..."
     return StoreWriteError(
-        f"the server at {redact_uri(spec.uri)} refused the write of block "
+        f"the server at {redact_uri(spec.address)} refused the write of block "
         f"{tuple(index)} of array {name!r} version {version} (disk full, quota "
         f"or read-only?): {msg}. Nothing was published; the previous version "
         "is still the one readers see"
@@ -92,7 +92,9 @@ def read_tasks(
 
     The name is the same whenever this version is read (the placement plugin
     finds the blocks' earlier readers by it); each task carries its block's
-    cache key.
+    cache key. The tasks carry ``spec``, whose URI is never in a key (only
+    its token); on a worker they reach the store at ``spec.address``, the
+    worker's own URI when it has one (:class:`StoreSpec`).
     """
     token = tokenize(spec.uri, spec.database, m["_id"], m.get("created"))
     key = f"{READ_PREFIX}{m['name']}-{token}"

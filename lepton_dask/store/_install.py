@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,9 @@ def _binary_works(path: str, version: str) -> bool:
     return out.returncode == 0 and f"version: {version}" in out.stdout
 
 
-def install_ferretdb(version: str | None = None, *, force: bool = False) -> str:
+def install_ferretdb(
+    version: str | None = None, *, force: bool = False, echo: bool = False
+) -> str:
     """Build FerretDB ``version`` with the Go toolchain; return the binary's path.
 
     Idempotent: a working binary already in the cache is reused. The build is
@@ -85,6 +88,9 @@ def install_ferretdb(version: str | None = None, *, force: bool = False) -> str:
         A FerretDB v1 release tag; default :func:`ferretdb_version`.
     force : bool
         Rebuild even when a working binary is cached.
+    echo : bool
+        Say what it does on stderr, and show Go's output (the packages as
+        they compile) as it comes: a cold build takes minutes.
 
     Examples
     --------
@@ -93,7 +99,14 @@ def install_ferretdb(version: str | None = None, *, force: bool = False) -> str:
     """
     version = version or ferretdb_version()
     dest = ferretdb_path(version)
+
+    def say(msg: str) -> None:
+        logger.info(msg)
+        if echo:
+            print(f"lepton-dask mongo install: {msg}", file=sys.stderr, flush=True)
+
     if not force and os.path.exists(dest) and _binary_works(dest, version):
+        say(f"FerretDB {version} already built: {dest}")
         return dest
     go = shutil.which("go")
     if go is None:
@@ -103,7 +116,7 @@ def install_ferretdb(version: str | None = None, *, force: bool = False) -> str:
             "lepton.store.uri / LEPTON_MONGO_URI to an existing MongoDB"
         )
     env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod")
-    logger.info("Downloading FerretDB %s source with %s", version, go)
+    say(f"downloading the FerretDB {version} source with {go}")
     out = subprocess.run(
         [go, "mod", "download", "-json", f"{FERRETDB_MODULE}@{version}"],
         capture_output=True,
@@ -131,18 +144,33 @@ def install_ferretdb(version: str | None = None, *, force: bool = False) -> str:
         with open(os.path.join(src, "build", "version", "version.txt"), "w") as f:
             f.write(version + "\n")
         tmp_bin = dest + f".tmp-{os.getpid()}"
-        logger.info("Building FerretDB %s into %s", version, dest)
+        say(
+            f"building FerretDB {version} into {dest} (a few minutes cold; "
+            "each package is listed as it compiles)"
+            if echo
+            else f"building FerretDB {version} into {dest}"
+        )
+        verbose = ["-v"] if echo else []
         build = subprocess.run(
-            [go, "build", "-trimpath", "-o", tmp_bin, "./cmd/ferretdb"],
+            [go, "build", *verbose, "-trimpath", "-o", tmp_bin, "./cmd/ferretdb"],
             cwd=src,
-            capture_output=True,
+            stdout=None if echo else subprocess.PIPE,
+            stderr=None if echo else subprocess.PIPE,
             text=True,
             env=env,
             timeout=3600,
         )
         if build.returncode != 0:
-            raise RuntimeError(f"building FerretDB {version} failed:\n{build.stderr}")
+            detail = "" if echo else f":\n{build.stderr}"
+            raise RuntimeError(f"building FerretDB {version} failed{detail}")
         os.replace(tmp_bin, dest)
     if not _binary_works(dest, version):
         raise RuntimeError(f"the FerretDB binary built at {dest} does not run")
+    say(f"built {dest}")
     return dest
+
+
+if __name__ == "__main__":  # pragma: no cover - `python _install.py`: no deps needed
+    # The Makefile builds FerretDB with this file alone (standard library only),
+    # beside the virtualenv's pip install.
+    print(install_ferretdb(force="--force" in sys.argv[1:], echo=True))

@@ -55,6 +55,22 @@ class FeatureStore:
         :func:`lepton_dask.store.server.resolve_uri`).
     database : str, optional
         Database name; default ``lepton.store.database``.
+    worker_uri : str, optional
+        The store's address as the workers reach it, when it differs from
+        ``uri`` (a notebook on a laptop with ``localhost`` through a
+        port-forward or a published port, workers in containers or pods that
+        reach it as ``mongo:27017``). Default: ``uri``.
+
+    Notes
+    -----
+    **Where the workers reach the store.** The read and write tasks carry
+    the store's settings; on a worker, a URI of the worker's own
+    (``LEPTON_MONGO_URI`` or ``lepton.store.uri`` in its environment or
+    configuration, as the compose file and the Helm chart give every worker)
+    wins over the one in the graph, then ``worker_uri``, then ``uri``. A
+    worker whose configuration is the client's (a local cluster started
+    from the same process or environment) uses the URI the client chose.
+    Passwords never appear in task keys, reprs or logs (they are redacted).
 
     Examples
     --------
@@ -66,8 +82,13 @@ class FeatureStore:
            [6., 7., 8.]])
     """
 
-    def __init__(self, uri: str | None = None, database: str | None = None):
-        self.spec = StoreSpec.from_config(uri, database)
+    def __init__(
+        self,
+        uri: str | None = None,
+        database: str | None = None,
+        worker_uri: str | None = None,
+    ):
+        self.spec = StoreSpec.from_config(uri, database, worker_uri=worker_uri)
         self.uri = self.spec.uri
         self.database = self.spec.database
         self._ready = False

@@ -51,11 +51,41 @@ def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return out
 
 
-def template(chart: Path, values: dict, namespace: str, tmp: Path) -> list[dict]:
-    vf = tmp / "values.yaml"
+def template(
+    chart: Path,
+    values: dict,
+    namespace: str,
+    tmp: Path,
+    *args: str,
+    release: str = "rel",
+) -> list[dict]:
+    vf = tmp / f"values-{release}.yaml"
     vf.write_text(yaml.safe_dump(values))
-    out = run_helm("template", "rel", str(chart), "-n", namespace, "-f", str(vf))
+    out = run_helm(
+        "template", release, str(chart), "-n", namespace, "-f", str(vf), *args
+    )
     return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def chart_defaults() -> dict:
+    """The committed chart's values.yaml."""
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def merged(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in (mappings merged, the rest replaced)."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merged(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+#: what ``helm template`` is told the cluster serves when the Prometheus
+#: Operator is installed
+WITH_MONITORING = ("--api-versions", helm.MONITORING_API)
 
 
 def cli_objects(spec: k8s.DeploySpec) -> list[dict]:
@@ -168,7 +198,15 @@ def test_switches_leave_out_monitoring_dashboards_and_scaler(tmp_path):
     ("path", "value", "message"),
     [
         (("scaler", "policy"), "fastest", "'/scaler/policy': value must be one of"),
-        (("clusterName",), "Team_A", "'/clusterName'"),
+        (("fullnameOverride",), "Team_A", "'/fullnameOverride'"),
+        (("fullnameOverride",), "a" * 38, "'/fullnameOverride'"),
+        (("prometheus", "enabled"), "yes", "'/prometheus/enabled'"),
+        (("tolerations",), {"key": "x"}, "'/tolerations'"),
+        (("imagePullSecrets",), ["regcred"], "'/imagePullSecrets/0'"),
+        (("pools", "cpu", "env"), [{"value": "1"}], "'/pools/cpu/env/0'"),
+        (("pools", "cpu", "annotations"), {"a": 1}, "'/pools/cpu/annotations/a'"),
+        (("serviceAccount", "create"), "yes", "'/serviceAccount/create'"),
+        (("scheduler", "resources"), {"request": {}}, "'/scheduler/resources'"),
         (("image",), "ghcr.io/acme/lepton", "'/image'"),
         (("scaler", "deadline"), -5, "'/scaler/deadline'"),
         (("pools", "cpu", "maxReplicas"), "ten", "'/pools/cpu/maxReplicas'"),
@@ -187,3 +225,234 @@ def test_the_values_schema_refuses_bad_values(path, value, message, tmp_path):
     assert out.returncode != 0
     assert "values don't meet the specifications of the schema" in out.stderr
     assert message in out.stderr
+
+
+def kinds(docs: list[dict]) -> set[str]:
+    return {d["kind"] for d in docs}
+
+
+MONITORS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+@pytest.mark.parametrize(
+    ("enabled", "api", "rendered"),
+    [
+        ("auto", False, False),  # a stock cluster: no Prometheus Operator
+        ("auto", True, True),
+        (True, False, True),  # asked for explicitly
+        (False, True, False),
+    ],
+)
+def test_monitoring_objects_render_only_where_their_api_is(
+    enabled, api, rendered, tmp_path
+):
+    values = merged(chart_defaults(), {"prometheus": {"enabled": enabled}})
+    args = WITH_MONITORING if api else ()
+    docs = template(CHART, values, "lepton", tmp_path, *args)
+    assert (MONITORS <= kinds(docs)) is rendered
+    assert not rendered or MONITORS <= kinds(docs)
+    assert {"DaskCluster", "DaskWorkerGroup", "Deployment"} <= kinds(docs)
+
+
+def names(docs: list[dict]) -> set[tuple[str, str]]:
+    return {(d["kind"], d["metadata"]["name"]) for d in docs}
+
+
+def test_objects_are_named_after_the_release(tmp_path):
+    values = chart_defaults()
+    a = template(CHART, values, "ml", tmp_path, *WITH_MONITORING, release="team-a")
+    b = template(CHART, values, "ml", tmp_path, *WITH_MONITORING, release="team-b")
+    assert not names(a) & names(b)  # two releases in one namespace coexist
+    cluster = next(d for d in a if d["kind"] == "DaskCluster")
+    assert cluster["metadata"]["name"] == "team-a-lepton-dask"
+    scaler = next(d for d in a if d["kind"] == "Deployment")
+    args = scaler["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "tcp://team-a-lepton-dask-scheduler:8786" in args
+    groups = next(d for d in a if d.get("data", {}).get("groups.yaml"))
+    refs = yaml.safe_load(groups["data"]["groups.yaml"])
+    assert {g["cluster"] for g in refs} == {"team-a-lepton-dask"}
+    # a release named like the chart is the name; a long one is cut short
+    own = template(CHART, values, "ml", tmp_path, release="lepton-dask")
+    assert ("DaskCluster", "lepton-dask") in names(own)
+    long = template(CHART, values, "ml", tmp_path, release="a-very-long-release-name-x")
+    (name,) = [n for k, n in names(long) if k == "DaskCluster"]
+    assert len(name) <= helm.NAME_MAX and not name.endswith("-")
+
+
+def test_the_default_policy_is_the_slo_policy(tmp_path):
+    docs = template(CHART, chart_defaults(), "ml", tmp_path)
+    scaler = next(d for d in docs if d["kind"] == "Deployment")
+    env = scaler["spec"]["template"]["spec"]["containers"][0]["env"]
+    env = {e["name"]: e.get("value") for e in env}
+    assert env["DASK_LEPTON__SCALING__POLICY"] == "slo"
+    assert env["DASK_LEPTON__SCALING__DEADLINE"] == "600"
+
+
+#: every standard value, set (tests/kube installs it on the API server)
+STANDARD = {
+    "image": "registry.example.com/ml/lepton-dask:0.1.0",
+    "imagePullSecrets": [{"name": "regcred"}],
+    "serviceAccount": {
+        "create": True,
+        "name": "lepton-scaler-sa",
+        "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/lepton"},
+    },
+    "nodeSelector": {"team": "ml"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": "topology.kubernetes.io/zone",
+                                "operator": "In",
+                                "values": ["eu-west-1a"],
+                            }
+                        ]
+                    }
+                ]
+            }
+        }
+    },
+    "scheduler": {
+        "resources": {
+            "requests": {"cpu": "2", "memory": "4Gi"},
+            "limits": {"memory": "4Gi"},
+        }
+    },
+    "scaler": {
+        "resources": {
+            "requests": {"cpu": "200m", "memory": "300Mi"},
+            "limits": {"memory": "300Mi"},
+        }
+    },
+    "pools": {
+        "cpu": {
+            "resources": {
+                "requests": {"cpu": "1", "memory": "3Gi"},
+                "limits": {"cpu": "1", "memory": "3Gi"},
+            },
+            "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+            "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+            "nodeSelector": {"disk": "ssd"},
+            "tolerations": [
+                {"key": "spot", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "affinity": {
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 50,
+                            "podAffinityTerm": {
+                                "topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {
+                                    "matchLabels": {"dask.org/component": "worker"}
+                                },
+                            },
+                        }
+                    ]
+                }
+            },
+        },
+        "gpu": {
+            "env": [{"name": "CUPY_CACHE_DIR", "value": "/tmp/cupy"}],
+            "annotations": {"team": "vision"},
+        },
+    },
+}
+
+
+def pods(docs: list[dict]) -> dict[str, tuple[dict, dict]]:
+    """(pod spec, its first container) of the scheduler, each pool and the
+    scaler."""
+    cluster = next(d for d in docs if d["kind"] == "DaskCluster")
+    gpu = next(d for d in docs if d["kind"] == "DaskWorkerGroup")
+    scaler = next(d for d in docs if d["kind"] == "Deployment")
+    out = {
+        "scheduler": cluster["spec"]["scheduler"]["spec"],
+        "cpu": cluster["spec"]["worker"]["spec"],
+        "gpu": gpu["spec"]["worker"]["spec"],
+        "scaler": scaler["spec"]["template"]["spec"],
+    }
+    return {k: (pod, pod["containers"][0]) for k, pod in out.items()}
+
+
+def check_standard_values(docs: list[dict]) -> None:
+    """Every value of :data:`STANDARD` is where it belongs in ``docs``."""
+    defaults = chart_defaults()
+    got = pods(docs)
+    s = STANDARD
+    for name, (pod, container) in got.items():
+        assert pod["imagePullSecrets"] == s["imagePullSecrets"], name
+        want = defaults["pools"]["gpu"]["image"] if name == "gpu" else s["image"]
+        assert container["image"] == want, name
+    for name in ("scheduler", "scaler"):
+        pod, container = got[name]
+        assert pod["nodeSelector"] == s["nodeSelector"]
+        assert pod["tolerations"] == s["tolerations"]
+        assert pod["affinity"] == s["affinity"]
+        assert container["resources"] == s[name]["resources"]
+    cpu, cpu_c = got["cpu"]
+    pool = s["pools"]["cpu"]
+    catalog = defaults["pools"]["cpu"]["nodeSelector"]
+    assert cpu["nodeSelector"] == catalog | pool["nodeSelector"] | s["nodeSelector"]
+    assert cpu["tolerations"] == pool["tolerations"] + s["tolerations"]
+    assert cpu["affinity"] == pool["affinity"]  # a pool's own, instead
+    assert cpu_c["resources"] == pool["resources"]
+    assert cpu_c["env"][-1] == pool["env"][0]
+    assert cpu_c["env"][0]["name"] == "LEPTON_MONGO_URI"  # ours stay
+    gpu, gpu_c = got["gpu"]
+    gdef = defaults["pools"]["gpu"]
+    assert gpu["nodeSelector"] == gdef["nodeSelector"] | s["nodeSelector"]
+    assert gpu["tolerations"] == gdef["tolerations"] + s["tolerations"]
+    assert gpu["affinity"] == s["affinity"]
+    assert gpu_c["resources"] == gdef["resources"]  # the catalog's, with the GPU
+    assert gpu_c["env"][-1] == s["pools"]["gpu"]["env"][0]
+    cluster = next(d for d in docs if d["kind"] == "DaskCluster")
+    group = next(d for d in docs if d["kind"] == "DaskWorkerGroup")
+    assert cluster["spec"]["worker"]["metadata"]["annotations"] == pool["annotations"]
+    assert group["spec"]["worker"]["metadata"]["annotations"] == {"team": "vision"}
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert account["metadata"]["name"] == s["serviceAccount"]["name"]
+    assert account["metadata"]["annotations"] == s["serviceAccount"]["annotations"]
+    assert got["scaler"][0]["serviceAccountName"] == s["serviceAccount"]["name"]
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["subjects"][0]["name"] == s["serviceAccount"]["name"]
+
+
+def test_every_standard_value_lands_in_the_objects(tmp_path):
+    from tests.deploy.schemas import errors
+
+    values = merged(chart_defaults(), STANDARD)
+    docs = template(CHART, values, "ml", tmp_path, *WITH_MONITORING)
+    check_standard_values(docs)
+    assert [e for d in docs for e in errors(d)] == []
+
+
+def test_a_service_account_of_the_platforms_is_used_not_made(tmp_path):
+    values = merged(
+        chart_defaults(), {"serviceAccount": {"create": False, "name": "platform-sa"}}
+    )
+    docs = template(CHART, values, "ml", tmp_path)
+    assert "ServiceAccount" not in kinds(docs)
+    (pod, _) = pods(docs)["scaler"]
+    assert pod["serviceAccountName"] == "platform-sa"
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["subjects"][0]["name"] == "platform-sa"
+
+
+def test_notes_tell_how_to_connect_a_client(tmp_path):
+    out = run_helm(
+        "install", "team-a", str(CHART), "-n", "ml", "--dry-run=client"
+    ).stdout
+    notes = out[out.index("NOTES:") :]
+    assert 'Client("tcp://team-a-lepton-dask-scheduler.ml.svc:8786")' in notes
+    assert 'KubeCluster.from_name("team-a-lepton-dask", namespace="ml")' in notes
+    assert "port-forward svc/team-a-lepton-dask-scheduler 8786 8787" in notes
+    words = " ".join(notes.split())
+    assert "this cluster has no Prometheus Operator" in words
+    assert "No registry hosts the lepton-dask images yet" in words

@@ -8,13 +8,10 @@ import sys
 
 import pytest
 
-from lepton_dask.experiments.harness import (
-    analyse,
-    pareto,
-    run_experiments,
-    run_sweep,
-    scenarios,
-)
+from lepton_dask.experiments.harness import run_experiments
+from lepton_dask.experiments.report import analyse, pareto
+from lepton_dask.experiments.scenarios import scenarios
+from lepton_dask.experiments.sweep import run_sweep
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from distributed import Client
 
-from lepton_dask.experiments.harness import Scenario
 from lepton_dask.experiments.real import run_trace_real
+from lepton_dask.experiments.scenarios import Scenario
 from lepton_dask.scaling.slo import SLOPolicy
 from lepton_dask.scaling.state import PoolSpec
 from lepton_dask.sim.trace import Trace

@@ -75,13 +75,14 @@ def test_round_trip_keeps_shape_and_durations(recorded):
     again = replay.trace_from_workload("etl", spec)
     np.testing.assert_array_equal(again.duration, tr.duration)
     assert again.deps == tr.deps
-    # from a notebook: the run as a harness scenario, simulated under a policy
-    from lepton_dask.experiments import harness
+    # from a notebook: the run as a scenario, simulated under a policy
+    from lepton_dask.experiments.scenarios import scenario_from_run, slo_policy
+    from lepton_dask.experiments.sweep import simulate
 
-    sc = harness.scenario_from_run(run, spec)
+    sc = scenario_from_run(run, spec)
     np.testing.assert_array_equal(sc.trace.duration, tr.duration)
     assert [p.name for p in sc.pools] == ["cpu"]
-    sim = harness.simulate(sc, harness.slo_policy(sc.trace))
+    sim = simulate(sc, slo_policy(sc.trace))
     assert sim.tasks_done == len(tr) and sim.deadline_met == 1.0
 
 

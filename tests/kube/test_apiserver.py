@@ -18,13 +18,24 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import kubernetes.client
 import pytest
+import yaml
 
 from lepton_dask.deploy import helm
 from lepton_dask.deploy import kubernetes as k8s
 from lepton_dask.deploy.k8s_scaler import KubernetesAPI, Scaler, load_groups
 from tests.deploy.schemas import crd_docs
-from tests.deploy.test_helm import CHART, SPECS, template
+from tests.deploy.test_helm import (
+    CHART,
+    SPECS,
+    STANDARD,
+    chart_defaults,
+    check_standard_values,
+    helm_bin,
+    merged,
+    template,
+)
 from tests.deploy.test_kubernetes import docs as committed
 from tests.helpers import nanny_cluster, wait_for
 from tests.kube.server import ApiServer, KubeError, api_server
@@ -168,7 +179,14 @@ def test_the_scaler_role_grants_what_the_scaler_calls_and_nothing_more(kube):
         "dask.org/workergroup-name=lepton-default",
     ) == ["lepton-default-worker-a1"]
 
-    # anything else is refused: 403 from the real authorizer
+    # anything else is refused: 403 from the real authorizer, through the
+    # scaler's own client (kubernetes.client) and as raw calls
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        api.replicas("lepton", "DaskWorkerGroup", "lepton-default")
+    assert refused.value.status == 403
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        api.patch(ns, "DaskCluster", "lepton", replicas(9))
+    assert refused.value.status == 403
     token = api.token()
     assert token
     as_scaler = kube.admin.as_token(token)
@@ -319,3 +337,148 @@ def test_the_operator_creates_and_deletes_exactly_the_expected_workers(kube, tmp
         failed = "daskworkergroup_replica_update/spec.worker.replicas' failed"
         wait_for(lambda: failed in log.read_text(), timeout=60, interval=0.2)
         assert workers(kube, ns, "lepton-default") == [three[0], three[2]]
+
+
+def test_the_scaler_client_works_from_a_kubeconfig(kube):
+    ns = "kubeconfig"
+    spec = k8s.DeploySpec(namespace=ns)
+    for docs in k8s.manifests(spec).values():
+        for doc in docs:
+            kube.admin.apply(doc)
+    from dask_kubernetes.operator.controller.controller import (
+        build_default_worker_group_spec,
+    )
+
+    group = build_default_worker_group_spec(
+        "lepton", k8s.dask_cluster(spec)["spec"]["worker"], {}, {}
+    )
+    kube.admin.apply({**group, "metadata": {**group["metadata"], "namespace": ns}})
+    api = KubernetesAPI(kubeconfig=str(kube.kubeconfig))  # the admin's
+    assert api.token() is None  # a client certificate
+    assert api.replicas(ns, "DaskWorkerGroup", "lepton-default") == 2
+    api.patch(ns, "DaskWorkerGroup", "lepton-default", replicas(4))
+    assert api.replicas(ns, "DaskWorkerGroup", "lepton-default") == 4
+
+
+# -- the chart, installed by helm ------------------------------------------------
+
+
+def run_helm(kube: ApiServer, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    """helm against the API server, with a discovery cache of its own (what
+    the server serves now, not what an earlier call saw)."""
+    home = tmp / f"helm-home-{time.monotonic_ns()}"
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "KUBECONFIG": str(kube.kubeconfig),
+    }
+    return subprocess.run(
+        [helm_bin(), *args, "--kubeconfig", str(kube.kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def install(
+    kube: ApiServer, tmp: Path, release: str, ns: str, values: dict
+) -> list[dict]:
+    """``helm install``; the objects as the server stored them."""
+    vf = tmp / f"values-{release}.yaml"
+    vf.write_text(yaml.safe_dump(values))
+    out = run_helm(kube, tmp, "install", release, str(CHART), "-n", ns, "-f", str(vf))
+    assert out.returncode == 0, out.stdout + out.stderr
+    manifest = run_helm(kube, tmp, "get", "manifest", release, "-n", ns)
+    assert manifest.returncode == 0, manifest.stderr
+    stored = []
+    for doc in yaml.safe_load_all(manifest.stdout):
+        if not doc:
+            continue
+        got = kube.admin.get(kube.admin.path(doc))
+        if "spec" in doc:  # nothing pruned: what the server stored is what we sent
+            assert _subset(doc["spec"], got["spec"]), (doc["kind"], doc["metadata"])
+        stored.append(got)
+    return stored
+
+
+def kinds(docs: list[dict]) -> set[str]:
+    return {d["kind"] for d in docs}
+
+
+MONITORS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+@contextlib.contextmanager
+def without_prometheus_operator(kube: ApiServer) -> Iterator[None]:
+    """The Prometheus Operator's CRDs deleted (a stock cluster), then back."""
+    crds = [d for d in crd_docs() if d["spec"]["group"] == "monitoring.coreos.com"]
+    base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    for crd in crds:
+        kube.admin.call("DELETE", f"{base}/{crd['metadata']['name']}")
+
+    def gone() -> bool:
+        try:
+            kube.admin.get("/apis/monitoring.coreos.com/v1")
+        except KubeError as e:
+            return e.status == 404
+        return False
+
+    wait_for(gone, timeout=60, interval=0.2)
+    try:
+        yield
+    finally:
+        for crd in crds:
+            kube.admin.apply(crd)
+            kube.admin.wait_established(crd["metadata"]["name"])
+
+
+def test_helm_install_with_and_without_the_prometheus_operator(kube, tmp_path):
+    ns = "charts-plain"
+    namespace(kube, ns)
+    with without_prometheus_operator(kube):
+        # a stock cluster: the chart's defaults install, with no monitors
+        docs = install(kube, tmp_path, "plain", ns, chart_defaults())
+        assert not kinds(docs) & MONITORS
+        assert {"DaskCluster", "DaskWorkerGroup", "Deployment"} <= kinds(docs)
+        # (asked for explicitly they would be refused: the switch matters)
+        forced = merged(chart_defaults(), {"prometheus": {"enabled": True}})
+        vf = tmp_path / "forced.yaml"
+        vf.write_text(yaml.safe_dump(forced))
+        out = run_helm(kube, tmp_path, "install", "forced", str(CHART), "-n", ns,
+                   "-f", str(vf))  # fmt: skip
+        assert out.returncode != 0 and "ServiceMonitor" in out.stderr, out.stderr
+    ns = "charts-prom"
+    namespace(kube, ns)
+    docs = install(kube, tmp_path, "prom", ns, chart_defaults())
+    assert MONITORS <= kinds(docs)
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_two_releases_coexist_in_one_namespace(kube, tmp_path):
+    ns = "charts-two"
+    namespace(kube, ns)
+    a = install(kube, tmp_path, "team-a", ns, chart_defaults())
+    b = install(kube, tmp_path, "team-b", ns, chart_defaults())
+
+    def names(docs):
+        return {(d["kind"], d["metadata"]["name"]) for d in docs}
+
+    assert not names(a) & names(b)
+    clusters = kube.admin.names(
+        f"/apis/kubernetes.dask.org/v1/namespaces/{ns}/daskclusters"
+    )
+    assert clusters == ["team-a-lepton-dask", "team-b-lepton-dask"]
+    out = run_helm(kube, tmp_path, "list", "-n", ns, "-q")
+    assert out.stdout.split() == ["team-a", "team-b"], out.stderr
+
+
+def test_every_standard_value_is_installed(kube, tmp_path):
+    ns = "charts-std"
+    namespace(kube, ns)
+    values = merged(chart_defaults(), STANDARD)
+    check_standard_values(install(kube, tmp_path, "std", ns, values))

@@ -12,8 +12,8 @@ import pytest
 from distributed import Client, wait
 
 from lepton_dask import _protocol as protocol
+from lepton_dask._protocol import ScalerState
 from lepton_dask.cost import CostMonitor
-from lepton_dask.cost.scaler_state import ScalerState
 from lepton_dask.scaling import (
     CostAwareAdaptive,
     DeadlinePolicy,

@@ -189,7 +189,7 @@ def test_planted_password_appears_nowhere(auth_server, caplog, tmp_path):
     # `lepton-dask up` with the credentials, and an experiment run beside it
     env = {**os.environ, "LEPTON_MONGO_URI": uri}
     proc = subprocess.Popen(
-        [*CLI, "-v", "up", "--workers", "1", "--port", "0", "--dashboard-port", "0",
+        [*CLI, "-v", "up", "--nworkers", "1", "--port", "0", "--dashboard-port", "0",
          "--database", "leak_up"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -201,7 +201,7 @@ def test_planted_password_appears_nowhere(auth_server, caplog, tmp_path):
             if not line:
                 break
             out.append(line)
-            if line.startswith("LEPTON_SCHEDULER="):
+            if line.startswith("export LEPTON_SCHEDULER="):
                 break
     finally:
         proc.terminate()
