@@ -14,7 +14,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 TIMED := ./.ci/timed
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-dev setup ferretdb helm kube system-deps demo test lint format bench bench-quick clean dashboards dashboards-check
+.PHONY: help venv venv-dev setup ferretdb ferretdb-if-needed helm kube system-deps demo test lint format bench bench-quick clean dashboards dashboards-check
 
 help:
 	@echo "make demo    run the main job (embedded MongoDB-compatible server + LocalCluster)"
@@ -44,6 +44,10 @@ venv-dev: $(DEV_STAMP)
 # virtualenv, so that `make demo` builds it beside the pip install.
 ferretdb:
 	@$(TIMED) "FerretDB (lepton-dask mongo install)" $(PYTHON) lepton_dask/store/_install.py
+# The demo's: none when LEPTON_MONGO_URI is set or mongod is on PATH.
+ferretdb-if-needed:
+	@$(TIMED) "FerretDB (lepton-dask mongo install)" \
+	  $(PYTHON) lepton_dask/store/_install.py --if-needed
 
 # Binaries built with Go (FerretDB, helm, the API server) live here, kept
 # across clones.
@@ -68,10 +72,11 @@ system-deps:
 
 setup: $(DEV_STAMP) ferretdb helm kube system-deps
 
-# The virtualenv and FerretDB build side by side (-j2); then the demo.
+# The virtualenv and FerretDB build side by side (-j2, their progress lines
+# interleaved as they come); then the demo.
 demo:
 	@$(TIMED) "make demo: build (virtualenv and FerretDB side by side)" \
-	  $(MAKE) --no-print-directory -j2 --output-sync=line venv ferretdb
+	  $(MAKE) --no-print-directory -j2 venv ferretdb-if-needed
 	@$(TIMED) "make demo: lepton-dask demo" $(BIN)/lepton-dask demo
 
 test: setup

@@ -61,7 +61,9 @@ def _run(setup: str, scenario, f: float, address: str, max_workers: int) -> dict
             lepton_policy=setup == "gateway_on",
             maximum=max_workers,
         )
-    interval = max(0.2, min(1.0, f))
+    from lepton_dask.experiments.real import real_interval
+
+    interval = real_interval(f)
     policy = slo_policy(scenario.trace) if setup == "ours" else 5.0 * f
     with scaled_world(f):
         return run_trace_real(scenario, policy, interval=interval, settle=30.0)
@@ -75,13 +77,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-workers", type=int, default=6)
     args = ap.parse_args(argv)
     from lepton_dask.experiments.gateway import local_gateway, scenario_env
+    from lepton_dask.experiments.real import real_interval
 
     scenario, f = _scenario(args.trace, args.seconds, args.max_workers)
     runs: dict[str, list[dict]] = {s: [] for s in SETUPS}
     threads = scenario.pools[0].threads
     # the gateway's adapt loop asks as often as our loop does (its default 3 s
     # would not scale with the trace)
-    period = max(0.2, min(1.0, f))
+    period = real_interval(f)
     with local_gateway(
         scenario_env(scenario, f), threads=threads, adaptive_period=period
     ) as address:

@@ -13,7 +13,7 @@ that hold on long traces, plan accuracy on a real run, recording cost.
   repetition over the clairvoyant lower bound of the windows in it),
   ``gap_captured = (slo - predictive) / (slo - clairvoyant upper)``,
   ``relearn_arrivals`` on the period-change trace, ``oracle_seconds`` in all.
-* ``planning``: the same traces under :class:`lepton_dask.sim.mpc.PlanningPolicy`
+* ``planning``: the same traces under :class:`lepton_dask.sim.mpc.ForecastMPC`
   (the predictive policy that plans the next forecast batches with the
   oracle's program; solved in the call here, so the run does not depend on
   wall time; traces of at most 100 batches, diurnal-3d's 814 re-plans would
@@ -60,7 +60,7 @@ from lepton_dask.experiments.scenarios import scenarios
 from lepton_dask.scaling import PredictivePolicy, SLOPolicy
 from lepton_dask.scaling.state import PoolSpec
 from lepton_dask.sim.bounds import bounds
-from lepton_dask.sim.mpc import PlanningPolicy
+from lepton_dask.sim.mpc import ForecastMPC
 from lepton_dask.sim.simulator import Simulator
 from lepton_dask.sim.trace import Trace, _concat, nightly_etl
 
@@ -172,7 +172,7 @@ def case(trace, pools, minimum, reps, oracle_limit, change=None) -> dict:
     ours = Simulator(trace, pools, policy).run()
     planner = planned = None
     if len(trace.bursts()) <= PLANNING_MAX_BATCHES:
-        planner = PlanningPolicy(SLOPolicy(deadline=deadline), executor="inline")
+        planner = ForecastMPC(SLOPolicy(deadline=deadline), executor="inline")
         planned = Simulator(trace, pools, planner).run()
     sim_s = time.perf_counter() - t0
     known = []  # the SLO policy launches only on outstanding work
@@ -270,7 +270,7 @@ def decision_ms(
     tr = _concat("decision-load", "10,000-task batches", parts, deadline)
     pool = PoolSpec("cpu", threads=2, startup_s=30.0, max_workers=workers)
     base = SLOPolicy(deadline=240.0)
-    policy = PlanningPolicy(base) if planning else PredictivePolicy(base)
+    policy = ForecastMPC(base) if planning else PredictivePolicy(base)
     timed = Timed(policy)
     r = Simulator(tr, [pool], timed).run()
     if planning:

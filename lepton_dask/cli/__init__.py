@@ -430,6 +430,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     store = FeatureStore(args.uri, args.database)
     store.list()  # fail fast (and clearly) when the server is unreachable
+    png = args.scaling_png
+    if args.scaling_seconds > 0 and png:
+        from lepton_dask.experiments.report import matplotlib_figure
+
+        try:
+            matplotlib_figure()
+        except ImportError as e:  # a plain install: the demo runs, unplotted
+            print(f"note: {e}; no scaling plot", file=sys.stderr)
+            png = None
     rows = args.rows or (200_000 if args.quick else 2_000_000)
     monitor = CostMonitor(ledger=Ledger(store.spec))
     pool = PoolSpec.from_catalog(
@@ -485,7 +494,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.scaling_seconds > 0:
         from lepton_dask.experiments.commands import scaling_demo
 
-        scaling_demo(args.scaling_seconds, args.scaling_png)
+        scaling_demo(args.scaling_seconds, png)
     return 0 if all(report.checks.values()) else 1
 
 

@@ -256,6 +256,8 @@ def _dashboards(sub: argparse._SubParsersAction, func: Command) -> None:
 
 
 def _deploy(sub: argparse._SubParsersAction, func: Command) -> None:
+    from lepton_dask.scaling.registry import POLICIES
+
     p = _parser(sub, "deploy", help="write or check the generated Kubernetes manifests")
     p.add_argument(
         "target",
@@ -287,7 +289,7 @@ def _deploy(sub: argparse._SubParsersAction, func: Command) -> None:
     p.add_argument("--budget-usd", type=float, help="total budget")
     p.add_argument(
         "--scaler-policy",
-        choices=["balanced", "deadline", "budget", "slo", "predictive"],
+        choices=list(POLICIES),
         help="the scaler's policy (slo and predictive need --scaler-deadline or "
         "--scaler-latency)",
     )

@@ -143,6 +143,8 @@ class _Blocks:
 
     def __init__(self) -> None:
         self.blocks: dict[str, tuple[str, tuple[str, ...]]] = {}
+        #: tokens of values rendered in place (token -> Helm text)
+        self.inline: dict[str, str] = {}
 
     def mark(self, expr: str, under: tuple[str, ...] = ()) -> str:
         """The token of the value ``expr``; ``under``: keys it sits under
@@ -200,6 +202,15 @@ def _worker(blocks: _Blocks, worker: dict, pool: str) -> None:
     container = worker["spec"]["containers"][0]
     container["resources"] = blocks.mark(f"{ref}.resources")
     container["env"].append(blocks.mark(f"{ref}.env"))
+    # the worker's memory limit follows the pool's (the builders write the
+    # pod's limit, "6596Mi", as "6596MiB"); none set: Dask's own (auto)
+    args = container["args"]
+    token = f"LPXMEMORY{len(blocks.inline)}X"
+    blocks.inline[token] = (
+        f'{{{{ with dig "limits" "memory" "" (default (dict) {ref}.resources) }}}}'
+        '{{ printf "%vB" . }}{{ else }}auto{{ end }}'
+    )
+    args[args.index("--memory-limit") + 1] = token
 
 
 def _mark_values(spec: k8s.DeploySpec, docs: dict[str, list[dict]], blocks: _Blocks):
@@ -285,7 +296,8 @@ def templates(spec: k8s.DeploySpec) -> dict[str, str]:
         parts = []
         for doc in docs[source]:
             body = yaml.safe_dump(doc, sort_keys=False)
-            body = _substitute(blocks.expand(_optional(_escape(body))), subs)
+            body = blocks.expand(_optional(_escape(body)))
+            body = _substitute(body, subs | blocks.inline)
             when = _when(doc)
             if when is not None:
                 body = f"{{{{- if {when} }}}}\n{body}{{{{- end }}}}\n"
@@ -449,8 +461,10 @@ def _pools_schema(spec: k8s.DeploySpec, t: dict[str, dict]) -> dict[str, Any]:
 
 def schema(spec: k8s.DeploySpec) -> dict[str, Any]:
     """``values.schema.json``: Helm refuses values that do not fit it."""
+    from lepton_dask.scaling.registry import POLICIES
+
     t = _types()
-    policies = ["balanced", "deadline", "budget", "slo", "predictive"]
+    policies = sorted(POLICIES)
     standard = ("imagePullSecrets", "nodeSelector", "tolerations", "affinity")
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
@@ -613,7 +627,9 @@ VALUES_HEADER = """\
 # imagePullSecrets, nodeSelector, tolerations and affinity apply to every
 # pod; each pool adds its own nodeSelector and tolerations (pre-filled from
 # the catalog: instance type, capacity, GPU taint), and may set affinity,
-# resources (pre-filled: the node's allocatable share), env and annotations.
+# resources (pre-filled: the node's allocatable share; Dask's --memory-limit
+# follows limits.memory), env and annotations. Helm merges your values into
+# these: set a pre-filled key to null to drop it.
 # prometheus.enabled: auto renders the monitors and rules only where the
 # Prometheus Operator's CRDs are installed; true always, false never.
 # No registry hosts the images yet: build them (deploy/docker/README.md).

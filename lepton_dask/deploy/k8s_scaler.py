@@ -40,7 +40,9 @@ from typing import Any
 import yaml
 
 from lepton_dask import _protocol as protocol
-from lepton_dask.scaling.apply import plan_apply
+from lepton_dask.scaling.apply import ChurnCounter, plan_apply
+from lepton_dask.scaling.registry import Policy
+from lepton_dask.scaling.report import decision_report
 from lepton_dask.scaling.state import (
     ClusterView,
     Decision,
@@ -345,7 +347,7 @@ class Scaler:
         api: KubernetesAPI,
         namespace: str,
         groups: list[GroupRef],
-        policy: Any,
+        policy: Policy,
         interval: float = 10.0,
     ):
         self.client = client
@@ -356,6 +358,7 @@ class Scaler:
         self.policy = policy
         self.interval = interval
         self.views = ViewBuilder()
+        self.churn = ChurnCounter()
 
     def check_alone(self) -> None:
         """Refuse to run beside a DaskAutoscaler of the same cluster: two
@@ -398,9 +401,22 @@ class Scaler:
             )
             if p["to"] != p["from"]:
                 self.api.patch(self.namespace, p["resource"], p["name"], p["patch"])
-        entry = decision.as_log(view.now)[1]
-        entry["changed"] = any(p["to"] != p["from"] for p in changes)
-        report: protocol.DecisionReport = {**entry, "time": view.now}
+        for p in changes:  # the operator names the new workers: counted here
+            self.churn.record(
+                view.now,
+                p["pool"],
+                launched=max(0, p["to"] - p["from"]),
+                retired=max(0, p["from"] - p["to"]),
+                startup_s=view.pools[p["pool"]].startup_s,
+            )
+        report = decision_report(
+            decision,
+            view.now,
+            self.churn,
+            launched=[],
+            retired=[n for p in changes for n in p.get("retired", ())],
+            changed=any(p["to"] != p["from"] for p in changes),
+        )
         self.client.sync(
             getattr(self.client.scheduler, protocol.SCALER_DECISION), decision=report
         )
@@ -442,7 +458,7 @@ def main(args: Any) -> int:  # pragma: no cover - needs a Kubernetes cluster
     from dask.utils import parse_timedelta
     from distributed import Client
 
-    from lepton_dask.scaling.policies import policy_from_config
+    from lepton_dask.scaling.registry import policy_from_config
 
     groups = load_groups(args.groups)
     api = KubernetesAPI(

@@ -29,6 +29,7 @@ from lepton_dask._version import __version__
 from lepton_dask.dashboard import grafana
 from lepton_dask.deploy import alerts
 from lepton_dask.deploy.sizing import PodSize, node_selector, pod_size
+from lepton_dask.scaling.registry import DEFAULT_DEADLINE_S
 
 API = "kubernetes.dask.org/v1"
 #: images built from deploy/docker/ (tags pinned to the package version)
@@ -38,8 +39,10 @@ SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
 WORKER_DASHBOARD_PORT = 8788
 MONGO_SECRET = "lepton-mongo"
-#: seconds: the deadline of each batch under the default (SLO) policy
-DEFAULT_DEADLINE = 600.0
+#: seconds: the deadline of each batch under the default (SLO) policy, the
+#: policy's own default, written into the manifests and the chart's values
+#: where a reader sees it
+DEFAULT_DEADLINE = DEFAULT_DEADLINE_S
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,7 @@ def _check_policy(spec: DeploySpec) -> None:
     same factory (``policy_from_config``), without reading any history."""
     import dask.config
 
-    from lepton_dask.scaling.policies import policy_from_config
+    from lepton_dask.scaling.registry import policy_from_config
 
     if spec.workload is not None and not str(spec.workload).strip():
         raise ValueError("workload must be a non-empty name")

@@ -116,7 +116,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 __all__ = ["cmd_experiment", "cmd_plan"]
 
 
-def scaling_demo(seconds: float, png: str) -> None:
+def scaling_demo(seconds: float, png: str | None) -> None:
     """The end of ``lepton-dask demo``: the scaling claim on real workers,
     stock Adaptive and the SLO policy on the same bursty trace, side by side."""
     from lepton_dask.experiments.real import side_by_side
@@ -132,4 +132,5 @@ def scaling_demo(seconds: float, png: str) -> None:
             f"{label:<15}: ${r['cost_usd']:.5f}, deadlines met "
             f"{r['deadline_met']:.0%}, {r['launches']} workers launched"
         )
-    print(f"plot       : {png} (workers and $/hour over time)")
+    if png:
+        print(f"plot       : {png} (workers and $/hour over time)")

@@ -16,8 +16,8 @@ import numpy as np
 
 from lepton_dask.cost.monitor import CostMonitor
 from lepton_dask.scaling.adaptive import CostAwareAdaptive
-from lepton_dask.scaling.policies import StockAdaptivePolicy
 from lepton_dask.scaling.pools import LocalPoolCluster
+from lepton_dask.sim.baselines import StockAdaptivePolicy
 from lepton_dask.sim.simulator import Simulator
 from lepton_dask.sim.trace import Trace
 
@@ -105,12 +105,18 @@ def window(trace: Trace, start: float, length: float) -> Trace:
     )
 
 
-def scale_for_real(scenario, seconds: float = REAL_SECONDS):
+def scale_for_real(
+    scenario, seconds: float = REAL_SECONDS, factor: float | None = None
+):
     """``(scenario, factor)``: ``scenario`` with times, durations, startup and
     minimum billing multiplied by ``factor`` (and a window of a long trace),
-    so that it runs for about ``seconds`` with sleep tasks of at least
-    ``MIN_TASK_S`` typically. Run it under :func:`scaled_world` so that the
-    scheduler's guess for an unseen task is scaled too."""
+    so that it runs for about ``seconds``. The factor is never so small that
+    the cluster's fixed latencies stand for much trace time: the scaled
+    startup is at least ``LAG_TIMES`` the start lag (``START_LAG_S``), the
+    typical task sleeps ``MIN_TASK_S`` and the shortest 10% at least
+    ``MIN_SHORT_TASK_S``. ``factor`` forces one (a slow check of the
+    method). Run it under :func:`scaled_world` so that the scheduler's guess
+    for an unseen task is scaled too."""
     from dataclasses import replace
 
     from lepton_dask.experiments.scenarios import Scenario
@@ -125,6 +131,8 @@ def scale_for_real(scenario, seconds: float = REAL_SECONDS):
     if startup > 0:
         f = max(f, LAG_TIMES * START_LAG_S / startup)
     f = min(1.0, max(f, MIN_SHORT_TASK_S / float(np.quantile(tr.duration, 0.1))))
+    if factor is not None:
+        f = float(factor)
     if f * span > 1.5 * seconds and tr.deps is None:
         # a long trace: its busiest stretch, as long as fits
         length = seconds / f

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lepton_dask.experiments.scenarios import Scenario, slo_policy
-from lepton_dask.scaling.policies import BalancedPolicy, StockAdaptivePolicy
+from lepton_dask.scaling.policies import BalancedPolicy
+from lepton_dask.sim.baselines import StockAdaptivePolicy
 from lepton_dask.sim.oracle import oracle_cost
 from lepton_dask.sim.simulator import SimResult, Simulator
 

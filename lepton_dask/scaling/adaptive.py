@@ -28,7 +28,7 @@ from distributed.deploy.adaptive import Adaptive
 from lepton_dask import _protocol as protocol
 from lepton_dask.scaling.apply import ChurnCounter, plan_apply, report_launches
 from lepton_dask.scaling.managers import ManagedPools
-from lepton_dask.scaling.policies import policy_from_config
+from lepton_dask.scaling.registry import Policy, policy_from_config
 from lepton_dask.scaling.report import decision_report
 from lepton_dask.scaling.state import (
     ClusterView,
@@ -49,7 +49,7 @@ class CostAwareAdaptive(Adaptive):
     cluster : SpecCluster
         ``distributed.LocalCluster``, a dask-jobqueue, dask-cloudprovider or
         classic dask-kubernetes cluster, a ``LocalPoolCluster``, ...
-    policy : object, optional
+    policy : Policy, optional
         A policy (``decide(ClusterView) -> Decision``); default from
         ``lepton.scaling``.
     interval : str or float, optional
@@ -91,7 +91,7 @@ class CostAwareAdaptive(Adaptive):
     def __init__(
         self,
         cluster: Any = None,
-        policy: Any = None,
+        policy: Policy | None = None,
         interval: Any = None,
         minimum: int | None = None,
         maximum: int | float | None = None,
@@ -186,7 +186,7 @@ class CostAwareAdaptive(Adaptive):
         """The state to decide from: the scheduler's, with each worker in its
         pool and the launched workers that have not arrived yet."""
         st = await getattr(self.scheduler, protocol.SCALER_STATE)()
-        plan = self.managed.plan()
+        plan = self.managed.requested()
         arrived = {str(w["name"]) for w in st["workers"]}
         self.managed.observe(st["now"], arrived)
         launched = self.managed.launch_times()
@@ -256,8 +256,8 @@ class CostAwareAdaptive(Adaptive):
             await report_launches(self.scheduler, new, self.managed.pools[pool])
         retire = plan.retire
         if retire:
-            names = self.managed.plan()
+            names = self.managed.requested()
             logger.info("retiring %s: %s", retire, decision.reason)
             await self.scale_down([names[n][1] for n in retire if n in names])
-        self.churn.record_plan(view.now, plan, view)
+        self.churn.record_actions(view.now, plan, view)
         return launched, retire

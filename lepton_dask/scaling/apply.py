@@ -3,10 +3,10 @@
 A policy answers a :class:`~lepton_dask.scaling.state.Decision` (a target
 per pool, and optionally the workers to release by name). :func:`plan_apply`
 turns it, the view it was made from and the scaler's bounds into an
-:class:`ApplyPlan`: per pool, the count to reach and exactly which workers to
+:class:`Actions`: per pool, the count to reach and exactly which workers to
 retire. :class:`~lepton_dask.scaling.CostAwareAdaptive`, the Kubernetes
 scaler (``lepton_dask.deploy.k8s_scaler``) and the simulator only carry the
-plan out, so the three cannot disagree.
+actions out, so the three cannot disagree.
 
 The rules, in order:
 
@@ -19,7 +19,7 @@ The rules, in order:
    ones (idle, paid minimum used up, paid-up longest first), then, only to
    honour a bound the policy's target broke, *forced* ones (not yet arrived,
    then idle, then busy). A pool that cannot retire enough by these rules
-   stays larger than its target: the plan's ``target`` is what it will have.
+   stays larger than its target: the actions' ``target`` is what it will have.
 
 :func:`report_launches` is the one place a launch is reported to the
 CostMonitor; :class:`ChurnCounter` counts relaunches within one startup of a
@@ -38,14 +38,14 @@ from lepton_dask import _protocol as protocol
 from lepton_dask._protocol import LaunchReport
 from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, releasable
 
-__all__ = ["ApplyPlan", "ChurnCounter", "PoolPlan", "plan_apply", "report_launches"]
+__all__ = ["Actions", "ChurnCounter", "PoolActions", "plan_apply", "report_launches"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PoolPlan:
-    """One pool's part of an :class:`ApplyPlan`: from ``have`` workers to
+class PoolActions:
+    """One pool's part of an :class:`Actions`: from ``have`` workers to
     ``target``, launching ``launch`` and retiring exactly ``retire``."""
 
     pool: str
@@ -59,10 +59,10 @@ class PoolPlan:
 
 
 @dataclass(frozen=True)
-class ApplyPlan:
+class Actions:
     """What to do to the cluster, per pool (see :func:`plan_apply`)."""
 
-    pools: dict[str, PoolPlan] = field(default_factory=dict)
+    pools: dict[str, PoolActions] = field(default_factory=dict)
 
     @property
     def retire(self) -> list[str]:
@@ -125,8 +125,8 @@ def plan_apply(
     minimum: int = 0,
     maximum: float = math.inf,
     counts: dict[str, int] | None = None,
-) -> ApplyPlan:
-    """The plan that carries ``decision`` out on the cluster ``view`` shows.
+) -> Actions:
+    """The actions that carry ``decision`` out on the cluster ``view`` shows.
 
     Parameters
     ----------
@@ -144,7 +144,7 @@ def plan_apply(
     ...     WorkerView("a", "cpu", 0.0, busy=False), WorkerView("b", "cpu", 0.0, busy=True),
     ...     WorkerView("c", "cpu", 90.0, busy=False)])
     >>> plan_apply(Decision({"cpu": 1}, "shrink"), v).pools["cpu"]
-    PoolPlan(pool='cpu', have=3, target=2, retire=('a',))
+    PoolActions(pool='cpu', have=3, target=2, retire=('a',))
     >>> plan_apply(Decision({"cpu": 5}, "grow"), v, maximum=4).pools["cpu"].launch
     1
     """
@@ -161,8 +161,8 @@ def plan_apply(
             forced = max(0, wanted.get(pool, have) - target)
             retire = _retirees(pool, have - target, forced, decision, view)
             target = have - len(retire)
-        out[pool] = PoolPlan(pool, have, target, tuple(retire))
-    return ApplyPlan(out)
+        out[pool] = PoolActions(pool, have, target, tuple(retire))
+    return Actions(out)
 
 
 class ChurnCounter:
@@ -196,9 +196,9 @@ class ChurnCounter:
                 self.churn += 1
         gone.extend([now] * retired)
 
-    def record_plan(self, now: float, plan: ApplyPlan, view: ClusterView) -> None:
-        """Count what ``plan`` launches and retires at ``now``."""
-        for p in plan.pools.values():
+    def record_actions(self, now: float, actions: Actions, view: ClusterView) -> None:
+        """Count what ``actions`` launch and retire at ``now``."""
+        for p in actions.pools.values():
             self.record(
                 now,
                 p.pool,

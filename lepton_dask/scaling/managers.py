@@ -372,7 +372,7 @@ class ManagedPools:
                 return name
         return None
 
-    def plan(self) -> dict[str, tuple[str, Hashable]]:
+    def requested(self) -> dict[str, tuple[str, Hashable]]:
         """Worker name -> (pool, the name SpecCluster knows it by), for every
         worker the cluster has asked for (arrived or not), in a pool."""
         out = {}
@@ -390,7 +390,7 @@ class ManagedPools:
     def counts(self) -> dict[str, int]:
         """Workers per pool, asked for or running."""
         counts = dict.fromkeys(self._pools, 0)
-        for pool, _ in self.plan().values():
+        for pool, _ in self.requested().values():
             counts[pool] += 1
         return counts
 
@@ -426,7 +426,7 @@ class ManagedPools:
         """Workers seen on the scheduler at ``now``: a startup sample for each
         first arrival of a worker the scaler asked for."""
         launched = self.launch_times()
-        plan = self.plan()
+        plan = self.requested()
         for name in arrived - self._seen:
             self._seen.add(name)
             if name in self._asked and name in plan:
@@ -463,7 +463,7 @@ class ManagedPools:
         if not wanted:
             return {}
         c = self.cluster
-        before = set(self.plan())
+        before = set(self.requested())
         specs = False
         for pool, n in wanted.items():
             p = self._pools[pool]
@@ -485,7 +485,7 @@ class ManagedPools:
                     }
         if specs:
             correct_state(c)  # starts them in the background, as scale() does
-        plan = self.plan()
+        plan = self.requested()
         now = time.time()
         out: dict[str, list[str]] = {}
         for name in sorted(set(plan) - before):

@@ -1,17 +1,15 @@
-"""Scaling policies: state in, decision out. No I/O, no clock of their own.
+"""The balanced and budget policies: a trade of finish time against cost.
 
-Cost-aware policies (``deadline``, ``budget``, ``balanced``) evaluate, per
-kind of work, the effect of starting ``k`` more workers in the pools ordered by
-price per unit of work: when the outstanding work would finish, and what the
-new workers would cost (billed from the launch request, at least the minimum
-billing period). They know the startup delay (a worker that would arrive after
-the work is done is not started), the minimum billing period (a worker is not
-released before its paid minimum is used) and idle gaps (an idle gap predicted
-shorter than startup plus minimum billing is bridged rather than paid again).
-
-:class:`StockAdaptivePolicy` reproduces Dask's own ``Adaptive``
-(``ceil(occupancy / target_duration)`` workers, up at once, down after
-``wait_count`` checks) so the simulator can compare the two on equal terms.
+Both scan the same candidate scale-ups, per kind of work: starting ``k`` more
+workers in the pools ordered by price per unit of work, each priced by when
+the outstanding work would finish and what the new workers would cost (billed
+from the launch request, at least the minimum billing period). The scan knows
+the startup delay (a worker that would arrive after the work is done is not
+started), the minimum billing period (a worker is not released before its
+paid minimum is used) and idle gaps (an idle gap predicted shorter than
+startup plus minimum billing is bridged rather than paid again).
+:class:`BalancedPolicy` picks the scale-up of least cost + weight x delay,
+:class:`BudgetPolicy` the fastest within a spend-rate cap.
 """
 
 from __future__ import annotations
@@ -21,8 +19,6 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from lepton_dask.config import parse_duration
-from lepton_dask.scaling.slo import SLOPolicy
 from lepton_dask.scaling.state import (
     ClusterView,
     Decision,
@@ -35,7 +31,7 @@ KINDS = ("cpu", "gpu")
 
 
 @dataclass
-class _Plan:
+class _ScaleUp:
     adds: dict[str, int]
     finish_s: float
     cost_usd: float
@@ -69,7 +65,7 @@ def _has_work(view: ClusterView, kind: str) -> bool:
     return view.backlog.get(kind, 0.0) + view.pending.get(kind, 0.0) > EPS
 
 
-def _plans(view: ClusterView, kind: str, limit: int = 4096) -> list[_Plan]:
+def _scale_ups(view: ClusterView, kind: str, limit: int = 4096) -> list[_ScaleUp]:
     """Candidate scale-ups for one kind of work, cheapest capacity first:
     adding 0, 1, 2, ... workers, filling the cheapest pool before the next."""
     pools = sorted(
@@ -116,7 +112,7 @@ def _plans(view: ClusterView, kind: str, limit: int = 4096) -> list[_Plan]:
         t = drain_time_staged(work, usable_now, joining) + tail
         rate = sum(view.pools[n].usd_per_hour * k for n, k in adds.items())
         billed = max(t, view.minimum_billing) if rate else 0.0
-        plans.append(_Plan(dict(adds), t, rate * billed / 3600.0))
+        plans.append(_ScaleUp(dict(adds), t, rate * billed / 3600.0))
 
     adds = dict.fromkeys((p.name for p in pools), 0)
     evaluate(adds)
@@ -218,8 +214,8 @@ class _CostAware:
         return startup + view.minimum_billing
 
     def choose(
-        self, view: ClusterView, kind: str, plans: list[_Plan]
-    ) -> tuple[_Plan, str, bool]:
+        self, view: ClusterView, kind: str, plans: list[_ScaleUp]
+    ) -> tuple[_ScaleUp, str, bool]:
         raise NotImplementedError
 
     def decide(self, view: ClusterView) -> Decision:
@@ -228,7 +224,7 @@ class _CostAware:
         for kind in KINDS:
             if not any(p.kind == kind for p in view.pools.values()):
                 continue
-            plans = _plans(view, kind)
+            plans = _scale_ups(view, kind)
             plan, why, bad = self.choose(view, kind, plans)
             infeasible |= bad
             finish = max(finish, plan.finish_s)
@@ -260,71 +256,6 @@ class _CostAware:
     def detail(self, view: ClusterView) -> dict[str, Any]:
         """Extra facts a decision carries (logged, exported as metrics)."""
         return {}
-
-
-class DeadlinePolicy(_CostAware):
-    """Finish outstanding work by a deadline at minimal cost; when impossible,
-    go as fast as allowed and say so (``infeasible``).
-
-    Parameters
-    ----------
-    deadline : float, optional
-        An absolute time on the view's clock.
-    within : float, optional
-        A rolling deadline for streams of bursts: work must be done within this
-        many seconds of the start of the current busy period (the time the
-        backlog last became non-empty).
-
-    >>> from lepton_dask.scaling.state import ClusterView, PoolSpec
-    >>> pool = PoolSpec("cpu", threads=2, max_workers=10, startup_s=10)
-    >>> view = ClusterView(now=0.0, pools={"cpu": pool}, workers=[],
-    ...                    backlog={"cpu": 400.0}, tasks_ready={"cpu": 400})
-    >>> DeadlinePolicy(deadline=60).decide(view).targets  # 10 s startup + 400/(4x2) s
-    {'cpu': 4}
-    """
-
-    def __init__(self, deadline: float | None = None, *, within: float | None = None):
-        if (deadline is None) == (within is None):
-            raise ValueError(
-                "give exactly one of deadline= (absolute) or within= (rolling)"
-            )
-        if isinstance(within, str):  # a Dask duration string: "90s", "10m"
-            within = parse_duration(within, "within")
-        for name, v in (("deadline", deadline), ("within", within)):
-            if v is not None and not math.isfinite(v):
-                raise ValueError(f"{name} must be finite, got {v!r}")
-        if within is not None and within <= 0:
-            raise ValueError(f"within must be positive, got {within!r}")
-        self.deadline = None if deadline is None else float(deadline)
-        self.within = None if within is None else float(within)
-
-    def detail(self, view: ClusterView) -> dict[str, Any]:
-        return {"time_left_s": self.time_left(view)}
-
-    def time_left(self, view: ClusterView) -> float:
-        if self.deadline is not None:
-            return self.deadline - view.now
-        start = view.busy_since if view.busy_since is not None else view.now
-        return self.within - (view.now - start)
-
-    def choose(self, view, kind, plans):
-        left = self.time_left(view)
-        ok = [p for p in plans if p.finish_s <= left]
-        if ok:
-            best = min(ok, key=lambda p: (p.cost_usd, p.finish_s))
-            return (
-                best,
-                f"cheapest plan finishing {kind} work in {best.finish_s:.0f} s <= {left:.0f} s left",
-                False,
-            )
-        fastest = min(plans, key=lambda p: p.finish_s)
-        if not _has_work(view, kind):
-            return plans[0], "", False
-        return (
-            fastest,
-            f"deadline infeasible for {kind}: fastest plan needs {fastest.finish_s:.0f} s, {left:.0f} s left",
-            True,
-        )
 
 
 class BudgetPolicy(_CostAware):
@@ -413,7 +344,7 @@ class BalancedPolicy(_CostAware):
             now_t, soon = _threads(view, pools)
             base = now_t + sum(c for _, c in soon)
 
-            def threads(plan: _Plan) -> float:
+            def threads(plan: _ScaleUp) -> float:
                 return base + sum(
                     view.pools[n].threads * view.pools[n].speed * k
                     for n, k in plan.adds.items()
@@ -430,194 +361,3 @@ class BalancedPolicy(_CostAware):
             ),
             False,
         )
-
-
-class StockAdaptivePolicy:
-    """Dask's ``Adaptive`` (distributed.deploy.adaptive_core +
-    Scheduler.adaptive_target), as a policy for the simulator: per kind,
-    ``ceil(occupancy / target_duration)`` threads (capped by the tasks that can
-    run), up at once, down by idle workers after ``wait_count`` consecutive
-    checks, with no regard for prices, startup or billing.
-    """
-
-    def __init__(
-        self,
-        target_duration: float = 5.0,
-        wait_count: int = 3,
-        minimum: int = 0,
-        maximum: int | None = None,
-    ):
-        if target_duration <= 0:
-            raise ValueError(
-                f"target_duration must be positive, got {target_duration!r}"
-            )
-        self.target_duration = float(target_duration)
-        self.wait_count = int(wait_count)
-        self.minimum = minimum
-        self.maximum = maximum
-        self._close_counts: dict[str, int] = {}
-
-    def decide(self, view: ClusterView) -> Decision:
-        targets: dict[str, int] = {}
-        release: dict[str, list[str]] = {}
-        for kind in KINDS:
-            pools = [p for p in view.pools.values() if p.kind == kind]
-            if not pools:
-                continue
-            pool = pools[0]  # stock Adaptive knows one kind of worker
-            occupancy = view.backlog.get(kind, 0.0)
-            cpu = math.ceil(occupancy / self.target_duration)
-            cpu = min(cpu, view.tasks_ready.get(kind, cpu))
-            want = math.ceil(cpu / pool.threads)
-            hi = (
-                pool.max_workers
-                if self.maximum is None
-                else min(self.maximum, pool.max_workers)
-            )
-            want = min(max(want, self.minimum, pool.min_workers), hi)
-            have = view.count(pool.name)
-            if want >= have:
-                self._close_counts = {
-                    k: v
-                    for k, v in self._close_counts.items()
-                    if view.pools.get(k.split("|")[0]) is not pool
-                }
-                targets[pool.name] = want
-                continue
-            # adaptive_core.recommendations: launches that have not arrived
-            # go first, then the scheduler's workers_to_close (idle ones)
-            mine = view.in_pool(pool.name)
-            candidates = [w for w in mine if not w.arrived][: have - want]
-            arrived = [w for w in mine if w.arrived]
-            if want < have - len(candidates):
-                idle = [w for w in arrived if not w.busy]
-                candidates += idle[: max(0, len(arrived) - want)]
-            if len(candidates) >= len(arrived) and any(
-                w.holds_data for w in candidates
-            ):
-                # Scheduler.workers_to_close keeps enough memory for the data
-                # held on the cluster: the last worker holding results stays
-                keep = next(w for w in candidates if w.holds_data)
-                candidates = [w for w in candidates if w is not keep]
-            seen = {f"{pool.name}|{w.name}" for w in candidates}
-            firm = []
-            for w in candidates:
-                key = f"{pool.name}|{w.name}"
-                self._close_counts[key] = self._close_counts.get(key, 0) + 1
-                if self._close_counts[key] >= self.wait_count:
-                    firm.append(w.name)
-            self._close_counts = {
-                k: v
-                for k, v in self._close_counts.items()
-                if (k in seen and k.split("|", 1)[1] not in firm)
-                or view.pools.get(k.split("|")[0]) is not pool
-            }
-            targets[pool.name] = have - len(firm)
-            if firm:
-                release[pool.name] = firm
-        return Decision(
-            targets,
-            f"stock Adaptive, target_duration={self.target_duration:g}s",
-            release=release,
-        )
-
-
-POLICIES = {
-    "slo": SLOPolicy,
-    "budget": BudgetPolicy,
-    "balanced": BalancedPolicy,
-    "busy-period-deadline": DeadlinePolicy,
-}
-
-
-def make_policy(name: str, **kwargs) -> object:
-    """Build a policy by name: ``slo`` (deadlines per batch, stream latency,
-    budgets), ``balanced``, ``budget``, ``adaptive`` (Dask's own), or
-    ``busy-period-deadline`` (the old rolling deadline). ``deadline`` is
-    ``slo`` with ``deadline=``.
-
-    >>> make_policy("balanced", weight=1.0).weight
-    1.0
-    >>> make_policy("deadline", deadline=60).label
-    'slo deadline 60s'
-    >>> make_policy("fastest")
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown policy 'fastest'; use one of adaptive, balanced, budget, busy-period-deadline, deadline, slo
-    """
-    table = {**POLICIES, "deadline": SLOPolicy, "adaptive": StockAdaptivePolicy}
-    if name not in table:
-        raise ValueError(
-            f"unknown policy {name!r}; use one of {', '.join(sorted(table))}"
-        )
-    return table[name](**kwargs)
-
-
-#: ``lepton.scaling`` keys -> keyword arguments, per policy
-_CONFIG_KEYS = {
-    "balanced": {"weight": "weight"},
-    "slo": {
-        "deadline": "deadline",
-        "latency": "latency",
-        "budget-usd-per-hour": "usd_per_hour",
-        "budget-usd": "total_usd",
-    },
-    "budget": {"budget-usd-per-hour": "usd_per_hour", "budget-usd": "total_usd"},
-}
-_CONFIG_KEYS["deadline"] = _CONFIG_KEYS["predictive"] = _CONFIG_KEYS["slo"]
-
-
-def policy_from_config(cfg: dict | None = None) -> object:
-    """The policy ``lepton.scaling`` describes (the one factory every scaler
-    uses: CostAwareAdaptive, the Kubernetes scaler, the CLI).
-
-    >>> type(policy_from_config()).__name__
-    'BalancedPolicy'
-    >>> policy_from_config({"policy": "slo", "deadline": 600}).deadline
-    600.0
-    >>> type(policy_from_config({"policy": "predictive", "deadline": 600})).__name__
-    'PredictivePolicy'
-    >>> policy_from_config({"policy": "slo"})
-    Traceback (most recent call last):
-    ...
-    ValueError: lepton.scaling.policy is 'slo': set lepton.scaling.deadline, latency, budget-usd-per-hour or budget-usd
-    """
-    import dask.config
-
-    cfg = dict(dask.config.get("lepton.scaling") if cfg is None else cfg)
-    name = cfg.get("policy", "balanced")
-    if name not in _CONFIG_KEYS:
-        raise ValueError(
-            f"lepton.scaling.policy must be one of {', '.join(sorted(_CONFIG_KEYS))}, got {name!r}"
-        )
-    keys = _CONFIG_KEYS[name]
-    kwargs = {
-        arg: parse_duration(cfg[k], f"lepton.scaling.{k}")
-        if k in ("deadline", "latency")
-        else float(cfg[k])
-        for k, arg in keys.items()
-        if cfg.get(k) is not None
-    }
-    if (
-        name in ("slo", "deadline")
-        and cfg.get("within") is not None
-        and "deadline" not in kwargs
-    ):  # the old name of the deadline
-        kwargs["deadline"] = parse_duration(cfg["within"], "lepton.scaling.within")
-    if name in ("slo", "deadline", "predictive") and not kwargs:
-        raise ValueError(
-            f"lepton.scaling.policy is {name!r}: set lepton.scaling.deadline, latency, "
-            "budget-usd-per-hour or budget-usd"
-        )
-    if name == "predictive":  # the SLO terms, pre-warmed for load that recurs
-        from lepton_dask.scaling.predictive import PredictivePolicy
-
-        workload = dask.config.get("lepton.workload")
-        if workload:  # a restarted scheduler starts with the job's history
-            return PredictivePolicy.from_ledger(SLOPolicy(**kwargs), str(workload))
-        return PredictivePolicy(SLOPolicy(**kwargs))
-    if name == "budget" and "usd_per_hour" not in kwargs:
-        raise ValueError(
-            "lepton.scaling.policy is 'budget' but lepton.scaling.budget-usd-per-hour is not set"
-        )
-    return make_policy(name, **kwargs)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lepton_dask import _protocol as protocol
 
 if TYPE_CHECKING:
-    from lepton_dask.scaling.apply import ApplyPlan, ChurnCounter
+    from lepton_dask.scaling.apply import Actions, ChurnCounter
     from lepton_dask.scaling.state import Decision
 
 __all__ = ["decision_report"]
@@ -30,7 +30,7 @@ def decision_report(
     now: float,
     churn: ChurnCounter,
     *,
-    plan: ApplyPlan | None = None,
+    plan: Actions | None = None,
     launched: Sequence[str] | None = None,
     retired: Sequence[str] | None = None,
     changed: bool | None = None,
@@ -48,7 +48,7 @@ def decision_report(
     churn : ChurnCounter
         The loop's launches and churn so far (the loop records each plan in
         it before reporting).
-    plan : ApplyPlan, optional
+    plan : Actions, optional
         The apply step's plan, for a loop that hands the launches to another
         system (dask-gateway, the operator, the Kubernetes API): then the
         report names the plan's retirements and no launches, and it changed

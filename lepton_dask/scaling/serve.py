@@ -31,15 +31,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from lepton_dask.scaling.apply import ApplyPlan, ChurnCounter, plan_apply
+from lepton_dask.scaling.apply import Actions, ChurnCounter, plan_apply
 from lepton_dask.scaling.report import decision_report
 from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, ViewBuilder
 from lepton_dask.scaling.state import WorkerView as _WorkerView
+
+if TYPE_CHECKING:
+    from lepton_dask.scaling.registry import Policy
 
 __all__ = ["TARGETS_ROUTE", "PolicyServer", "dask_setup"]
 
@@ -54,9 +57,9 @@ class PolicyServer(SchedulerPlugin):
 
     Parameters
     ----------
-    policy : object, optional
+    policy : Policy, optional
         A policy (``decide(ClusterView) -> Decision``); default from
-        ``lepton.scaling`` (:func:`~lepton_dask.scaling.policies.policy_from_config`).
+        ``lepton.scaling`` (:func:`~lepton_dask.scaling.registry.policy_from_config`).
     pools : dict of str to PoolSpec, optional
         Default: ``lepton.scaling.pools``, else one pool of every worker
         priced from ``lepton.cost.default-instance-type``.
@@ -69,7 +72,7 @@ class PolicyServer(SchedulerPlugin):
 
     def __init__(
         self,
-        policy: Any = None,
+        policy: Policy | None = None,
         pools: dict[str, PoolSpec] | None = None,
         min_interval: float = 0.5,
     ):
@@ -82,13 +85,13 @@ class PolicyServer(SchedulerPlugin):
         self.churn = ChurnCounter()
         self.scheduler: Any = None
         self.monitor: Any = None
-        self.last: tuple[float, ClusterView, Decision, ApplyPlan] | None = None
+        self.last: tuple[float, ClusterView, Decision, Actions] | None = None
         self._requested: list[float] = []  # asked for, not arrived: when asked
         self._arrived = 0
 
     async def start(self, scheduler: Any) -> None:
         from lepton_dask.cost.monitor import CostMonitor
-        from lepton_dask.scaling.policies import policy_from_config
+        from lepton_dask.scaling.registry import policy_from_config
 
         self.scheduler = scheduler
         mine = [p for p in scheduler.plugins.values() if isinstance(p, CostMonitor)]
@@ -126,7 +129,7 @@ class PolicyServer(SchedulerPlugin):
         return self._pools
 
     # -- one decision ------------------------------------------------------------
-    def decide(self) -> tuple[ClusterView, Decision, ApplyPlan]:
+    def decide(self) -> tuple[ClusterView, Decision, Actions]:
         """The policy's decision now (the last one, within ``min_interval``)
         and the plan that carries it out."""
         now = time.time()
@@ -148,7 +151,7 @@ class PolicyServer(SchedulerPlugin):
         decision = self.policy.decide(view)
         plan = plan_apply(decision, view)
         self._account_requests(now, len(workers), plan)
-        self.churn.record_plan(now, plan, view)
+        self.churn.record_actions(now, plan, view)
         self._report(now, view, decision, plan)
         self.last = (now, view, decision, plan)
         return view, decision, plan
@@ -159,7 +162,7 @@ class PolicyServer(SchedulerPlugin):
         del self._requested[:new]
         self._arrived = arrived
 
-    def _account_requests(self, now: float, arrived: int, plan: ApplyPlan) -> None:
+    def _account_requests(self, now: float, arrived: int, plan: Actions) -> None:
         """The workers this answer asks for start now; fewer asked for than
         starting: the newest requests are dropped."""
         total = sum(p.target for p in plan.pools.values())
@@ -169,7 +172,7 @@ class PolicyServer(SchedulerPlugin):
         else:
             del self._requested[want:]
 
-    def _report(self, now: float, view, decision: Decision, plan: ApplyPlan) -> None:
+    def _report(self, now: float, view, decision: Decision, plan: Actions) -> None:
         """Report the decision to the monitor: the plan's retirements; the
         launches are the caller's, who asks for workers by the target."""
         self.monitor.record_decision(

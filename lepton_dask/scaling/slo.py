@@ -32,19 +32,14 @@ How it decides, per kind of work (``cpu``/``gpu``), every tick:
    one falls behind, new capacity comes from on-demand pools only.
 4. **Release** idle workers whose paid minimum is used up and which the
    batches do not need. When no work is outstanding, the workers that would
-   serve the next batch warm are kept as a rent-or-buy choice: kept idle
-   until the rent paid equals the "buy" cost, which is what a cold start
-   would cost more than a warm one for a batch like the recent ones (the
-   billed startup of the cold workers *and* the extra cold workers needed to
-   still meet the deadline after the startup). This break-even rule is
-   2-competitive; ``keep_alive="randomized"`` draws the threshold from the
-   density ``e^x / (e - 1)`` on ``[0, 1]`` (x the fraction of the buy cost),
-   which is ``e / (e - 1) ~ 1.58``-competitive in expectation. Until the
-   workload has come back once after an idle period there is no evidence it
-   recurs, and nothing is kept past its paid minimum. Once a few idle gaps
-   have been seen, the threshold is the one that would have cost least over
-   them (zero, break-even, or just past one of the gaps): when every gap
-   outlasts break-even, keeping workers only pays rent.
+   serve the next batch warm are kept as a rent-or-buy choice
+   (:class:`~lepton_dask.scaling.keepalive.KeepAlive`: kept idle until the
+   rent paid equals what a cold start would cost more than a warm one for a
+   batch like the recent ones). Until the workload has come back once after
+   an idle period there is no evidence it recurs, and nothing is kept past
+   its paid minimum.
+
+The EDF arithmetic of steps 1-2 is :mod:`lepton_dask.scaling.edf`.
 
 Bad input is refused at construction (a deadline or latency that is not a
 positive finite number, a budget that is not positive, an unknown
@@ -58,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import statistics
 import time
 from collections import OrderedDict, deque
@@ -68,7 +62,8 @@ from typing import Any
 import dask
 
 from lepton_dask.config import parse_duration
-from lepton_dask.scaling._capacity import Due, Sizing
+from lepton_dask.scaling.edf import Due, Sizing
+from lepton_dask.scaling.keepalive import KeepAlive
 from lepton_dask.scaling.state import (
     EPS_WORK,
     BatchView,
@@ -117,7 +112,6 @@ def deadline(seconds: float | str) -> Iterator[None]:
         yield
 
 
-MIN_GAPS = 4  # idle gaps seen before the keep-alive follows them
 #: a guessed duration is hedged up to this factor (``SLOPolicy(hedge=...)``)
 HEDGE = 4.0
 
@@ -218,11 +212,6 @@ class SLOPolicy:
             )
         if deadline is not None and latency is not None:
             raise ValueError("give deadline= (jobs) or latency= (streams), not both")
-        if keep_alive not in ("break-even", "randomized", "none"):
-            raise ValueError(
-                "keep_alive must be 'break-even', 'randomized' or 'none', "
-                f"got {keep_alive!r}"
-            )
         if not (isinstance(margin, (int, float)) and 0.0 <= margin < 0.5):
             raise ValueError(f"margin must be a fraction in [0, 0.5), got {margin!r}")
         if not (isinstance(hedge, (int, float)) and 1.0 <= hedge <= 100.0):
@@ -234,8 +223,7 @@ class SLOPolicy:
         self.usd_per_hour = usd_per_hour
         self.total_usd = total_usd
         self.keep_alive = keep_alive
-        self._rng = random.Random(seed)
-        self._fraction = 1.0
+        self._keep = KeepAlive(keep_alive, seed)
         self._seen: OrderedDict[str, dict[str, float]] = OrderedDict()
         #: per kind, (time, workers needed) of recent ticks with work
         self._needed: dict[str, deque[tuple[float, int]]] = {}
@@ -312,12 +300,13 @@ class SLOPolicy:
         else:
             self._basis.add("measured")
         tasks = max(b.tasks, 1)
-        if b.blocked_stages and w - held > EPS_WORK and due > 0:
-            # stages that cannot start yet, of unknown duration: each gets an
-            # equal share of the time left, the stages before them the rest
-            # (their capacity must be bought before the later stage shows how
-            # long it takes)
-            share = b.blocked_stages / (b.blocked_stages + 1.0)
+        stages = b.blocked_stages + self._later.get(b.id, 0)
+        if stages and w - held > EPS_WORK and due > 0:
+            # stages that cannot start yet, of unknown duration (in this batch,
+            # or later batches of the same job): each gets an equal share of
+            # the time left, the stages before them the rest (their capacity
+            # must be bought before a later stage shows how long it takes)
+            share = stages / (stages + 1.0)
             early = due * (1.0 - share)
             self._held[b.id] = early
             return [
@@ -441,6 +430,34 @@ class SLOPolicy:
                 return False
         return True
 
+    def _stages_after(self, view: ClusterView) -> dict[str, int]:
+        """Per batch, the later stages of the same job submitted as batches of
+        their own (a reduce submitted by a ``compute`` call of its own, on
+        the maps' futures): batches arrived no earlier, due at the same time
+        (within 1%), whose work all waits on other tasks and has no measured
+        duration."""
+        ends = []
+        for b in view.batches:
+            d = self._deadline_of(b)
+            if d is None:
+                continue
+            whole = b.blocked_stages and all(
+                b.blocked.get(k, 0.0) >= w - EPS_WORK for k, w in b.work.items()
+            )
+            ends.append((b, b.arrival + d, d, bool(whole)))
+        out: dict[str, int] = {}
+        for b, due, d, whole in ends:
+            if whole:
+                continue
+            n = sum(
+                1
+                for x, x_due, _, x_whole in ends
+                if x_whole and x.arrival >= b.arrival and abs(x_due - due) <= 0.01 * d
+            )
+            if n:
+                out[b.id] = n
+        return out
+
     def decide(self, view: ClusterView) -> Decision:
         self._remember(view)
         self._basis: set[str] = set()
@@ -449,6 +466,7 @@ class SLOPolicy:
         #: and batches with stages held back (when the stages before must end)
         self._late: dict[str, str] = {}
         self._held: dict[str, float] = {}
+        self._later = self._stages_after(view)
         targets: dict[str, int] = {}
         reasons: list[str] = []
         infeasible = False
@@ -669,47 +687,9 @@ class SLOPolicy:
         crit = self._typical("critical") or 0.0
         if not work or d is None:
             return self._release(view, kind, targets, 0, "idle; nothing to size for")
-        p = pools[0]
-        thr = p.threads * p.speed
-        price = p.usd_per_hour / 3600.0
-        warm_span = d - crit
-        cold_span = d - crit - p.startup_s
-        n_warm = (
-            max(1, math.ceil(work / (thr * warm_span)))
-            if warm_span > 0
-            else len(arrived)
+        n_keep, keep_s = self._keep.threshold(
+            view, pools[0], work, d, crit, len(arrived)
         )
-        n_keep = min(len(arrived), n_warm)
-        run = work / thr  # worker-seconds of running, warm or cold
-        warm_cost = run * price
-        if cold_span > 0:
-            n_cold = max(1, math.ceil(work / (thr * cold_span)))
-            per = p.startup_s + work / (n_cold * thr)
-            cold_cost = n_cold * max(per, view.minimum_billing) * price
-        else:  # a cold start cannot meet the deadline: keep as long as the gaps last
-            cold_cost = (
-                (max(view.idle_gaps, default=0.0) + view.minimum_billing)
-                * n_keep
-                * price
-            )
-        buy = max(0.0, cold_cost - warm_cost)
-        if self.keep_alive == "randomized" and view.idle_since is not None:
-            if getattr(self, "_drawn_for", None) != view.idle_since:
-                self._drawn_for = view.idle_since
-                u = self._rng.random()
-                self._fraction = math.log(1 + u * (math.e - 1))
-        else:
-            self._fraction = 1.0
-        rent = n_keep * price
-        keep_s = buy * self._fraction / rent if rent > 0 else math.inf
-        gaps = view.idle_gaps[-16:]
-        if len(gaps) >= MIN_GAPS and rent > 0:
-            # enough idle gaps seen: the threshold that would have cost least
-            # over them (rent while kept, a cold start when a gap outlasts it)
-            def regret(t: float) -> float:
-                return sum(rent * min(g, t) + (buy if g > t else 0.0) for g in gaps)
-
-            keep_s = min([0.0, keep_s, *(g + 1.0 for g in gaps)], key=regret)
         out["keep_alive_s"] = keep_s
         idle_since = view.idle_since if view.idle_since is not None else view.now
         # rent is paid once the workers' paid minimum is used up

@@ -10,7 +10,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
-from lepton_dask.sim._knowledge import PrefixKnowledge
+from lepton_dask.sim._estimates import DurationEstimates
 from lepton_dask.sim.trace import Trace
 
 
@@ -55,11 +55,11 @@ class Batches:
     """Unfinished work per submission batch (a trace's burst), for the
     ``batches`` entry of the scaler state, priced exactly as the real
     scheduler's ``BatchTracker`` prices it: unfinished tasks per prefix times
-    the scheduler's estimate of the prefix (:class:`PrefixKnowledge`), the
+    the scheduler's estimate of the prefix (:class:`DurationEstimates`), the
     longest such estimate, their sum as the chain, and the part on a guess
     (prefixes with no finished task and no prior) with its floor."""
 
-    def __init__(self, trace: Trace, prefix: list[int], knowledge: PrefixKnowledge):
+    def __init__(self, trace: Trace, prefix: list[int], knowledge: DurationEstimates):
         self.kind = trace.kind.tolist()
         self.batch = trace.burst.tolist()
         self.duration = trace.duration.tolist()
@@ -103,7 +103,7 @@ class Batches:
     ) -> list[dict[str, Any]]:
         """The unfinished batches, ``est``: the scheduler's estimate of each
         prefix now (``scheduler_work``); ``work`` is priced with the
-        observer's (:meth:`PrefixKnowledge.policy_estimate`)."""
+        observer's (:meth:`DurationEstimates.policy_estimate`)."""
         out = []
         know = self.know
         mine = [know.policy_estimate(p) for p in range(len(est))]

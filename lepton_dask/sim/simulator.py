@@ -11,7 +11,7 @@ out by the one apply step (:func:`~lepton_dask.scaling.apply.plan_apply`).
 The policy knows only what a real scheduler knows: work is priced with the
 scheduler's per-prefix duration estimates (``unknown-task-duration``, twice
 the longest running time, then the prefix's average;
-:mod:`lepton_dask.sim._knowledge`), read from ``dask.config`` as the scheduler
+:mod:`lepton_dask.sim._estimates`), read from ``dask.config`` as the scheduler
 reads them, never with the trace's true durations. Submissions at time ``t`` come
 before the tick at ``t`` (as in Dask, where ``update_graph`` runs before the
 next adaptive callback sees the scheduler). Workers take ready tasks
@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lepton_dask.scaling.state import PoolSpec
-from lepton_dask.sim._run import Run
+from lepton_dask.sim._event_loop import EventLoop
 from lepton_dask.sim.trace import Trace
+
+if TYPE_CHECKING:
+    from lepton_dask.scaling.registry import Policy
 
 
 @dataclass
@@ -75,7 +78,8 @@ class Simulator:
     ----------
     trace : Trace
     pools : list of PoolSpec
-    policy : object with ``decide(ClusterView) -> Decision``
+    policy : Policy
+        Anything with ``decide(ClusterView) -> Decision``.
     minimum_billing : float
         Seconds billed at least per worker lifetime.
     interval : float
@@ -111,7 +115,7 @@ class Simulator:
         self,
         trace: Trace,
         pools: list[PoolSpec],
-        policy: Any,
+        policy: Policy,
         *,
         minimum_billing: float = 60.0,
         interval: float = 1.0,
@@ -142,7 +146,7 @@ class Simulator:
         self.stall_s = float(stall_s)
 
     def run(self) -> SimResult:
-        r = Run(self)
+        r = EventLoop(self)
         r.run()
         tr = self.trace
         ws: dict[str, float] = {}

@@ -170,7 +170,26 @@ def install_ferretdb(
     return dest
 
 
-if __name__ == "__main__":  # pragma: no cover - `python _install.py`: no deps needed
-    # The Makefile builds FerretDB with this file alone (standard library only),
-    # beside the virtualenv's pip install.
-    print(install_ferretdb(force="--force" in sys.argv[1:], echo=True))
+def _main(argv: list[str]) -> int:  # pragma: no cover - run by the Makefile
+    """``python lepton_dask/store/_install.py [--force] [--if-needed]``: the
+    Makefile builds FerretDB with this file alone (standard library only),
+    beside the virtualenv's pip install. ``--if-needed``: not when the
+    embedded server will not use it (``LEPTON_MONGO_URI`` set, or ``mongod``
+    on PATH)."""
+    if "--if-needed" in argv:
+        if os.environ.get("LEPTON_MONGO_URI"):
+            print("LEPTON_MONGO_URI is set: no embedded server to build")
+            return 0
+        if shutil.which("mongod"):
+            print(f"the embedded server will run {shutil.which('mongod')}")
+            return 0
+    try:
+        print(install_ferretdb(force="--force" in argv, echo=True))
+    except RuntimeError as e:
+        print(f"lepton-dask mongo install: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(_main(sys.argv[1:]))

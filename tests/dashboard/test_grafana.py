@@ -18,9 +18,9 @@ from lepton_dask.cost import CostMonitor
 from lepton_dask.dashboard import grafana
 from lepton_dask.scaling import (
     CostAwareAdaptive,
-    DeadlinePolicy,
     LocalPoolCluster,
     PoolSpec,
+    SLOPolicy,
 )
 from tests.helpers import wait_for
 from tests.prom import PrometheusServer
@@ -180,7 +180,7 @@ def test_every_panel_query_returns_data(tmp_path):
         Client(cluster) as client,
     ):
         cluster.adapt(
-            Adaptive=CostAwareAdaptive, policy=DeadlinePolicy(within=3.0), interval=0.2
+            Adaptive=CostAwareAdaptive, policy=SLOPolicy(deadline=3.0), interval=0.2
         )
         port = cluster.scheduler.http_server.port
         with PrometheusServer([f"127.0.0.1:{port}"], str(tmp_path)) as prom:

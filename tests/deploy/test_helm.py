@@ -403,6 +403,8 @@ def check_standard_values(docs: list[dict]) -> None:
     assert cpu["tolerations"] == pool["tolerations"] + s["tolerations"]
     assert cpu["affinity"] == pool["affinity"]  # a pool's own, instead
     assert cpu_c["resources"] == pool["resources"]
+    memory = cpu_c["args"][cpu_c["args"].index("--memory-limit") + 1]
+    assert memory == pool["resources"]["limits"]["memory"] + "B"  # Dask's follows
     assert cpu_c["env"][-1] == pool["env"][0]
     assert cpu_c["env"][0]["name"] == "LEPTON_MONGO_URI"  # ours stay
     gpu, gpu_c = got["gpu"]
@@ -418,7 +420,9 @@ def check_standard_values(docs: list[dict]) -> None:
     assert group["spec"]["worker"]["metadata"]["annotations"] == {"team": "vision"}
     account = next(d for d in docs if d["kind"] == "ServiceAccount")
     assert account["metadata"]["name"] == s["serviceAccount"]["name"]
-    assert account["metadata"]["annotations"] == s["serviceAccount"]["annotations"]
+    # (helm install adds its own, meta.helm.sh/release-*)
+    annotations = account["metadata"]["annotations"].items()
+    assert s["serviceAccount"]["annotations"].items() <= annotations
     assert got["scaler"][0]["serviceAccountName"] == s["serviceAccount"]["name"]
     binding = next(d for d in docs if d["kind"] == "RoleBinding")
     assert binding["subjects"][0]["name"] == s["serviceAccount"]["name"]
@@ -456,3 +460,12 @@ def test_notes_tell_how_to_connect_a_client(tmp_path):
     words = " ".join(notes.split())
     assert "this cluster has no Prometheus Operator" in words
     assert "No registry hosts the lepton-dask images yet" in words
+
+
+def test_a_pool_without_a_memory_limit_leaves_dask_its_own(tmp_path):
+    # (Helm merges values into the chart's: null removes its default limits)
+    resources = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": None}
+    values = merged(chart_defaults(), {"pools": {"cpu": {"resources": resources}}})
+    (_, worker) = pods(template(CHART, values, "ml", tmp_path))["cpu"]
+    assert worker["args"][worker["args"].index("--memory-limit") + 1] == "auto"
+    assert worker["resources"] == {"requests": resources["requests"]}

@@ -15,7 +15,7 @@ from lepton_dask.deploy.k8s_scaler import (
     pending_workers,
     replica_patches,
 )
-from lepton_dask.scaling import BalancedPolicy, DeadlinePolicy
+from lepton_dask.scaling import BalancedPolicy, SLOPolicy
 from lepton_dask.scaling.state import ClusterView, Decision, WorkerView
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -254,7 +254,7 @@ def view(groups, workers=(), backlog=None, now=1000.0):
 
 def test_scale_up_patches_the_cluster_and_the_gpu_group(groups):
     v = view(groups, backlog={"cpu": 3000.0, "gpu": 500.0})
-    d = DeadlinePolicy(deadline=v.now + 600).decide(v)
+    d = SLOPolicy(deadline=600).decide(v)
     patches = replica_patches(d, v, groups, {"cpu": 1, "gpu": 0})
     by = {p["pool"]: p for p in patches}
     # the default group is read and sized as the operator's <cluster>-default
@@ -412,8 +412,7 @@ def test_the_schema_check_rejects_what_the_server_rejects():
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"scaler_policy": "slo"}, "set lepton.scaling.deadline, latency"),
-        ({"scaler_policy": "predictive"}, "set lepton.scaling.deadline, latency"),
+        ({"scaler_policy": "budget"}, "budget-usd-per-hour is not set"),
         (
             {"scaler_policy": "slo", "scaler_latency": -5.0},
             # (the policy's check, or the duration parser's before it)
@@ -504,7 +503,7 @@ def _policy_there(dask_scheduler=None) -> str:
     import dask
 
     import lepton_dask  # noqa: F401  (its config defaults)
-    from lepton_dask.scaling.policies import policy_from_config
+    from lepton_dask.scaling.registry import policy_from_config
 
     with dask.config.set({"lepton.workload": None}):  # no history to read here
         p = policy_from_config()
@@ -516,3 +515,23 @@ def _policy_there(dask_scheduler=None) -> str:
             "workload": dask.config.get("lepton.workload", None),
         }
     )
+
+
+@pytest.mark.parametrize(
+    ("kw", "policy", "deadline", "latency"),
+    [
+        ({}, "slo", k8s.DEFAULT_DEADLINE, None),  # the README's recommendation
+        ({"scaler_latency": 30.0}, "slo", None, 30.0),
+        ({"scaler_policy": "balanced"}, "balanced", None, None),
+    ],
+)
+def test_the_default_policy_is_the_slo_policy(kw, policy, deadline, latency):
+    from lepton_dask.scaling.registry import DEFAULT_DEADLINE_S
+
+    spec = k8s.DeploySpec(**kw)
+    assert (spec.scaler_policy, spec.scaler_deadline, spec.scaler_latency) == (
+        policy,
+        deadline,
+        latency,
+    )
+    assert k8s.DEFAULT_DEADLINE == DEFAULT_DEADLINE_S  # the policy's own

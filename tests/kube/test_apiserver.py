@@ -360,6 +360,62 @@ def test_the_scaler_client_works_from_a_kubeconfig(kube):
     assert api.replicas(ns, "DaskWorkerGroup", "lepton-default") == 4
 
 
+def test_the_k8s_scaler_reports_launches_and_churn_through_the_one_builder(kube):
+    """The Kubernetes scaler's decision report comes from the same builder
+    as the other loops: a group grown within one startup of a retirement
+    moves ``lepton_scaler_churn_total`` (it never moved on Kubernetes)."""
+    from distributed import Client, LocalCluster
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from lepton_dask import _protocol as protocol
+    from lepton_dask.cost import CostMonitor
+    from lepton_dask.cost.metrics import CostCollector
+    from lepton_dask.deploy.k8s_scaler import GroupRef
+    from lepton_dask.scaling.state import Decision, PoolSpec
+
+    ns = "churn"
+    spec = k8s.DeploySpec(namespace=ns)
+    for docs in k8s.manifests(spec).values():
+        for doc in docs:
+            kube.admin.apply(doc)
+    from dask_kubernetes.operator.controller.controller import (
+        build_default_worker_group_spec,
+    )
+
+    group = build_default_worker_group_spec(
+        "lepton", k8s.dask_cluster(spec)["spec"]["worker"], {}, {}
+    )
+    kube.admin.apply({**group, "metadata": {**group["metadata"], "namespace": ns}})
+    pool = PoolSpec("cpu", startup_s=60.0, max_workers=8)
+    groups = [GroupRef("cpu", "DaskWorkerGroup", "lepton-default", pool, "lepton")]
+
+    class OneMore:  # the loop under test, not a policy: always one worker more
+        def decide(self, view):
+            return Decision({"cpu": view.count("cpu") + 1}, "one more")
+
+    monitor = CostMonitor(ledger=False)
+    with (
+        LocalCluster(
+            n_workers=0,
+            processes=False,
+            dashboard_address=None,
+            scheduler_kwargs={"plugins": [monitor]},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        scaler = Scaler(client, scaler_api(kube, ns), ns, groups, OneMore(), 1.0)
+        now = client.sync(getattr(client.scheduler, protocol.SCALER_STATE))["now"]
+        scaler.churn.record(now, "cpu", launched=0, retired=1, startup_s=60.0)
+        (change,) = scaler.step()
+        assert (change["from"], change["to"]) == (2, 3)
+        registry = CollectorRegistry()
+        registry.register(CostCollector(monitor))
+        text = generate_latest(registry).decode()
+    assert "lepton_scaler_launches_total 1.0" in text
+    assert "lepton_scaler_churn_total 1.0" in text
+    assert monitor.scaler_last["churn_total"] == 1
+
+
 # -- the chart, installed by helm ------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from lepton_dask.scaling import CostAwareAdaptive
 from lepton_dask.scaling.apply import ChurnCounter, plan_apply
 from lepton_dask.scaling.pools import LocalPoolCluster
 from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, WorkerView
-from lepton_dask.sim._run import Run
+from lepton_dask.sim._event_loop import EventLoop
 from lepton_dask.sim.simulator import Simulator
 from lepton_dask.sim.trace import Trace
 
@@ -121,7 +121,7 @@ def test_simulator_carries_out_the_plan(case):
         None,
         minimum_billing=MINIMUM_BILLING,
     )
-    run = Run(sim)
+    run = EventLoop(sim)
     run.now = NOW
     for busy, since, arrived in workers:
         w = run.launch(POOL, since, arrived=arrived)

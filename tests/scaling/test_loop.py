@@ -18,7 +18,7 @@ from lepton_dask.scaling import (
     LocalPoolCluster,
     PoolSpec,
 )
-from lepton_dask.scaling.adaptive import policy_from_config
+from lepton_dask.scaling.registry import policy_from_config
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -173,10 +173,8 @@ def test_requires_a_spec_cluster_and_config_policy():
 
     with pytest.raises(TypeError, match=r"needs a distributed\.deploy\.SpecCluster"):
         asyncio.run(plain_cluster())
-    with dask.config.set(
-        {"lepton.scaling.policy": "deadline", "lepton.scaling.within": None}
-    ):
-        with pytest.raises(ValueError, match=r"set lepton\.scaling\.deadline, latency"):
+    with dask.config.set({"lepton.scaling.policy": "deadline"}):  # slo's term
+        with pytest.raises(ValueError, match=r"lepton\.scaling\.policy must be one of"):
             policy_from_config()
     with dask.config.set(
         {"lepton.scaling.policy": "budget", "lepton.scaling.budget-usd-per-hour": 2.0}

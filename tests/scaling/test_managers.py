@@ -86,7 +86,7 @@ def pin_a_task_to_the_newest(client, cluster, ad, n):
     Returns (busy, idle, event, future)."""
 
     def planned():
-        plan = ad.managed.plan()
+        plan = ad.managed.requested()
         return {n for n in workers_on_scheduler(cluster) if n in plan}
 
     wait_for(lambda: len(planned()) >= n, 60)

@@ -242,7 +242,7 @@ def test_history_survives_a_new_scheduler(mongo_uri):
     # from config, as CostAwareAdaptive and the k8s scaler build it
     import dask
 
-    from lepton_dask.scaling.policies import policy_from_config
+    from lepton_dask.scaling.registry import policy_from_config
 
     with dask.config.set(
         {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lepton_dask.scaling.apply import ApplyPlan, ChurnCounter, PoolPlan
+from lepton_dask.scaling.apply import Actions, ChurnCounter, PoolActions
 from lepton_dask.scaling.report import decision_report
 from lepton_dask.scaling.state import Decision
 
@@ -46,14 +46,14 @@ def test_a_loop_that_launches_reports_what_it_did_and_its_churn():
 
 
 def test_a_loop_that_hands_launches_on_reports_the_plan():
-    plan = ApplyPlan({"cpu": PoolPlan("cpu", have=2, target=3, retire=("w-0",))})
+    plan = Actions({"cpu": PoolActions("cpu", have=2, target=3, retire=("w-0",))})
     report = decision_report(
         DECISION, 5.0, _churned(), plan=plan, served="adaptive_target"
     )
     assert report["changed"] is True and report["launched"] == []
     assert report["retired"] == ["w-0"] and report["served"] == "adaptive_target"
     assert (report["launches_total"], report["churn_total"]) == (3, 1)
-    same = ApplyPlan({"cpu": PoolPlan("cpu", have=3, target=3)})
+    same = Actions({"cpu": PoolActions("cpu", have=3, target=3)})
     assert decision_report(DECISION, 5.0, ChurnCounter(), plan=same)["changed"] is False
 
 

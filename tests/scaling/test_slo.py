@@ -16,16 +16,16 @@ from lepton_dask._protocol import ScalerState
 from lepton_dask.cost import CostMonitor
 from lepton_dask.scaling import (
     CostAwareAdaptive,
-    DeadlinePolicy,
     LocalPoolCluster,
     PoolSpec,
     SLOPolicy,
-    StockAdaptivePolicy,
     deadline,
     policy_from_config,
 )
+from lepton_dask.scaling.registry import DEFAULT_DEADLINE_S
 from lepton_dask.scaling.state import BatchView, ClusterView, ViewBuilder, WorkerView
 from lepton_dask.sim import Simulator, Trace
+from lepton_dask.sim.baselines import StockAdaptivePolicy
 from lepton_dask.sim.trace import stream
 
 POOL = PoolSpec("cpu", threads=2, startup_s=60, max_workers=50, usd_per_hour=0.096)
@@ -60,13 +60,11 @@ def batch(bid, arrival, work, tasks=None, longest=1.0, **kw):
 
 def test_a_stream_is_sized_per_batch_not_per_busy_period():
     """Two hours into a busy stream, each batch's deadline counts from its own
-    arrival: the rolling busy-period deadline calls it infeasible (7,080 s
-    late); the SLO policy sizes for what the young batches need."""
+    arrival, not from the start of the busy period (7,080 s ago): the SLO
+    policy sizes for what the young batches need."""
     batches = [batch(str(i), 7200.0 - 10 * i, 20.0) for i in range(5)]
     workers = [WorkerView("w0", "cpu", 0.0, True)]
     v = view(7200.0, batches, workers, busy_since=0.0)
-    old = DeadlinePolicy(within=120.0).decide(v)
-    assert old.infeasible and old.detail["time_left_s"] < -7000
     d = SLOPolicy(deadline=120.0).decide(v)
     assert not d.infeasible and d.targets["cpu"] == 1  # 100 s of work, 2 threads
     # the oldest batch is due in 120 - 40 = 80 s: one warm worker does its
@@ -126,7 +124,7 @@ def test_deadline_annotation_validates_and_sets_priority():
     with deadline(30):
         later = dask.get_annotations()["priority"]
     assert later > ann["priority"]  # an earlier due time runs first
-    for bad in (0, -1, math.nan, "60"):
+    for bad in (0, -1, math.nan, "soon"):
         with pytest.raises(ValueError), deadline(bad):
             pass
 
@@ -134,10 +132,11 @@ def test_deadline_annotation_validates_and_sets_priority():
 def test_config_builds_the_slo_policy():
     p = policy_from_config({"policy": "slo", "latency": 30})
     assert isinstance(p, SLOPolicy) and p.stream and p.deadline == 30.0
-    p = policy_from_config({"policy": "deadline", "within": 90})  # the old key
-    assert isinstance(p, SLOPolicy) and p.deadline == 90.0
-    with pytest.raises(ValueError, match="must be one of"):
-        policy_from_config({"policy": "fastest"})
+    p = policy_from_config({"policy": "slo"})  # no term: the default deadline
+    assert isinstance(p, SLOPolicy) and p.deadline == DEFAULT_DEADLINE_S
+    for name in ("deadline", "busy-period-deadline", "fastest"):
+        with pytest.raises(ValueError, match="must be one of"):
+            policy_from_config({"policy": name})
 
 
 def _sim(trace, policy, pools=(POOL,), **kw):

@@ -14,9 +14,9 @@ from lepton_dask.scaling import PredictivePolicy, SLOPolicy
 from lepton_dask.scaling.forecast import Forecast
 from lepton_dask.scaling.state import BatchView, ClusterView, PoolSpec, WorkerView
 from lepton_dask.sim import mpc
-from lepton_dask.sim.mpc import Plan, PlanningPolicy, plan_window, solve_plan
+from lepton_dask.sim.mpc import BilledSchedule, ForecastMPC, plan_window, solve_plan
 from lepton_dask.sim.simulator import Simulator
-from tests.scaling.test_forecast import arrivals_trace
+from tests.scaling.test_predictive import arrivals_trace
 
 POOL = PoolSpec("cpu", threads=2, startup_s=60, max_workers=50)
 
@@ -60,7 +60,7 @@ def test_warm_workers_are_kept_through_a_short_gap_and_not_relaunched():
 
 
 def test_plan_clock_waits_for_its_batch_and_follows_it_when_it_comes():
-    plan = Plan(0.0, 10.0, {"cpu": [0, 2, 2, 2, 1, 0]}, [(20.0, 100.0)])
+    plan = BilledSchedule(0.0, 10.0, {"cpu": [0, 2, 2, 2, 1, 0]}, [(20.0, 100.0)])
     assert plan.count("cpu", 5.0) == 0
     assert plan.count("cpu", 25.0) == 2
     # the batch is late: the plan holds its count at the batch's slot
@@ -85,7 +85,7 @@ def test_the_planning_policy_follows_its_plan_and_meets_the_deadlines():
     priors = {"cpu-map": float(trace.duration.mean())}
     with dask.config.set({"distributed.scheduler.default-task-durations": priors}):
         plain = Simulator(trace, [POOL], SLOPolicy(deadline=90)).run()
-        policy = PlanningPolicy(SLOPolicy(deadline=90), executor="inline")
+        policy = ForecastMPC(SLOPolicy(deadline=90), executor="inline")
         r = Simulator(trace, [POOL], policy).run()
     assert r.deadline_met == 1.0 and r.tasks_done == len(trace)
     assert r.cost_usd < plain.cost_usd
@@ -110,7 +110,7 @@ def test_a_plan_solve_never_blocks_the_decision():
         assert release.wait(30)
         return real(*args, **kwargs)
 
-    policy = PlanningPolicy(PredictivePolicy(SLOPolicy(deadline=90)))
+    policy = ForecastMPC(PredictivePolicy(SLOPolicy(deadline=90)))
     try:
         t = 0.0
         for _ in range(4):  # a regular pattern: the forecast engages
@@ -145,11 +145,11 @@ def _idle_view(now: float) -> ClusterView:
 
 def test_bad_arguments_are_refused():
     with pytest.raises(TypeError, match="PredictivePolicy or an SLOPolicy"):
-        PlanningPolicy(object())
+        ForecastMPC(object())
     with pytest.raises(ValueError, match="executor must be"):
-        PlanningPolicy(SLOPolicy(deadline=90), executor="process")
+        ForecastMPC(SLOPolicy(deadline=90), executor="process")
     with pytest.raises(ValueError, match="horizon must be"):
-        PlanningPolicy(SLOPolicy(deadline=90), horizon=0)
+        ForecastMPC(SLOPolicy(deadline=90), horizon=0)
 
 
 def test_warm_rows_in_the_program_start_from_the_given_workers():

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lepton_dask.scaling import BalancedPolicy, PoolSpec, StockAdaptivePolicy
+from lepton_dask.scaling import BalancedPolicy, PoolSpec
 from lepton_dask.sim import Simulator, Trace
+from lepton_dask.sim.baselines import StockAdaptivePolicy
 from lepton_dask.sim.oracle import (
     busy_time_bound,
     choose_dt,

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from lepton_dask.scaling import (
     BalancedPolicy,
-    DeadlinePolicy,
+    BudgetPolicy,
     PoolSpec,
     SLOPolicy,
-    StockAdaptivePolicy,
 )
 from lepton_dask.sim import TRACES, Simulator, Trace, from_task_stream
+from lepton_dask.sim.baselines import StockAdaptivePolicy
 from lepton_dask.sim.oracle import oracle_cost
 
 POOL = PoolSpec("cpu", threads=2, startup_s=20, max_workers=10, usd_per_hour=0.36)
@@ -42,7 +42,7 @@ def small_traces(draw):
 @settings(max_examples=30, deadline=None)
 @given(
     small_traces(),
-    st.sampled_from(["balanced", "deadline", "adaptive", "slo"]),
+    st.sampled_from(["balanced", "budget", "adaptive", "slo"]),
     st.floats(0, 5),
 )
 def test_conservation_all_work_done_and_spend_is_lifetimes_times_price(
@@ -58,7 +58,7 @@ def test_conservation_all_work_done_and_spend_is_lifetimes_times_price(
     )
     policy = {
         "balanced": BalancedPolicy(1.0),
-        "deadline": DeadlinePolicy(within=120.0),
+        "budget": BudgetPolicy(usd_per_hour=1.8),
         "adaptive": StockAdaptivePolicy(5.0),
         "slo": SLOPolicy(deadline=120.0),
     }[which]
@@ -115,7 +115,9 @@ def test_gpu_tasks_run_only_on_gpu_pools():
         "gpu", kind="gpu", threads=1, startup_s=10, max_workers=2, usd_per_hour=1.0
     )
     trace = TRACES["cpu-gpu-cpu"](n=20)
-    r = Simulator(trace, [POOL, gpu], DeadlinePolicy(400.0), minimum_billing=10).run()
+    r = Simulator(
+        trace, [POOL, gpu], SLOPolicy(deadline=400.0), minimum_billing=10
+    ).run()
     assert r.tasks_done == 60 and r.worker_seconds.get("gpu", 0) > 0
     with pytest.raises(ValueError, match="gpu work but no gpu pool"):
         oracle_cost(trace, [POOL], 10)

@@ -25,7 +25,7 @@ whenever one task runs long (a gamma-distributed prefix does so every few
 dozen tasks), so the estimate jumps to twice the longest running time. The
 SLO policy prices batches with the mean of the prefix's finished tasks
 instead, weighted to the latest few dozen
-(:meth:`PrefixKnowledge.policy_estimate`,
+(:meth:`DurationEstimates.policy_estimate`,
 :func:`~lepton_dask.cost.observer.duration_mean`): the workload observer on the
 scheduler keeps it from the same ``task-finished`` transitions, so it too is
 only what the scheduler knows.
@@ -39,15 +39,15 @@ from dask.utils import parse_timedelta
 
 from lepton_dask.cost.observer import duration_mean
 
-__all__ = ["PrefixKnowledge"]
+__all__ = ["DurationEstimates"]
 
 
-class PrefixKnowledge:
+class DurationEstimates:
     """Per-prefix duration estimates, as a real scheduler keeps them.
 
     >>> import dask
     >>> with dask.config.set({"distributed.scheduler.unknown-task-duration": "500ms"}):
-    ...     k = PrefixKnowledge(["load"])
+    ...     k = DurationEstimates(["load"])
     >>> k.estimate(0), k.measured(0)
     (0.5, False)
     >>> k.executing(0, 3.0); k.estimate(0)   # running 3 s: twice that

@@ -1,4 +1,11 @@
-"""Capacity over time and the feasibility of deadlines, for the SLO policy."""
+"""Earliest-deadline-first sizing: how many workers make every deadline.
+
+The SLO policy's arithmetic, with no policy in it: :class:`Capacity` is the
+threads a kind of work has over time, :func:`feasible` checks a list of
+:class:`Due` work in EDF order against it by Graham's list-scheduling bound,
+and :class:`Sizing` finds the fewest new workers (cheapest first) that make
+every due feasible, or the least late when none does.
+"""
 
 from __future__ import annotations
 

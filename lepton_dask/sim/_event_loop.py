@@ -1,9 +1,9 @@
-"""One simulated run: the event loop behind :class:`~lepton_dask.sim.Simulator`.
+"""The event loop of one simulated run, behind :class:`~lepton_dask.sim.Simulator`.
 
 Events, in time order (submissions before events at the same time): a task
 finishes, a worker arrives, a spot worker is preempted, the policy ticks. Each
 kind is one method. The policy sees only what a real scheduler knows: work is
-priced with per-prefix duration estimates (:mod:`lepton_dask.sim._knowledge`),
+priced with per-prefix duration estimates (:mod:`lepton_dask.sim._estimates`),
 never with the trace's true durations.
 """
 
@@ -19,7 +19,7 @@ from lepton_dask._protocol import ScalerState
 from lepton_dask.scaling.apply import ChurnCounter, plan_apply
 from lepton_dask.scaling.state import PoolSpec, ViewBuilder, WorkerView
 from lepton_dask.sim._batches import Batches, ready_queue
-from lepton_dask.sim._knowledge import PrefixKnowledge
+from lepton_dask.sim._estimates import DurationEstimates
 
 _ARRIVE, _FINISH, _TICK, _PREEMPT = 0, 1, 2, 3
 KINDS = ("cpu", "gpu")
@@ -36,8 +36,8 @@ class _Worker:
     arrived: bool = False
 
 
-class Run:
-    """The state of one run of ``sim`` (a :class:`Simulator`)."""
+class EventLoop:
+    """The event loop and state of one run of ``sim`` (a :class:`Simulator`)."""
 
     def __init__(self, sim: Any):
         self.sim = sim
@@ -56,7 +56,7 @@ class Run:
         names = tr.prefixes()
         codes: dict[str, int] = {}
         self.prefix = [codes.setdefault(p, len(codes)) for p in names]
-        self.know = PrefixKnowledge(list(codes))
+        self.know = DurationEstimates(list(codes))
         self.batches = Batches(tr, self.prefix, self.know)
         self.burst_arrival = {b["burst"]: b["arrival"] for b in tr.bursts()}
         self.ready = {k: ready_queue(tr, self.burst_arrival) for k in (0, 1)}
@@ -305,7 +305,7 @@ class Run:
                 w = self.workers.get(int(name))
                 if w is not None:
                     self.end(w, now)
-        self.churn.record_plan(now, plan, view)
+        self.churn.record_actions(now, plan, view)
         if plan.retire:
             self.dispatch(now)  # work of a forced retirement goes elsewhere
         return launched, list(plan.retire)

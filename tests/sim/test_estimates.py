@@ -18,7 +18,7 @@ from distributed import Client, LocalCluster
 
 from lepton_dask._distributed import prefix_knowledge
 from lepton_dask.scaling.state import Decision, PoolSpec
-from lepton_dask.sim._knowledge import PrefixKnowledge
+from lepton_dask.sim._estimates import DurationEstimates
 from lepton_dask.sim.simulator import Simulator
 from lepton_dask.sim.trace import Trace
 
@@ -181,7 +181,7 @@ def test_prior_then_measurement_then_reset():
     """default-task-durations first; a running task longer than twice the
     average discards it (TaskPrefix.add_exec_time)."""
     with dask.config.set({"distributed.scheduler.default-task-durations": {"a": "1s"}}):
-        k = PrefixKnowledge(["a", "b"])
+        k = DurationEstimates(["a", "b"])
     assert (k.estimate(0), k.measured(0)) == (1.0, True)
     assert not k.measured(1)
     k.executing(0, 2.5)  # more than twice the prior: back to a guess

@@ -1,0 +1,237 @@
+"""Deadlines kept where users run them: late workers counted late, batches
+that fall behind caught up on the tick, guesses hedged, stages that cannot
+start yet given their share of the time, and workers that start in parallel
+on a real LocalPoolCluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import dask
+import numpy as np
+import pytest
+from distributed import Client, wait
+
+from lepton_dask._distributed import correct_state
+from lepton_dask.cost import CostMonitor
+from lepton_dask.scaling import (
+    CostAwareAdaptive,
+    LocalPoolCluster,
+    PoolSpec,
+    SLOPolicy,
+    deadline,
+)
+from lepton_dask.scaling.slo import arrives_in
+from lepton_dask.scaling.state import BatchView, ClusterView, WorkerView
+from lepton_dask.sim import Simulator, Trace
+
+POOL = PoolSpec("cpu", threads=2, startup_s=10, max_workers=20, usd_per_hour=0.096)
+
+
+def _view(now, batches, workers=()):
+    work = sum(b.work["cpu"] for b in batches)
+    return ClusterView(
+        now=now,
+        pools={"cpu": POOL},
+        workers=list(workers),
+        backlog={"cpu": work, "gpu": 0.0},
+        tasks_ready={"cpu": sum(b.tasks for b in batches), "gpu": 0},
+        minimum_billing=60.0,
+        batches=list(batches),
+    )
+
+
+def test_a_late_worker_is_late_and_the_batch_it_leaves_behind_gets_capacity_now():
+    """A worker launched at 0 with a 10 s startup is 5 s overdue at 15 s: it
+    is expected in 5 s more, not now. The batch (20 thread-seconds, due by
+    28.5 s) cannot finish on it alone, so one more worker is bought on this
+    tick, and the decision says which batch fell behind and what it got."""
+    late = WorkerView("w0", "cpu", 0.0, busy=False, arrived=False)
+    assert arrives_in(late, POOL, 15.0) == 5.0
+    assert arrives_in(late, POOL, 4.0) == 6.0  # not due yet: its startup
+    b = BatchView("b0", 0.0, {"cpu": 20.0}, tasks=40, longest=0.5, critical=0.5)
+    d = SLOPolicy(deadline=30).decide(_view(15.0, [b], [late]))
+    assert d.targets == {"cpu": 2}
+    assert d.detail["behind"] == {"b0": "+1 cpu"}
+    # counted as arriving now (the old rule), it would have been enough
+    on_time = WorkerView("w0", "cpu", 5.0, busy=False, arrived=False)
+    d = SLOPolicy(deadline=30).decide(_view(15.0, [b], [on_time]))
+    assert d.targets == {"cpu": 1} and "behind" not in d.detail
+
+
+def _burst(n: int, seconds: float, deadline_s: float, at: float = 0.0) -> Trace:
+    return Trace(
+        "burst",
+        np.full(n, at),
+        np.full(n, seconds),
+        np.zeros(n, dtype=np.int8),
+        np.zeros(n, dtype=np.int64),
+        {0: deadline_s},
+    )
+
+
+def _simulate(trace, policy, startup=20.0):
+    pool = PoolSpec("cpu", threads=2, startup_s=startup, max_workers=60)
+    return Simulator(trace, [pool], policy, minimum_billing=60.0).run()
+
+
+def test_a_first_burst_of_four_times_the_guess_meets_its_deadline_in_the_simulator():
+    """120 tasks of 2 s (Dask guesses 0.5 s for an unseen prefix), due in
+    40 s, with a 20 s startup: no time to measure first. Hedged, the policy
+    buys for tasks up to 4x the guess and meets the deadline; sized on the
+    guess exactly (hedge=1), it is late. Every tick on which a batch fell
+    behind bought capacity on that tick."""
+    tr = _burst(120, 2.0, 40.0)
+    hedged = _simulate(tr, SLOPolicy(deadline=40))
+    exact = _simulate(tr, SLOPolicy(deadline=40, hedge=1.0))
+    assert hedged.deadline_met == 1.0
+    assert exact.deadline_met == 0.0
+    grew = [e for _, e in exact.decisions if e.get("behind")]
+    assert grew, "the unhedged run fell behind and should have said so"
+    for e in grew:
+        assert all(v.startswith("+") for v in e["behind"].values())
+
+
+def test_a_stage_that_cannot_start_yet_gets_its_share_of_the_time():
+    """Maps of unknown duration, then a long reduce (unknown too): the maps
+    are sized to end in half the time left, so the reduce still fits; the
+    decision log names the batch whose later stage was held back."""
+    n = 200
+    tr = Trace(
+        "map-reduce",
+        np.zeros(n + 1),
+        np.r_[np.full(n, 2.0), 100.0],
+        np.zeros(n + 1, dtype=np.int8),
+        np.zeros(n + 1, dtype=np.int64),
+        {0: 300.0},
+        [[] for _ in range(n)] + [list(range(n))],
+    )
+    r = _simulate(tr, SLOPolicy(deadline=300), startup=60.0)
+    assert r.deadline_met == 1.0
+    assert any(e.get("held_stages") for _, e in r.decisions)
+    assert tr.blind_bursts(60.0) == {0}  # the reduce is learnt too late to size
+
+
+def test_hedge_and_margin_are_checked():
+    with pytest.raises(ValueError, match="hedge"):
+        SLOPolicy(deadline=10, hedge=0.5)
+
+
+# -- a real LocalPoolCluster -------------------------------------------------------
+
+
+def test_workers_asked_while_others_start_are_not_held_back_by_them():
+    """2 s startup: 2 workers asked at t = 0 (``scale``, as stock Adaptive
+    asks) and 2 at t = 0.5 (new pool specs, as CostAwareAdaptive asks) all
+    arrive by t = 2.8: the startup runs outside SpecCluster's lock."""
+
+    async def run():
+        async with LocalPoolCluster(
+            [PoolSpec("cpu", startup_s=2.0, max_workers=8)],
+            processes=False,
+            asynchronous=True,
+        ) as c:
+            t0 = time.time()
+            c.scale(2)
+            await asyncio.sleep(0.5)
+            for _ in range(2):
+                c.worker_spec.update(c.new_pool_spec("cpu"))
+            correct_state(c)
+            seen: dict[str, float] = {}
+            while len(seen) < 4 and time.time() - t0 < 10:
+                for w in c.scheduler.workers.values():
+                    seen.setdefault(w.name, time.time() - t0)
+                await asyncio.sleep(0.01)
+            lags = c.arrival_lags()
+            c.scale(0)  # retire them; booting ones close as they come up
+        return seen, lags
+
+    seen, lags = asyncio.run(asyncio.wait_for(run(), 30))
+    assert len(seen) == 4 and max(seen.values()) <= 2.8, seen
+    assert len(lags) == 4 and all(0 <= lag < 0.8 for lag in lags), lags
+
+
+def test_a_cluster_without_a_cost_monitor_starts_workers_quietly(caplog):
+    """``scale()`` on a LocalPoolCluster whose scheduler has no CostMonitor
+    reports no launch, so no "No handler lepton_cost_launch" traceback."""
+    with caplog.at_level(logging.WARNING):
+        with (
+            LocalPoolCluster(
+                [PoolSpec("cpu", startup_s=0.2, max_workers=2)], processes=False
+            ) as c,
+            Client(c) as client,
+        ):
+            c.scale(2)
+            client.wait_for_workers(2, timeout=20)
+    assert not [r for r in caplog.records if "lepton_cost_launch" in r.getMessage()]
+
+
+def _run_real(submit, policy, *, startup, threads=2, max_workers=12, unknown="0.1s"):
+    monitor = CostMonitor(ledger=False, minimum_billing=2 * startup)
+    pools = [
+        PoolSpec.from_catalog(
+            "cpu", "local", threads=threads, startup_s=startup, max_workers=max_workers
+        )
+    ]
+    with (
+        dask.config.set({"distributed.scheduler.unknown-task-duration": unknown}),
+        LocalPoolCluster(
+            pools, processes=False, scheduler_options={"plugins": [monitor]}
+        ) as c,
+        Client(c) as client,
+    ):
+        c.adapt(Adaptive=CostAwareAdaptive, policy=policy, interval=0.1)
+        t0 = time.time()
+        futs = submit(client)
+        wait(futs, timeout=60)
+        return time.time() - t0, c._adaptive.log
+
+
+def test_a_first_burst_of_four_times_the_guess_meets_its_deadline_on_real_workers():
+    """48 sleep tasks of 0.4 s, where the scheduler guesses 0.1 s, due in
+    6 s with a 3 s startup (no time to measure first): sized on the guess it
+    would take about 7 s."""
+
+    def submit(client):
+        with deadline(6.0):
+            return client.map(time.sleep, [0.4] * 48, pure=False)
+
+    took, log = _run_real(submit, SLOPolicy(deadline=6.0), startup=3.0)
+    assert took <= 6.0, (took, [e["reason"] for _, e in log])
+    assert any(e.get("sized_on") == "guess" for _, e in log)
+
+
+def _sleep_then(seconds, *deps):
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.parametrize("calls", ["one compute call", "a call per stage"])
+def test_a_map_then_a_long_reduce_of_unknown_duration_meets_its_deadline_on_real_workers(
+    calls,
+):
+    """40 maps of 0.3 s then one 2.5 s reduce, all of unknown duration, due in
+    9 s (1 s startup): the maps are sized to leave the reduce its share,
+    whether the job is one ``compute`` call or the reduce is submitted on
+    the maps' futures by a call of its own (a batch of its own)."""
+
+    def submit(client):
+        maps = [
+            dask.delayed(_sleep_then, pure=False)(0.3, dask_key_name=f"map-{i}")
+            for i in range(40)
+        ]
+        if calls == "a call per stage":
+            with deadline(9.0):
+                maps = client.compute(maps)
+            time.sleep(0.05)
+        red = dask.delayed(_sleep_then, pure=False)(
+            2.5, *maps, dask_key_name="reduce-0"
+        )
+        with deadline(9.0):
+            return client.compute([red])
+
+    took, log = _run_real(submit, SLOPolicy(deadline=9.0), startup=1.0)
+    assert took <= 9.0, (took, [e["reason"] for _, e in log])
+    assert any(e.get("held_stages") for _, e in log)
