@@ -334,11 +334,12 @@ def hedge_cost(traces) -> dict:
     return out
 
 
-def slow_check(trace: str = "sawtooth", factor: float = 0.25) -> dict:
-    """The real-run method against time itself: the SLO policy on ``trace``
-    once at ``factor`` (slow) and once at the factor the benchmark uses for
-    a ~30 s run, on a real LocalPoolCluster; costs compared per unit of
-    trace time (a run scaled by f costs f times as much)."""
+def slow_check(trace: str = "sawtooth", factor: float = 0.25, seconds=45.0) -> dict:
+    """The real-run method against time itself: the SLO policy on the whole
+    of ``trace`` once at ``factor`` (slow) and once at the factor the
+    benchmark's real stage uses (``seconds`` per run), on a real
+    LocalPoolCluster; costs compared per unit of trace time (a run scaled by
+    f costs f times as much)."""
     from lepton_dask.experiments.real import (
         real_interval,
         run_trace_real,
@@ -348,9 +349,10 @@ def slow_check(trace: str = "sawtooth", factor: float = 0.25) -> dict:
     from lepton_dask.experiments.scenarios import scenarios, slo_policy
 
     sc = scenarios()[trace]
+    scaled_factor = scale_for_real(sc, seconds)[1]
     out = {}
-    for label, kw in (("slow", {"factor": factor}), ("scaled", {})):
-        small, f = scale_for_real(sc, 30.0 if not kw else 1e9, **kw)
+    for label, f in (("slow", factor), ("scaled", scaled_factor)):
+        small, f = scale_for_real(sc, math.inf, factor=f)  # the whole trace
         with scaled_world(f):
             t = time.time()
             r = run_trace_real(

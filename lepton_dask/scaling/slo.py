@@ -227,6 +227,8 @@ class SLOPolicy:
         self._seen: OrderedDict[str, dict[str, float]] = OrderedDict()
         #: per kind, (time, workers needed) of recent ticks with work
         self._needed: dict[str, deque[tuple[float, int]]] = {}
+        #: per (batch, kind): when its stages before a held-back stage must end
+        self._stage_ends: dict[tuple[str, str], float] = {}
         self.label = self._label()
 
     def _label(self) -> str:
@@ -305,9 +307,16 @@ class SLOPolicy:
             # stages that cannot start yet, of unknown duration (in this batch,
             # or later batches of the same job): each gets an equal share of
             # the time left, the stages before them the rest (their capacity
-            # must be bought before a later stage shows how long it takes)
+            # must be bought before a later stage shows how long it takes).
+            # Once the stages before are sized on measured durations, that
+            # point is kept, so that it does not slide as time passes.
             share = stages / (stages + 1.0)
             early = due * (1.0 - share)
+            if not probe:
+                key = (b.id, kind)
+                at = self._stage_ends.setdefault(key, view.now + early)
+                if at > view.now:
+                    early = at - view.now
             self._held[b.id] = early
             return [
                 Due(early, w - held, crit, tasks, b.id, probe, reserve),
@@ -467,6 +476,9 @@ class SLOPolicy:
         self._late: dict[str, str] = {}
         self._held: dict[str, float] = {}
         self._later = self._stages_after(view)
+        live = {b.id for b in view.batches}
+        for key in [k for k in self._stage_ends if k[0] not in live]:
+            del self._stage_ends[key]
         targets: dict[str, int] = {}
         reasons: list[str] = []
         infeasible = False

@@ -389,9 +389,9 @@ def test_the_k8s_scaler_reports_launches_and_churn_through_the_one_builder(kube)
     pool = PoolSpec("cpu", startup_s=60.0, max_workers=8)
     groups = [GroupRef("cpu", "DaskWorkerGroup", "lepton-default", pool, "lepton")]
 
-    class OneMore:  # the loop under test, not a policy: always one worker more
+    class OneMore:  # the loop under test, not a policy: the group has 2
         def decide(self, view):
-            return Decision({"cpu": view.count("cpu") + 1}, "one more")
+            return Decision({"cpu": 3}, "one more")
 
     monitor = CostMonitor(ledger=False)
     with (
