@@ -362,7 +362,7 @@ def best_adaptive(scenario, interval: float, sweep=None) -> float:
     return min(runs)[2]
 
 
-def _simulate(scenario, policy: Any, interval: float):
+def _simulate(scenario, policy: Any, interval: float, start_lag=None):
     return Simulator(
         scenario.trace,
         scenario.pools,
@@ -371,6 +371,7 @@ def _simulate(scenario, policy: Any, interval: float):
         interval=interval,
         hold_results=True,
         record_timeline=False,
+        start_lag=start_lag,
     ).run()
 
 
@@ -427,7 +428,10 @@ def _compare_one(scenario, policies, interval, repeats, progress) -> dict[str, A
     res: dict[str, Any] = {"runs": runs}
     for label, policy in policies.items():
         sim_policy = policy() if callable(policy) else StockAdaptivePolicy(policy)
-        sim = _simulate(scenario, sim_policy, interval)
+        # the simulator beside the real runs starts workers as they did: in
+        # parallel, with the launch-to-arrival lags they measured
+        lags = [x for r in runs[label] for x in r.get("arrival_lags", ())]
+        sim = _simulate(scenario, sim_policy, interval, start_lag=lags)
         real_usd = float(np.median([r["cost_usd"] for r in runs[label]]))
         res[label] = {
             "real_usd": real_usd,

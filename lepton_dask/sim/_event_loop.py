@@ -87,14 +87,37 @@ class EventLoop:
         self.last_finish = 0.0
         self.end_time: float | None = None
         self.stalled_since: float | None = None
+        # serial starts: the request being started and when the lock frees
+        self._group_at = -math.inf
+        self._group_begin = 0.0
+        self._lock_free = 0.0
 
     # -- workers -------------------------------------------------------------------
     def push(self, t: float, typ: int, payload: Any) -> None:
         self.seq += 1
         heapq.heappush(self.events, (t, self.seq, typ, payload))
 
+    def _arrival(self, pool: PoolSpec, at: float) -> float:
+        """When a worker launched at ``at`` arrives: its pool's startup, a
+        drawn start lag, after the workers starting before it when starts
+        are serial (SpecCluster's lock held through a boot)."""
+        sim = self.sim
+        begin = at
+        if sim.serial_starts:
+            if at != self._group_at:  # a new request: waits for the lock
+                self._group_at = at
+                self._group_begin = max(at, self._lock_free)
+            begin = self._group_begin
+        lag = 0.0
+        if sim.start_lag:
+            lag = sim.start_lag[int(sim.rng.integers(len(sim.start_lag)))]
+        arrive = begin + pool.startup_s + lag
+        self._lock_free = max(self._lock_free, arrive)
+        return arrive
+
     def launch(self, pool: PoolSpec, at: float, arrived: bool = False) -> _Worker:
-        w = _Worker(self.next_wid, pool, at, at if arrived else at + pool.startup_s)
+        arrive = at if arrived else self._arrival(pool, at)
+        w = _Worker(self.next_wid, pool, at, arrive)
         self.next_wid += 1
         self.workers[w.wid] = w
         if arrived:

@@ -24,6 +24,7 @@ It simulates 1,000 workers and 1,000,000 tasks in well under a minute (see
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +100,15 @@ class Simulator:
         End an unfinished run after this long with work left, no more
         arrivals and no worker running or starting (a policy that will not
         launch one); ``tasks_done`` then falls short of the trace.
+    start_lag : sequence of float, optional
+        Measured seconds a worker takes to arrive beyond its pool's startup
+        delay (``LocalPoolCluster.arrival_lags()`` of a real run): each
+        launch draws one. Default: none, every worker arrives on the dot.
+    serial_starts : bool
+        Start semantics of a cluster manager that holds SpecCluster's lock
+        through a worker's boot: the workers asked for while others are
+        starting begin their startup only once those have arrived. Default:
+        workers start in parallel (``LocalPoolCluster``, dask-jobqueue).
 
     Examples
     --------
@@ -125,6 +135,8 @@ class Simulator:
         record_timeline: bool = True,
         hold_results: bool = False,
         stall_s: float = 3600.0,
+        start_lag: Sequence[float] | None = None,
+        serial_starts: bool = False,
     ):
         self.trace = trace
         self.pools = {p.name: p for p in pools}
@@ -144,6 +156,8 @@ class Simulator:
         # futures does): the cluster then always holds data, on its oldest worker
         self.hold_results = hold_results
         self.stall_s = float(stall_s)
+        self.start_lag = [max(0.0, float(x)) for x in start_lag or ()]
+        self.serial_starts = bool(serial_starts)
 
     def run(self) -> SimResult:
         r = EventLoop(self)
