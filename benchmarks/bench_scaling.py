@@ -264,38 +264,11 @@ def _slack(runs: list[dict]) -> dict:
 
 
 def parallel_start(startup: float = 2.0) -> float:
-    """The test's scenario on a LocalPoolCluster: 2 workers asked at t = 0
-    (``scale``) and 2 at t = 0.5 (new pool specs), ``startup`` seconds each;
-    the latest arrival less its request time less the startup."""
-    import asyncio
+    """The test's scenario (``experiments.real.parallel_start``): the latest
+    arrival less its request time less the startup."""
+    from lepton_dask.experiments.real import parallel_start as measure
 
-    from lepton_dask._distributed import correct_state
-    from lepton_dask.scaling import LocalPoolCluster
-
-    async def go():
-        async with LocalPoolCluster(
-            [PoolSpec("cpu", startup_s=startup, max_workers=8)],
-            processes=False,
-            asynchronous=True,
-        ) as c:
-            t0 = time.time()
-            c.scale(2)
-            first = set(c.worker_spec)
-            await asyncio.sleep(0.5)
-            for _ in range(2):
-                c.worker_spec.update(c.new_pool_spec("cpu"))
-            correct_state(c)
-            seen: dict[str, float] = {}
-            while len(seen) < 4 and time.time() - t0 < 30:
-                for w in c.scheduler.workers.values():
-                    seen.setdefault(w.name, time.time() - t0)
-                await asyncio.sleep(0.005)
-            c.scale(0)
-        return max(
-            at - (0.0 if name in first else 0.5) - startup for name, at in seen.items()
-        )
-
-    return asyncio.run(go())
+    return max(at - asked - startup for asked, at in measure(startup))
 
 
 def hedge_cost(traces) -> dict:

@@ -296,6 +296,41 @@ def submit_trace(client: Any, trace: Trace) -> tuple[dict, dict, float]:
     return futures, finished, t0
 
 
+def parallel_start(startup_s: float = 2.0) -> list[tuple[float, float]]:
+    """Workers asked for while others start, on a LocalPoolCluster: 2 asked
+    at t = 0 (``scale``, as stock Adaptive asks) and 2 at t = 0.5 (new pool
+    specs, as CostAwareAdaptive asks), ``startup_s`` each. Returns ``(asked,
+    arrived)`` per worker, in seconds from t = 0: with starts in parallel,
+    each arrives one startup (and the start lag) after it was asked for."""
+    import asyncio
+
+    from lepton_dask._distributed import correct_state
+    from lepton_dask.scaling.state import PoolSpec
+
+    async def go() -> list[tuple[float, float]]:
+        async with LocalPoolCluster(
+            [PoolSpec("cpu", startup_s=startup_s, max_workers=8)],
+            processes=False,
+            asynchronous=True,
+        ) as c:
+            t0 = time.time()
+            c.scale(2)
+            first = set(c.worker_spec)
+            await asyncio.sleep(0.5)
+            for _ in range(2):
+                c.worker_spec.update(c.new_pool_spec("cpu"))
+            correct_state(c)
+            seen: dict[str, float] = {}
+            while len(seen) < 4 and time.time() - t0 < 10 * startup_s + 10:
+                for w in c.scheduler.workers.values():
+                    seen.setdefault(str(w.name), time.time() - t0)
+                await asyncio.sleep(0.005)
+            c.scale(0)  # booting ones close as they come up
+        return [(0.0 if n in first else 0.5, at) for n, at in sorted(seen.items())]
+
+    return asyncio.run(asyncio.wait_for(go(), 10 * startup_s + 30))
+
+
 def cold_bursts(trace: Trace) -> set[int]:
     """The bursts that are the first of one of their task prefixes (a user's
     first burst of a kind of work: nothing of it has been measured)."""

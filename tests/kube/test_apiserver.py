@@ -144,22 +144,29 @@ def worker_deployment(name: str, group: str, ns: str) -> dict:
     }
 
 
-def test_the_scaler_role_grants_what_the_scaler_calls_and_nothing_more(kube):
-    ns = "rbac"
-    spec = k8s.DeploySpec(namespace=ns)
-    for docs in k8s.manifests(spec).values():
-        for doc in docs:
-            kube.admin.apply(doc)
-    # the default group and two workers, as the operator makes them (its
-    # own builder; the operator itself runs in the next test)
+def with_default_group(kube: ApiServer, ns: str) -> k8s.DeploySpec:
+    """Our manifests in ``ns``, and the DaskCluster's default worker group
+    (2 replicas) as the operator builds it (its own builder)."""
     from dask_kubernetes.operator.controller.controller import (
         build_default_worker_group_spec,
     )
 
+    spec = k8s.DeploySpec(namespace=ns)
+    for docs in k8s.manifests(spec).values():
+        for doc in docs:
+            kube.admin.apply(doc)
     group = build_default_worker_group_spec(
         "lepton", k8s.dask_cluster(spec)["spec"]["worker"], {}, {}
     )
     kube.admin.apply({**group, "metadata": {**group["metadata"], "namespace": ns}})
+    return spec
+
+
+def test_the_scaler_role_grants_what_the_scaler_calls_and_nothing_more(kube):
+    ns = "rbac"
+    # the default group and two workers, as the operator makes them (its
+    # own builder; the operator itself runs in the next test)
+    with_default_group(kube, ns)
     for name in ("lepton-default-worker-a1", "lepton-default-worker-b2"):
         kube.admin.apply(worker_deployment(name, "lepton-default", ns))
     api = scaler_api(kube, ns)
@@ -341,18 +348,7 @@ def test_the_operator_creates_and_deletes_exactly_the_expected_workers(kube, tmp
 
 def test_the_scaler_client_works_from_a_kubeconfig(kube):
     ns = "kubeconfig"
-    spec = k8s.DeploySpec(namespace=ns)
-    for docs in k8s.manifests(spec).values():
-        for doc in docs:
-            kube.admin.apply(doc)
-    from dask_kubernetes.operator.controller.controller import (
-        build_default_worker_group_spec,
-    )
-
-    group = build_default_worker_group_spec(
-        "lepton", k8s.dask_cluster(spec)["spec"]["worker"], {}, {}
-    )
-    kube.admin.apply({**group, "metadata": {**group["metadata"], "namespace": ns}})
+    with_default_group(kube, ns)
     api = KubernetesAPI(kubeconfig=str(kube.kubeconfig))  # the admin's
     assert api.token() is None  # a client certificate
     assert api.replicas(ns, "DaskWorkerGroup", "lepton-default") == 2
@@ -374,18 +370,7 @@ def test_the_k8s_scaler_reports_launches_and_churn_through_the_one_builder(kube)
     from lepton_dask.scaling.state import Decision, PoolSpec
 
     ns = "churn"
-    spec = k8s.DeploySpec(namespace=ns)
-    for docs in k8s.manifests(spec).values():
-        for doc in docs:
-            kube.admin.apply(doc)
-    from dask_kubernetes.operator.controller.controller import (
-        build_default_worker_group_spec,
-    )
-
-    group = build_default_worker_group_spec(
-        "lepton", k8s.dask_cluster(spec)["spec"]["worker"], {}, {}
-    )
-    kube.admin.apply({**group, "metadata": {**group["metadata"], "namespace": ns}})
+    with_default_group(kube, ns)
     pool = PoolSpec("cpu", startup_s=60.0, max_workers=8)
     groups = [GroupRef("cpu", "DaskWorkerGroup", "lepton-default", pool, "lepton")]
 

@@ -5,7 +5,6 @@ on a real LocalPoolCluster."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -14,8 +13,8 @@ import numpy as np
 import pytest
 from distributed import Client, wait
 
-from lepton_dask._distributed import correct_state
 from lepton_dask.cost import CostMonitor
+from lepton_dask.experiments.real import parallel_start
 from lepton_dask.scaling import (
     CostAwareAdaptive,
     LocalPoolCluster,
@@ -126,31 +125,10 @@ def test_workers_asked_while_others_start_are_not_held_back_by_them():
     """2 s startup: 2 workers asked at t = 0 (``scale``, as stock Adaptive
     asks) and 2 at t = 0.5 (new pool specs, as CostAwareAdaptive asks) all
     arrive by t = 2.8: the startup runs outside SpecCluster's lock."""
-
-    async def run():
-        async with LocalPoolCluster(
-            [PoolSpec("cpu", startup_s=2.0, max_workers=8)],
-            processes=False,
-            asynchronous=True,
-        ) as c:
-            t0 = time.time()
-            c.scale(2)
-            await asyncio.sleep(0.5)
-            for _ in range(2):
-                c.worker_spec.update(c.new_pool_spec("cpu"))
-            correct_state(c)
-            seen: dict[str, float] = {}
-            while len(seen) < 4 and time.time() - t0 < 10:
-                for w in c.scheduler.workers.values():
-                    seen.setdefault(w.name, time.time() - t0)
-                await asyncio.sleep(0.01)
-            lags = c.arrival_lags()
-            c.scale(0)  # retire them; booting ones close as they come up
-        return seen, lags
-
-    seen, lags = asyncio.run(asyncio.wait_for(run(), 30))
-    assert len(seen) == 4 and max(seen.values()) <= 2.8, seen
-    assert len(lags) == 4 and all(0 <= lag < 0.8 for lag in lags), lags
+    arrivals = parallel_start(2.0)
+    assert len(arrivals) == 4, arrivals
+    assert max(at for _, at in arrivals) <= 2.8, arrivals
+    assert sorted(asked for asked, _ in arrivals) == [0.0, 0.0, 0.5, 0.5]
 
 
 def test_a_cluster_without_a_cost_monitor_starts_workers_quietly(caplog):

@@ -6,23 +6,7 @@ import pytest
 
 from lepton_dask.scaling.state import ClusterView, PoolSpec, WorkerView
 from lepton_dask.sim.baselines import StockAdaptivePolicy
-
-CPU = PoolSpec("cpu", threads=2, startup_s=60, max_workers=20, usd_per_hour=0.1)
-
-
-def view(workers=(), backlog=None, tasks=None, now=1000.0):
-    return ClusterView(
-        now=now,
-        pools={"cpu": CPU},
-        workers=list(workers),
-        backlog=backlog or {},
-        tasks_ready=tasks or {},
-        minimum_billing=60.0,
-    )
-
-
-def idle(name, pool="cpu", since=0.0):
-    return WorkerView(name, pool, since, busy=False)
+from tests.scaling.test_policies import idle, view
 
 
 def test_stock_adaptive_model_matches_dasks_rules():
