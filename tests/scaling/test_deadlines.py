@@ -51,12 +51,12 @@ def test_a_late_worker_is_late_and_the_batch_it_leaves_behind_gets_capacity_now(
     assert arrives_in(late, POOL, 15.0) == 5.0
     assert arrives_in(late, POOL, 4.0) == 6.0  # not due yet: its startup
     b = BatchView("b0", 0.0, {"cpu": 20.0}, tasks=40, longest=0.5, critical=0.5)
-    d = SLOPolicy(deadline=30).decide(_view(15.0, [b], [late]))
+    d = SLOPolicy(deadline=30, margin=0.05).decide(_view(15.0, [b], [late]))
     assert d.targets == {"cpu": 2}
     assert d.detail["behind"] == {"b0": "+1 cpu"}
     # counted as arriving now (the old rule), it would have been enough
     on_time = WorkerView("w0", "cpu", 5.0, busy=False, arrived=False)
-    d = SLOPolicy(deadline=30).decide(_view(15.0, [b], [on_time]))
+    d = SLOPolicy(deadline=30, margin=0.05).decide(_view(15.0, [b], [on_time]))
     assert d.targets == {"cpu": 1} and "behind" not in d.detail
 
 
