@@ -19,12 +19,7 @@ from pathlib import Path
 import dask
 import pytest
 
-from lepton_dask.cli._reference import (
-    REGENERATE,
-    SECTIONS,
-    metrics_reference,
-    render,
-)
+from lepton_dask.cli import _reference as reference
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -113,21 +108,21 @@ def test_example_runs_alone(page, line, code, docs_world):
     exec(compile(code, f"{_name(page)}:{line}", "exec"), namespace)
 
 
-@pytest.mark.parametrize("name", sorted(SECTIONS))
+@pytest.mark.parametrize("name", sorted(reference.SECTIONS))
 def test_reference_is_current(name):
-    page, generate = SECTIONS[name]
+    page, generate = reference.SECTIONS[name]
     text = (DOCS / page).read_text()
-    assert render(text, name, generate()) == text, (
+    assert reference.render(text, name, generate()) == text, (
         f"docs/{page}: the generated {name} reference is stale; "
-        f"regenerate it with `{REGENERATE}` (from the repository root)"
+        f"regenerate it with `{reference.REGENERATE}` (from the repository root)"
     )
 
 
 def test_metric_reference_names_every_metric():
     from lepton_dask.cost.metrics import METRICS
 
-    reference = metrics_reference()
-    missing = [n for n, _, _ in METRICS if f"`{n}`" not in reference]
+    table = reference.metrics_reference()
+    missing = [n for n, _, _ in METRICS if f"`{n}`" not in table]
     assert not missing, f"not reached by the reference's snapshot: {missing}"
 
 

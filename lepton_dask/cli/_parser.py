@@ -290,8 +290,8 @@ def _deploy(sub: argparse._SubParsersAction, func: Command) -> None:
     p.add_argument(
         "--scaler-policy",
         choices=list(POLICIES),
-        help="the scaler's policy (slo and predictive need --scaler-deadline or "
-        "--scaler-latency)",
+        help="the scaler's policy (default slo: a 10-minute deadline unless "
+        "--scaler-deadline or --scaler-latency says otherwise)",
     )
     p.add_argument(
         "--scaler-deadline", type=duration, help="slo/predictive: per batch, e.g. 10m"
@@ -318,6 +318,12 @@ def _k8s_scaler(sub: argparse._SubParsersAction, func: Command) -> None:
     p.add_argument("--api-server", default=None, help="default: in-cluster")
     p.add_argument("--token-file", default=None, help="bearer token (out of cluster)")
     p.add_argument("--ca-file", default=None, help="API server CA (out of cluster)")
+    p.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="a kubeconfig to connect with (default: in-cluster, else $KUBECONFIG "
+        "or ~/.kube/config)",
+    )
     p.set_defaults(func=func)
 
 

@@ -373,13 +373,7 @@ def burst_slack(
 
 def deadlines_met(trace: Trace, finished: dict[int, float], t0: float) -> float:
     """The share of bursts with a deadline whose last task finished in time."""
-    met = []
-    for b in trace.bursts():
-        if b["deadline"] is None:
-            continue
-        ids = np.flatnonzero(trace.burst == b["burst"])
-        last = max((finished.get(int(i), np.inf) for i in ids), default=np.inf)
-        met.append(last - t0 - b["arrival"] <= b["deadline"] * 1.0001)
+    met = [b["met"] for b in burst_slack(trace, finished, t0)]
     return sum(met) / len(met) if met else 1.0
 
 

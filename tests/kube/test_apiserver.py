@@ -360,13 +360,14 @@ def test_the_k8s_scaler_reports_launches_and_churn_through_the_one_builder(kube)
     """The Kubernetes scaler's decision report comes from the same builder
     as the other loops: a group grown within one startup of a retirement
     moves ``lepton_scaler_churn_total`` (it never moved on Kubernetes)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
     from prometheus_client import CollectorRegistry, generate_latest
 
     from lepton_dask import _protocol as protocol
     from lepton_dask.cost import CostMonitor
     from lepton_dask.cost.metrics import CostCollector
     from lepton_dask.deploy.k8s_scaler import GroupRef
+    from lepton_dask.scaling import LocalPoolCluster
     from lepton_dask.scaling.state import Decision, PoolSpec
 
     ns = "churn"
@@ -379,14 +380,11 @@ def test_the_k8s_scaler_reports_launches_and_churn_through_the_one_builder(kube)
             return Decision({"cpu": 3}, "one more")
 
     monitor = CostMonitor(ledger=False)
+    pools = [PoolSpec("cpu", max_workers=1)]
+    options = {"plugins": [monitor]}
     with (
-        LocalCluster(
-            n_workers=0,
-            processes=False,
-            dashboard_address=None,
-            scheduler_kwargs={"plugins": [monitor]},
-        ) as cluster,
-        Client(cluster) as client,
+        LocalPoolCluster(pools, minimum={"cpu": 0}, scheduler_options=options) as c,
+        Client(c) as client,
     ):
         scaler = Scaler(client, scaler_api(kube, ns), ns, groups, OneMore(), 1.0)
         now = client.sync(getattr(client.scheduler, protocol.SCALER_STATE))["now"]
