@@ -240,6 +240,7 @@ _DEPLOY_DIRS = {
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from lepton_dask.deploy import alerts, helm, kubernetes
+    from lepton_dask.deploy.spec import DeploySpec, parse_pool
 
     directory = args.dir or _DEPLOY_DIRS[args.target]
     if args.target == "compose":
@@ -265,8 +266,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     }
     try:
         if args.pool:
-            kw["groups"] = tuple(kubernetes.parse_pool(p) for p in args.pool)
-        spec = kubernetes.DeploySpec(**kw)
+            kw["groups"] = tuple(parse_pool(p) for p in args.pool)
+        spec = DeploySpec(**kw)
     except ValueError as e:
         print(f"lepton-dask deploy: {e}", file=sys.stderr)
         return 2
@@ -430,15 +431,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     store = FeatureStore(args.uri, args.database)
     store.list()  # fail fast (and clearly) when the server is unreachable
-    png = args.scaling_png
-    if args.scaling_seconds > 0 and png:
-        from lepton_dask.experiments.report import matplotlib_figure
-
-        try:
-            matplotlib_figure()
-        except ImportError as e:  # a plain install: the demo runs, unplotted
-            print(f"note: {e}; no scaling plot", file=sys.stderr)
-            png = None
+    png = _demo_png(args)
     rows = args.rows or (200_000 if args.quick else 2_000_000)
     monitor = CostMonitor(ledger=Ledger(store.spec))
     pool = PoolSpec.from_catalog(
@@ -496,6 +489,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         scaling_demo(args.scaling_seconds, png)
     return 0 if all(report.checks.values()) else 1
+
+
+def _demo_png(args: argparse.Namespace) -> str | None:
+    """Where the scaling plot goes: none when there is no scaling run, or no
+    matplotlib (a plain install: the demo runs, unplotted, and says so)."""
+    if args.scaling_seconds <= 0 or not args.scaling_png:
+        return None
+    from lepton_dask.experiments.report import matplotlib_figure
+
+    try:
+        matplotlib_figure()
+    except ImportError as e:
+        print(f"note: {e}; no scaling plot", file=sys.stderr)
+        return None
+    return args.scaling_png
 
 
 def _demo_extras(monitor, base: str, serve: bool, scaler: str) -> dict[str, str]:

@@ -2,8 +2,11 @@
 
 It tracks worker lifetimes (billed with :mod:`lepton_dask.cost.billing`),
 counts the work done per pool from task transitions, keeps a spend ledger in
-MongoDB that survives a scheduler restart, checks budgets, and exports all of
-it as ``lepton_*`` Prometheus metrics on the scheduler's ``/metrics``.
+MongoDB that survives a scheduler restart, checks budgets
+(:mod:`lepton_dask.cost.budgets`), starts the scheduler from a known
+workload's recorded durations (:mod:`lepton_dask.cost.priors`), answers the
+scalers' and cluster managers' calls, and exports all of it as ``lepton_*``
+Prometheus metrics on the scheduler's ``/metrics``.
 
 How a worker is priced is :mod:`lepton_dask.cost.pricing`; unpriceable workers
 are exported as ``lepton_unpriced_workers``.
@@ -24,7 +27,7 @@ import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from lepton_dask import _protocol as protocol
-from lepton_dask._distributed import install_priors, remove_priors
+from lepton_dask._distributed import remove_priors
 from lepton_dask._protocol import ScalerState
 from lepton_dask.config import get_timedelta
 from lepton_dask.cost.billing import (
@@ -34,15 +37,16 @@ from lepton_dask.cost.billing import (
     spend_rate_usd_per_hour,
     total_spend,
 )
+from lepton_dask.cost.budgets import Budget
 from lepton_dask.cost.catalog import Catalog, load_catalog
 from lepton_dask.cost.observer import WorkloadObserver
 from lepton_dask.cost.pricing import (
     Price,
     Pricing,
 )
+from lepton_dask.cost.priors import install_recorded_priors
 from lepton_dask.cost.recording import (
     RunRecorder,
-    duration_priors,
     recordings,
     write_recording,
 )
@@ -125,10 +129,7 @@ class CostMonitor(SchedulerPlugin):
         if self.minimum < 0:
             raise ValueError(f"minimum billing must be >= 0, got {self.minimum}")
         cfg = dask.config.get("lepton.cost")
-        self.budget_usd_per_hour = _budget(
-            budget_usd_per_hour, cfg.get("budget-usd-per-hour"), "budget-usd-per-hour"
-        )
-        self.budget_usd = _budget(budget_usd, cfg.get("budget-usd"), "budget-usd")
+        self.budget = Budget.from_config(budget_usd_per_hour, budget_usd)
         self.flush_interval = (
             get_timedelta("lepton.cost.flush-interval")
             if flush_interval is None
@@ -143,7 +144,6 @@ class CostMonitor(SchedulerPlugin):
         self.worker_pool: dict[str, str] = {}
         self.unpriced: set[str] = set()
         self.launches: dict[str, dict[str, Any]] = {}
-        self.budget_exceeded = {"rate": False, "total": False}
         self.log: deque = deque(maxlen=1000)
         # (time, tasks, compute seconds, bytes) samples for windowed throughput
         self._samples: deque = deque(maxlen=64)
@@ -165,7 +165,7 @@ class CostMonitor(SchedulerPlugin):
         #: unfinished work per submission batch (the scaler state's
         #: ``batches``): a scheduler plugin of its own, added by :meth:`start`
         self.observer = WorkloadObserver(recorder=self.recorder, clock=self.now)
-        #: duration priors this monitor installed (see ``_install_priors``)
+        #: duration priors this monitor installed (:mod:`~lepton_dask.cost.priors`)
         self.priors: dict[str, float] = {}
 
     # -- plugin hooks --------------------------------------------------------------
@@ -187,7 +187,8 @@ class CostMonitor(SchedulerPlugin):
                     e,
                     exc_info=True,
                 )
-        await self._install_priors()
+        if self.ledger is not None:
+            self.priors = await install_recorded_priors(scheduler, self.ledger.spec)
         for addr in list(scheduler.workers):
             self.add_worker(scheduler, addr)
         from tornado.ioloop import PeriodicCallback
@@ -206,36 +207,6 @@ class CostMonitor(SchedulerPlugin):
                     e,
                     exc_info=True,
                 )
-
-    async def _install_priors(self) -> None:
-        """A known workload (``lepton.workload``) starts with the durations
-        its recorded runs measured, per task prefix, as the scheduler's
-        ``default-task-durations`` (``lepton.cost.priors``), so that neither
-        the scheduler nor a policy guesses about work it has seen before."""
-        workload = dask.config.get("lepton.workload")
-        if not workload or self.ledger is None:
-            return
-        if not dask.config.get("lepton.cost.priors"):
-            return
-        try:
-            docs = await asyncio.to_thread(recordings, self.ledger.spec, workload)
-        except (OSError, ValueError, RuntimeError) as e:
-            logger.warning(
-                "duration priors of workload %r not loaded (%s): the scheduler "
-                "starts from unknown-task-duration",
-                workload,
-                e,
-                exc_info=True,
-            )
-            return
-        self.priors = install_priors(self.scheduler, duration_priors(docs))
-        if self.priors:
-            logger.info(
-                "duration priors of workload %r from %d recorded runs: %s",
-                workload,
-                len(docs),
-                ", ".join(f"{k} {v:.3g} s" for k, v in self.priors.items()),
-            )
 
     def _resume(self) -> dict[str, float]:
         self.ledger.resume(self.run_id)
@@ -407,7 +378,7 @@ class CostMonitor(SchedulerPlugin):
                 },
             }
         )
-        self._check_budget(snap)
+        self.log.extend(self.budget.check(snap, self.now()))
         await self._flush()
 
     def _sample(self, now: float | None = None) -> None:
@@ -480,36 +451,22 @@ class CostMonitor(SchedulerPlugin):
         finally:
             self._flushing = False
 
-    def _check_budget(self, snap: dict[str, Any]) -> None:
-        for kind, value, budget in (
-            ("rate", snap["spend_rate_usd_per_hour"], self.budget_usd_per_hour),
-            ("total", snap["spend_usd"], self.budget_usd),
-        ):
-            over = budget is not None and value > budget
-            if over and not self.budget_exceeded[kind]:
-                unit = "$/hour" if kind == "rate" else "$"
-                logger.warning(
-                    "cost budget exceeded: %s %.4f %s > budget %.4f %s",
-                    kind,
-                    value,
-                    unit,
-                    budget,
-                    unit,
-                )
-                self.log.append(
-                    (
-                        self.now(),
-                        {
-                            "event": "budget-exceeded",
-                            "kind": kind,
-                            "value": value,
-                            "budget": budget,
-                        },
-                    )
-                )
-            self.budget_exceeded[kind] = over
-
     # -- what it knows ---------------------------------------------------------------
+    @property
+    def budget_usd_per_hour(self) -> float | None:
+        """The spend-rate budget (:class:`~lepton_dask.cost.budgets.Budget`)."""
+        return self.budget.usd_per_hour
+
+    @property
+    def budget_usd(self) -> float | None:
+        """The total budget."""
+        return self.budget.usd
+
+    @property
+    def budget_exceeded(self) -> dict[str, bool]:
+        """Whether spend was over each budget (rate, total) at the last check."""
+        return self.budget.exceeded
+
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """Spend, rates, work and utilization, per pool and in total.
 
@@ -605,15 +562,6 @@ class CostMonitor(SchedulerPlugin):
                 d = to_doc(self.run_id, life, now, self.minimum)
                 docs[d["_id"]] = d
         return report_table(list(docs.values()), run_id)
-
-
-def _budget(value: float | None, configured: Any, key: str) -> float | None:
-    v = configured if value is None else value
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v <= 0:
-        raise ValueError(f"lepton.cost.{key} must be a positive number, got {v!r}")
-    return float(v)
 
 
 def _default_ledger():

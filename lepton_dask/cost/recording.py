@@ -28,7 +28,7 @@ The size depends on the number of groups and batches, not on the number of
 tasks (see the README for the figure per million tasks).
 
 Read back (:func:`recordings`), they give the scheduler its duration priors
-(:func:`duration_priors`) and the predictive policy its arrival history
+(:mod:`lepton_dask.cost.priors`) and the predictive policy its arrival history
 (:func:`history_from_recordings`).
 """
 
@@ -425,28 +425,6 @@ def recording(spec: Any, run_id: str) -> dict[str, Any] | None:
     return spec.retry(
         lambda: _coll(spec).find_one({"_id": run_id}), "reading a run recording"
     )
-
-
-def duration_priors(docs: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean seconds per task prefix over the recordings ``docs`` (their
-    finished tasks, each run weighted by its task count): what the scheduler
-    should assume for a prefix before it has seen one of its tasks finish.
-
-    >>> duration_priors([{"groups": [
-    ...     {"prefix": "load", "duration": {"count": 2, "sum": 4.0}},
-    ...     {"prefix": "fit", "duration": {"count": 0, "sum": 0.0}}]},
-    ...     {"groups": [{"prefix": "load", "duration": {"count": 2, "sum": 8.0}}]}])
-    {'load': 3.0}
-    """
-    total: dict[str, list[float]] = {}
-    for doc in docs:
-        for g in doc.get("groups", ()):
-            d = g.get("duration") or {}
-            if d.get("count"):
-                acc = total.setdefault(g["prefix"], [0.0, 0.0])
-                acc[0] += float(d["sum"])
-                acc[1] += float(d["count"])
-    return {p: s / n for p, (s, n) in sorted(total.items()) if n > 0}
 
 
 def history_from_recordings(docs: list[dict[str, Any]]) -> list[tuple[float, float]]:

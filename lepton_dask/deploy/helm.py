@@ -58,6 +58,14 @@ import yaml
 
 from lepton_dask._version import __version__
 from lepton_dask.deploy import kubernetes as k8s
+from lepton_dask.deploy import scaler_manifests
+from lepton_dask.deploy.spec import (
+    DASHBOARD_PORT,
+    MONGO_SECRET,
+    SCHEDULER_PORT,
+    DeploySpec,
+    WorkerGroup,
+)
 
 __all__ = ["CHART", "chart_values", "render", "schema", "templates", "values_for"]
 
@@ -108,7 +116,7 @@ def _pool_ref(name: str) -> str:
     return f'(index .Values.pools "{name}")'
 
 
-def _placeholders(spec: k8s.DeploySpec) -> tuple[k8s.DeploySpec, dict[str, str]]:
+def _placeholders(spec: DeploySpec) -> tuple[DeploySpec, dict[str, str]]:
     """A copy of ``spec`` with every per-release setting a placeholder, and
     placeholder -> Helm expression. (Set past the spec's checks: the
     placeholders are never a deployable spec.)"""
@@ -213,7 +221,7 @@ def _worker(blocks: _Blocks, worker: dict, pool: str) -> None:
     args[args.index("--memory-limit") + 1] = token
 
 
-def _mark_values(spec: k8s.DeploySpec, docs: dict[str, list[dict]], blocks: _Blocks):
+def _mark_values(spec: DeploySpec, docs: dict[str, list[dict]], blocks: _Blocks):
     """Set the tokens of the values rendered whole into the placeholder
     objects (in place)."""
     cluster, *groups = docs["dask-cluster.yaml"]
@@ -285,7 +293,7 @@ def _when(doc: dict) -> str | None:
     return None
 
 
-def templates(spec: k8s.DeploySpec) -> dict[str, str]:
+def templates(spec: DeploySpec) -> dict[str, str]:
     """``templates/<file>`` -> its text."""
     ph, subs = _placeholders(spec)
     docs = k8s.manifests(ph)
@@ -309,7 +317,7 @@ def templates(spec: k8s.DeploySpec) -> dict[str, str]:
     return out
 
 
-def _pool_defaults(spec: k8s.DeploySpec, g: k8s.WorkerGroup) -> dict[str, Any]:
+def _pool_defaults(spec: DeploySpec, g: WorkerGroup) -> dict[str, Any]:
     """What the builders give a pool's pods (its values' defaults)."""
     pod = k8s._worker_spec(spec, g)["spec"]
     return {
@@ -322,7 +330,7 @@ def _pool_defaults(spec: k8s.DeploySpec, g: k8s.WorkerGroup) -> dict[str, Any]:
     }
 
 
-def values_for(spec: k8s.DeploySpec) -> dict[str, Any]:
+def values_for(spec: DeploySpec) -> dict[str, Any]:
     """The chart's values that render ``spec`` (for a chart written with the
     same pools): its name as ``fullnameOverride``, and the monitoring
     objects asked for explicitly."""
@@ -337,7 +345,7 @@ def values_for(spec: k8s.DeploySpec) -> dict[str, Any]:
             pools[g.name]["image"] = g.image
         pools[g.name] |= _pool_defaults(spec, g)
     cluster = k8s.dask_cluster(spec)
-    scaler = next(d for d in k8s.scaler(spec) if d["kind"] == "Deployment")
+    scaler = next(d for d in scaler_manifests.scaler(spec) if d["kind"] == "Deployment")
     container = scaler["spec"]["template"]["spec"]["containers"][0]
     return {
         "nameOverride": "",
@@ -373,7 +381,7 @@ def values_for(spec: k8s.DeploySpec) -> dict[str, Any]:
     }
 
 
-def chart_values(spec: k8s.DeploySpec) -> dict[str, Any]:
+def chart_values(spec: DeploySpec) -> dict[str, Any]:
     """The chart's default values (``values.yaml``): :func:`values_for`,
     with the names from the release and the monitoring objects where the
     cluster has their API."""
@@ -433,7 +441,7 @@ def _obj(props: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any
     }
 
 
-def _pools_schema(spec: k8s.DeploySpec, t: dict[str, dict]) -> dict[str, Any]:
+def _pools_schema(spec: DeploySpec, t: dict[str, dict]) -> dict[str, Any]:
     pod = {
         "resources": t["resources"],
         "nodeSelector": t["labels"],
@@ -459,7 +467,7 @@ def _pools_schema(spec: k8s.DeploySpec, t: dict[str, dict]) -> dict[str, Any]:
     )
 
 
-def schema(spec: k8s.DeploySpec) -> dict[str, Any]:
+def schema(spec: DeploySpec) -> dict[str, Any]:
     """``values.schema.json``: Helm refuses values that do not fit it."""
     from lepton_dask.scaling.registry import POLICIES
 
@@ -583,7 +591,7 @@ NOTES = f"""{{{{- $name := include "lepton-dask.fullname" . -}}}}
 Connect a client from a notebook in the cluster:
 
     from distributed import Client
-    client = Client("tcp://{{{{ $name }}}}-scheduler.{{{{ $ns }}}}.svc:{k8s.SCHEDULER_PORT}")
+    client = Client("tcp://{{{{ $name }}}}-scheduler.{{{{ $ns }}}}.svc:{SCHEDULER_PORT}")
 
 or through dask-kubernetes (which also scales and closes it):
 
@@ -593,13 +601,13 @@ or through dask-kubernetes (which also scales and closes it):
 
 From your own machine, forward the scheduler and its dashboard first:
 
-    kubectl -n {{{{ $ns }}}} port-forward svc/{{{{ $name }}}}-scheduler {k8s.SCHEDULER_PORT} {k8s.DASHBOARD_PORT}
-    client = Client("tcp://localhost:{k8s.SCHEDULER_PORT}")   # dashboard: http://localhost:{k8s.DASHBOARD_PORT}
+    kubectl -n {{{{ $ns }}}} port-forward svc/{{{{ $name }}}}-scheduler {SCHEDULER_PORT} {DASHBOARD_PORT}
+    client = Client("tcp://localhost:{SCHEDULER_PORT}")   # dashboard: http://localhost:{DASHBOARD_PORT}
 
 The feature store: every pod reads the MongoDB URI from the Secret
-{k8s.MONGO_SECRET} (key uri), which you create in {{{{ $ns }}}}:
+{MONGO_SECRET} (key uri), which you create in {{{{ $ns }}}}:
 
-    kubectl -n {{{{ $ns }}}} create secret generic {k8s.MONGO_SECRET} --from-literal=uri='mongodb://USER:PASSWORD@HOST:27017/?authSource=admin'
+    kubectl -n {{{{ $ns }}}} create secret generic {MONGO_SECRET} --from-literal=uri='mongodb://USER:PASSWORD@HOST:27017/?authSource=admin'
 
 A notebook may name the store by another address (FeatureStore("mongodb://...@localhost:27017")
 through a port-forward): the workers read with their own URI, from the Secret.
@@ -636,9 +644,9 @@ VALUES_HEADER = """\
 """
 
 
-def render(spec: k8s.DeploySpec | None = None) -> dict[str, str]:
+def render(spec: DeploySpec | None = None) -> dict[str, str]:
     """The chart: path under ``deploy/helm/lepton-dask`` -> text."""
-    spec = spec or k8s.DeploySpec()
+    spec = spec or DeploySpec()
     values = yaml.safe_dump(chart_values(spec), sort_keys=False)
     return {
         "Chart.yaml": _chart_yaml(),

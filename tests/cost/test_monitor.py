@@ -265,7 +265,7 @@ def test_launch_request_starts_billing_before_arrival():
 
 
 def test_budget_crossing_warns_and_sets_metric(caplog):
-    caplog.set_level(logging.WARNING, logger="lepton_dask.cost.monitor")
+    caplog.set_level(logging.WARNING, logger="lepton_dask.cost.budgets")
     monitor = CostMonitor(ledger=False, budget_usd_per_hour=0.1, flush_interval=0.05)
     with cluster_with(monitor, n_workers=2) as cluster:
         wait_for(lambda: monitor.budget_exceeded["rate"], 10)

@@ -17,7 +17,8 @@ from distributed import Client
 
 from lepton_dask.cost import CostMonitor
 from lepton_dask.deploy import alerts
-from lepton_dask.deploy import kubernetes as k8s
+from lepton_dask.deploy import spec as dspec
+from lepton_dask.deploy.monitoring import monitoring
 from lepton_dask.store.server import free_port
 from tests.helpers import cluster_with, wait_for
 from tests.prom import PrometheusServer
@@ -45,7 +46,7 @@ def test_promtool_accepts_the_compose_and_kubernetes_rules(tmp_path):
     r = promtool("check", "rules", str(RULES))
     assert r.returncode == 0, r.stdout + r.stderr
     rule = next(
-        d for d in k8s.monitoring(k8s.DeploySpec()) if d["kind"] == "PrometheusRule"
+        d for d in monitoring(dspec.DeploySpec()) if d["kind"] == "PrometheusRule"
     )
     path = tmp_path / "k8s-rules.yml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))

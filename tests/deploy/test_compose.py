@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lepton_dask.deploy.kubernetes import _pinned
+from lepton_dask.deploy.spec import _pinned
 from lepton_dask.store._install import cache_dir
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,6 +16,7 @@ import yaml
 
 from lepton_dask.deploy import helm
 from lepton_dask.deploy import kubernetes as k8s
+from lepton_dask.deploy import spec as dspec
 from lepton_dask.store._install import cache_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +89,7 @@ def merged(base: dict, over: dict) -> dict:
 WITH_MONITORING = ("--api-versions", helm.MONITORING_API)
 
 
-def cli_objects(spec: k8s.DeploySpec) -> list[dict]:
+def cli_objects(spec: dspec.DeploySpec) -> list[dict]:
     """What `deploy kubernetes write` writes, less the Namespace (a chart
     installs into the release's namespace; `helm install -n NS --create-namespace`)."""
     docs = [d for ds in k8s.manifests(spec).values() for d in ds]
@@ -112,10 +113,10 @@ def test_helm_lint_passes_strict():
     assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
 
 
-DEFAULT_POOLS = k8s.default_groups()
+DEFAULT_POOLS = dspec.default_groups()
 
 
-def _pools(**changes) -> tuple[k8s.WorkerGroup, ...]:
+def _pools(**changes) -> tuple[dspec.WorkerGroup, ...]:
     """The default pools with other replicas, bounds or images."""
     import dataclasses
 
@@ -125,8 +126,8 @@ def _pools(**changes) -> tuple[k8s.WorkerGroup, ...]:
 
 
 SPECS = {
-    "defaults": k8s.DeploySpec(),
-    "slo with budgets": k8s.DeploySpec(
+    "defaults": dspec.DeploySpec(),
+    "slo with budgets": dspec.DeploySpec(
         name="team-a",
         namespace="ml",
         scaler_policy="slo",
@@ -135,7 +136,7 @@ SPECS = {
         budget_usd=100.0,
         groups=_pools(cpu={"replicas": 3, "min_replicas": 2, "max_replicas": 9}),
     ),
-    "predictive stream": k8s.DeploySpec(
+    "predictive stream": dspec.DeploySpec(
         namespace="stream",
         image="ghcr.io/acme/lepton:1.2.3",
         release="prom",
@@ -163,16 +164,18 @@ def test_the_chart_renders_what_the_cli_writes(name, tmp_path):
 def test_a_chart_for_other_pools_agrees_and_passes_the_api_schemas(tmp_path):
     from tests.deploy.schemas import errors
 
-    spec = k8s.DeploySpec(
+    spec = dspec.DeploySpec(
         name="team-b",
         namespace="ml",
         capacity_label="eks.amazonaws.com/capacityType",
         scaler_policy="slo",
         scaler_deadline=300.0,
         groups=(
-            k8s.WorkerGroup("cpu", "m6i.2xlarge", pricing="spot", max_replicas=4),
-            k8s.WorkerGroup("mem", "r6i.xlarge", replicas=1, max_replicas=2),
-            k8s.WorkerGroup("gpu", "g6.xlarge", image=k8s.GPU_IMAGE, pricing="spot"),
+            dspec.WorkerGroup("cpu", "m6i.2xlarge", pricing="spot", max_replicas=4),
+            dspec.WorkerGroup("mem", "r6i.xlarge", replicas=1, max_replicas=2),
+            dspec.WorkerGroup(
+                "gpu", "g6.xlarge", image=dspec.GPU_IMAGE, pricing="spot"
+            ),
         ),
     )
     chart = tmp_path / "lepton-dask"
@@ -186,7 +189,7 @@ def test_a_chart_for_other_pools_agrees_and_passes_the_api_schemas(tmp_path):
 
 
 def test_switches_leave_out_monitoring_dashboards_and_scaler(tmp_path):
-    values = helm.values_for(k8s.DeploySpec())
+    values = helm.values_for(dspec.DeploySpec())
     values["prometheus"]["enabled"] = False
     values["grafana"]["dashboards"] = False
     values["scaler"]["enabled"] = False
@@ -214,7 +217,7 @@ def test_switches_leave_out_monitoring_dashboards_and_scaler(tmp_path):
     ],
 )
 def test_the_values_schema_refuses_bad_values(path, value, message, tmp_path):
-    values = helm.values_for(k8s.DeploySpec())
+    values = helm.values_for(dspec.DeploySpec())
     at = values
     for p in path[:-1]:
         at = at[p]

@@ -9,12 +9,14 @@ import pytest
 import yaml
 
 from lepton_dask.deploy import kubernetes as k8s
+from lepton_dask.deploy import spec as dspec
 from lepton_dask.deploy.k8s_scaler import (
     GroupRef,
     load_groups,
     pending_workers,
     replica_patches,
 )
+from lepton_dask.deploy.scaler_manifests import scaler
 from lepton_dask.scaling import BalancedPolicy, SLOPolicy
 from lepton_dask.scaling.state import ClusterView, Decision, WorkerView
 
@@ -64,12 +66,12 @@ def test_manifests_valid_pinned_and_consistent():
     for d in all_docs:
         assert d["apiVersion"] and d["metadata"]["name"]
         for c in containers(d):
-            assert k8s._pinned(c["image"]), c["image"]
+            assert dspec._pinned(c["image"]), c["image"]
             # the store URI only ever comes from the Secret
             env = {e["name"]: e for e in c.get("env", [])}
             assert (
                 env["LEPTON_MONGO_URI"]["valueFrom"]["secretKeyRef"]["name"]
-                == k8s.MONGO_SECRET
+                == dspec.MONGO_SECRET
             )
     cluster = next(d for d in all_docs if d["kind"] == "DaskCluster")
     sched = cluster["spec"]["scheduler"]
@@ -168,11 +170,11 @@ def test_worker_pods_fit_the_nodes_they_are_priced_as():
     # two pools of one type on one capacity class are allowed; a type with no
     # allocatable row is not (it would be priced for a node it may not fit)
     with pytest.raises(ValueError, match="no Kubernetes allocatable"):
-        k8s.WorkerGroup("cpu", "local")
+        dspec.WorkerGroup("cpu", "local")
     with pytest.raises(ValueError, match="pricing must be"):
-        k8s.WorkerGroup("cpu", "m6i.large", pricing="reserved")
+        dspec.WorkerGroup("cpu", "m6i.large", pricing="reserved")
     with pytest.raises(ValueError, match="capacity label"):
-        k8s.DeploySpec(capacity_label="example.com/capacity")
+        dspec.DeploySpec(capacity_label="example.com/capacity")
 
 
 def test_write_options_reach_the_manifests(tmp_path):
@@ -218,24 +220,26 @@ def test_write_options_reach_the_manifests(tmp_path):
 
 def test_gpu_group_without_gpu_image_is_rejected():
     with pytest.raises(ValueError, match="GPU group but has no GPU image"):
-        k8s.WorkerGroup("gpu", "g5.xlarge", kind="gpu")
+        dspec.WorkerGroup("gpu", "g5.xlarge", kind="gpu")
     with pytest.raises(ValueError, match="GPU group but has no GPU image"):
-        k8s.WorkerGroup("gpu", "g5.xlarge", kind="gpu", image=k8s.IMAGE)
+        dspec.WorkerGroup("gpu", "g5.xlarge", kind="gpu", image=dspec.IMAGE)
     with pytest.raises(ValueError, match="not pinned"):
-        k8s.WorkerGroup("gpu", "g5.xlarge", kind="gpu", image="example/cuda:latest")
+        dspec.WorkerGroup("gpu", "g5.xlarge", kind="gpu", image="example/cuda:latest")
     with pytest.raises(ValueError, match="so the group is gpu"):
-        k8s.WorkerGroup("gpu", "g5.xlarge", kind="cpu")
+        dspec.WorkerGroup("gpu", "g5.xlarge", kind="cpu")
     with pytest.raises(ValueError, match="must be CPU"):
-        k8s.DeploySpec(
-            groups=(k8s.WorkerGroup("g", "g5.xlarge", kind="gpu", image=k8s.GPU_IMAGE),)
+        dspec.DeploySpec(
+            groups=(
+                dspec.WorkerGroup("g", "g5.xlarge", kind="gpu", image=dspec.GPU_IMAGE),
+            )
         )
     with pytest.raises(ValueError, match="replicas"):
-        k8s.WorkerGroup("cpu", "m6i.large", replicas=5, max_replicas=2)
+        dspec.WorkerGroup("cpu", "m6i.large", replicas=5, max_replicas=2)
 
 
 @pytest.fixture
 def groups(tmp_path):
-    cm = next(d for d in k8s.scaler(k8s.DeploySpec()) if d["kind"] == "ConfigMap")
+    cm = next(d for d in scaler(dspec.DeploySpec()) if d["kind"] == "ConfigMap")
     path = tmp_path / "groups.yaml"
     path.write_text(cm["data"]["groups.yaml"])
     return load_groups(path)
@@ -372,16 +376,18 @@ def test_every_manifest_passes_the_api_schemas():
     problems = [e for d in all_docs for e in errors(d)]
     assert problems == []
     # and so do the manifests of other options (spot pools, EKS labels, budgets)
-    spec = k8s.DeploySpec(
+    spec = dspec.DeploySpec(
         name="team-a",
         namespace="ml",
         capacity_label="eks.amazonaws.com/capacityType",
         budget_usd_per_hour=2.5,
         budget_usd=100.0,
         groups=(
-            k8s.WorkerGroup("cpu", "m6i.2xlarge", pricing="spot", max_replicas=4),
-            k8s.WorkerGroup("mem", "r6i.xlarge", replicas=1, max_replicas=2),
-            k8s.WorkerGroup("gpu", "g6.xlarge", image=k8s.GPU_IMAGE, pricing="spot"),
+            dspec.WorkerGroup("cpu", "m6i.2xlarge", pricing="spot", max_replicas=4),
+            dspec.WorkerGroup("mem", "r6i.xlarge", replicas=1, max_replicas=2),
+            dspec.WorkerGroup(
+                "gpu", "g6.xlarge", image=dspec.GPU_IMAGE, pricing="spot"
+            ),
         ),
     )
     other = [d for ds in k8s.manifests(spec).values() for d in ds]
@@ -427,7 +433,7 @@ def test_the_schema_check_rejects_what_the_server_rejects():
 )
 def test_scaler_policy_terms_are_validated(kw, message):
     with pytest.raises(ValueError, match=message):
-        k8s.DeploySpec(**kw)
+        dspec.DeploySpec(**kw)
 
 
 @pytest.mark.timeout(120)
@@ -458,7 +464,7 @@ def test_scaler_policy_round_trips_into_a_running_scheduler(
 
     scaler = next(
         d
-        for d in k8s.manifests(k8s.DeploySpec(**kw))["scaler.yaml"]
+        for d in k8s.manifests(dspec.DeploySpec(**kw))["scaler.yaml"]
         if d["kind"] == "Deployment"
     )
     env = {
@@ -520,7 +526,7 @@ def _policy_there(dask_scheduler=None) -> str:
 @pytest.mark.parametrize(
     ("kw", "policy", "deadline", "latency"),
     [
-        ({}, "slo", k8s.DEFAULT_DEADLINE, None),  # the README's recommendation
+        ({}, "slo", dspec.DEFAULT_DEADLINE, None),  # the README's recommendation
         ({"scaler_latency": 30.0}, "slo", None, 30.0),
         ({"scaler_policy": "balanced"}, "balanced", None, None),
     ],
@@ -528,10 +534,10 @@ def _policy_there(dask_scheduler=None) -> str:
 def test_the_default_policy_is_the_slo_policy(kw, policy, deadline, latency):
     from lepton_dask.scaling.registry import DEFAULT_DEADLINE_S
 
-    spec = k8s.DeploySpec(**kw)
+    spec = dspec.DeploySpec(**kw)
     assert (spec.scaler_policy, spec.scaler_deadline, spec.scaler_latency) == (
         policy,
         deadline,
         latency,
     )
-    assert k8s.DEFAULT_DEADLINE == DEFAULT_DEADLINE_S  # the policy's own
+    assert dspec.DEFAULT_DEADLINE == DEFAULT_DEADLINE_S  # the policy's own

@@ -24,6 +24,7 @@ import yaml
 
 from lepton_dask.deploy import helm
 from lepton_dask.deploy import kubernetes as k8s
+from lepton_dask.deploy import spec as dspec
 from lepton_dask.deploy.k8s_scaler import KubernetesAPI, Scaler, load_groups
 from tests.deploy.schemas import crd_docs
 from tests.deploy.test_helm import (
@@ -107,7 +108,7 @@ def _subset(sent, stored) -> bool:
 
 
 def test_the_server_refuses_an_unknown_field_so_acceptance_means_something(kube):
-    cluster = copy.deepcopy(k8s.dask_cluster(k8s.DeploySpec(namespace="refused")))
+    cluster = copy.deepcopy(k8s.dask_cluster(dspec.DeploySpec(namespace="refused")))
     namespace(kube, "refused")
     cluster["spec"]["worker"]["replica"] = 3  # a typo of replicas
     with pytest.raises(KubeError) as e:
@@ -138,20 +139,20 @@ def worker_deployment(name: str, group: str, ns: str) -> dict:
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "worker", "image": k8s.IMAGE}]},
+                "spec": {"containers": [{"name": "worker", "image": dspec.IMAGE}]},
             },
         },
     }
 
 
-def with_default_group(kube: ApiServer, ns: str) -> k8s.DeploySpec:
+def with_default_group(kube: ApiServer, ns: str) -> dspec.DeploySpec:
     """Our manifests in ``ns``, and the DaskCluster's default worker group
     (2 replicas) as the operator builds it (its own builder)."""
     from dask_kubernetes.operator.controller.controller import (
         build_default_worker_group_spec,
     )
 
-    spec = k8s.DeploySpec(namespace=ns)
+    spec = dspec.DeploySpec(namespace=ns)
     for docs in k8s.manifests(spec).values():
         for doc in docs:
             kube.admin.apply(doc)
@@ -305,7 +306,7 @@ def shrink_by_name(api: KubernetesAPI, spec, chosen: str, names: list[str], tmp:
 
 def test_the_operator_creates_and_deletes_exactly_the_expected_workers(kube, tmp_path):
     ns = "op"
-    spec = k8s.DeploySpec(namespace=ns)
+    spec = dspec.DeploySpec(namespace=ns)
     for docs in k8s.manifests(spec).values():
         for doc in docs:
             kube.admin.apply(doc)

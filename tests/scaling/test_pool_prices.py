@@ -69,7 +69,7 @@ def test_local_is_priced_when_a_custom_catalog_leaves_it_out(tmp_path):
 
 
 def test_deploy_pools_name_the_nearest_type():
-    from lepton_dask.deploy.kubernetes import parse_pool
+    from lepton_dask.deploy.spec import parse_pool
 
     with pytest.raises(ValueError, match=r"did you mean 'm6i\.large'"):
         parse_pool("cpu=m6i.larg:spot")
