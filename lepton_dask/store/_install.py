@@ -112,7 +112,7 @@ def install_ferretdb(
     if go is None:
         raise RuntimeError(
             "building the embedded FerretDB server needs the Go toolchain (go >= "
-            "1.22) on PATH; alternatively put `mongod` on PATH or set "
+            "1.24, as FerretDB v1.24 needs) on PATH; alternatively put `mongod` on PATH or set "
             "lepton.store.uri / LEPTON_MONGO_URI to an existing MongoDB"
         )
     env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod")
