@@ -542,11 +542,9 @@ def _plot(
     """Workers over time, and cumulative dollars, per policy; each burst's
     arrival and deadline, marked met or missed per policy. Draws on its own
     ``Figure`` (no pyplot: a notebook's backend is left as it is)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from lepton_dask.experiments.report import matplotlib_figure
 
-    fig = Figure(figsize=(9, 6))
-    FigureCanvasAgg(fig)
+    fig = matplotlib_figure()(figsize=(9, 6))
     top, middle, bottom = fig.subplots(
         3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.4]}
     )

@@ -449,10 +449,6 @@ class ManagedPools:
         return out
 
     # -- changing the cluster ------------------------------------------------------------
-    async def grow(self, pool: str, n: int) -> list[str]:
-        """Add ``n`` workers to ``pool``; returns their names."""
-        return (await self.grow_all({pool: n})).get(pool, [])
-
     async def grow_all(self, wanted: Mapping[str, int]) -> dict[str, list[str]]:
         """Add ``wanted[pool]`` workers to each pool in one request to the
         manager (one ``scale`` or one ``_correct_state``, never one per pool
