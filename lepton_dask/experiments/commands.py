@@ -133,4 +133,6 @@ def scaling_demo(seconds: float, png: str | None) -> None:
             f"{r['deadline_met']:.0%}, {r['launches']} workers launched"
         )
     if png:
-        print(f"plot       : {png} (workers and $/hour over time)")
+        print(
+            f"plot       : {png} (workers and dollars so far over time, each burst met or missed)"
+        )
