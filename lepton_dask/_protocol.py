@@ -87,6 +87,10 @@ class BatchState(TypedDict, total=False):
     #: kind; ``blocked_stages`` counts those prefixes
     blocked: dict[str, float]
     blocked_stages: int
+    #: part of ``work`` that is the allowance for a mean of few finished
+    #: tasks (one standard error of it: ``DurationRecord.estimate`` less
+    #: its mean), per kind; ``work - stderr`` is the work at the means
+    stderr: dict[str, float]
 
 
 class ScalerState(TypedDict, total=False):

@@ -11,7 +11,8 @@ each prefix and kind are unfinished (transitions to ``memory``, ``erred`` or
 the client stated with :func:`lepton_dask.deadline` (the ``lepton_deadline``
 annotation). Work left is priced at scrape time per prefix: with the mean
 compute time of the prefix's finished tasks (weighted to its latest few
-dozen: :func:`duration_mean`), which the tracker
+dozen, and one standard error high while they are few:
+:class:`DurationRecord`), which the tracker
 keeps from the same transitions; until one has finished, with the
 scheduler's own estimate (``default-task-durations``, else
 ``unknown-task-duration``, else twice the longest running time), as Dask's
@@ -42,8 +43,8 @@ __all__ = [
     "DONE_STATES",
     "RECENT_TASKS",
     "BatchTracker",
+    "DurationRecord",
     "WorkloadObserver",
-    "duration_mean",
 ]
 
 DONE_STATES = frozenset({"memory", "erred", "forgotten"})
@@ -53,21 +54,59 @@ MAX_PREFIXES = 10_000  # per-prefix duration records kept (the oldest go)
 RECENT_TASKS = 32
 
 
-def duration_mean(count: int, mean: float, duration: float) -> float:
-    """The duration estimate a batch's ``work`` is priced with, after one
-    more finished task (``count`` includes it): the plain mean of the first
-    :data:`RECENT_TASKS`, then an exponentially weighted mean with weight
-    ``1 / RECENT_TASKS``, so that it follows a change of the tasks without
-    the scheduler's weight-1/2 swings. The workload observer and the
-    simulator both keep it.
+#: the spread assumed of a prefix's task times until three have finished
+#: (the coefficient of variation of an exponential distribution)
+PRIOR_CV = 1.0
 
-    >>> m = 0.0
-    >>> for n, d in enumerate([1.0, 3.0], start=1):
-    ...     m = duration_mean(n, m, d)
-    >>> m
-    2.0
+
+class DurationRecord:
+    """The duration a prefix's unfinished tasks are priced with, kept from its
+    finished ones: the plain mean of the first :data:`RECENT_TASKS`, then an
+    exponentially weighted mean with weight ``1 / RECENT_TASKS``, so that it
+    follows a change of the tasks without the scheduler's weight-1/2 swings;
+    and the spread about it, weighted alike. The workload observer and the
+    simulator both keep one per prefix.
+
+    :attr:`estimate` is the mean's upper bound, one standard error above it
+    (``mean * (1 + cv / sqrt(count))``, with :data:`PRIOR_CV` until three
+    tasks have finished): a mean of a handful of tasks is a guess too, and
+    a policy that sized a stage on its first task bought too little when
+    that task was short.
+
+    >>> r = DurationRecord()
+    >>> r.add(1.0); r.count, r.mean, r.estimate   # one task: up to twice it
+    (1, 1.0, 2.0)
+    >>> for d in (3.0, 2.0, 2.0): r.add(d)
+    >>> r.mean, round(r.estimate, 3)
+    (2.0, 2.408)
     """
-    return mean + (duration - mean) / min(count, RECENT_TASKS)
+
+    __slots__ = ("count", "mean", "var")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.var = 0.0
+
+    def add(self, duration: float) -> None:
+        """One more finished task that took ``duration`` seconds."""
+        self.count += 1
+        a = 1.0 / min(self.count, RECENT_TASKS)
+        d = duration - self.mean
+        self.mean += a * d
+        self.var = (1.0 - a) * (self.var + a * d * d)
+
+    @property
+    def estimate(self) -> float:
+        if self.count == 0:
+            return 0.0
+        n = self.count
+        cv = (
+            PRIOR_CV
+            if n < 3 or self.mean <= 0
+            else (self.var * n / (n - 1)) ** 0.5 / self.mean
+        )
+        return self.mean * (1.0 + cv / n**0.5)
 
 
 @dataclass
@@ -99,8 +138,8 @@ class BatchTracker:
         self.recorder = recorder
         self.batches: OrderedDict[str, _Batch] = OrderedDict()
         self.key_batch: dict[Any, tuple[str, tuple[str, str]]] = {}
-        #: per prefix: [finished tasks, their duration estimate] (newest last)
-        self.durations: OrderedDict[str, list[float]] = OrderedDict()
+        #: per prefix: its finished tasks' durations (newest last)
+        self.durations: OrderedDict[str, DurationRecord] = OrderedDict()
         self._seq = 0
 
     def update_graph(
@@ -152,11 +191,10 @@ class BatchTracker:
         if compute_seconds > 0:
             rec = self.durations.get(slot[0])
             if rec is None:
-                rec = self.durations[slot[0]] = [0, 0.0]
+                rec = self.durations[slot[0]] = DurationRecord()
                 if len(self.durations) > MAX_PREFIXES:
                     self.durations.popitem(last=False)
-            rec[0] += 1
-            rec[1] = duration_mean(rec[0], rec[1], compute_seconds)
+            rec.add(compute_seconds)
         batch = self.batches.get(bid)
         if batch is None:
             return
@@ -170,17 +208,18 @@ class BatchTracker:
 
     def knowledge(
         self, scheduler: Any, prefix: str
-    ) -> tuple[float, bool, float, bool, float]:
-        """``(estimate, measured, ran, prior, scheduler's estimate)`` of one
-        task of ``prefix`` (see :func:`lepton_dask._distributed.prefix_knowledge`):
-        the mean of its finished tasks once one has finished."""
+    ) -> tuple[float, bool, float, bool, float, float]:
+        """``(estimate, measured, ran, prior, scheduler's estimate, mean)`` of
+        one task of ``prefix`` (see
+        :func:`lepton_dask._distributed.prefix_knowledge`): once one has
+        finished, the upper bound of its finished tasks' mean, and the mean."""
         from lepton_dask._distributed import prefix_knowledge
 
         dur, measured, ran, on_prior = prefix_knowledge(scheduler, prefix)
         rec = self.durations.get(prefix)
-        if rec is not None and rec[0]:
-            return rec[1], True, ran, False, dur
-        return dur, measured, ran, on_prior, dur
+        if rec is not None and rec.count:
+            return rec.estimate, True, ran, False, dur, rec.mean
+        return dur, measured, ran, on_prior, dur, dur
 
     def state(self, scheduler: Any) -> list[BatchState]:
         """The unfinished batches, oldest first (:class:`BatchState` dicts)."""
@@ -192,11 +231,15 @@ class BatchTracker:
             floor = {"cpu": 0.0, "gpu": 0.0}
             prior = {"cpu": 0.0, "gpu": 0.0}
             blocked = {"cpu": 0.0, "gpu": 0.0}
+            stderr = {"cpu": 0.0, "gpu": 0.0}
             stages = 0
             longest, chain = 0.0, 0.0
             for (prefix, kind), n in batch.left.items():
-                dur, measured, ran, on_prior, theirs = self.knowledge(scheduler, prefix)
+                dur, measured, ran, on_prior, theirs, mean = self.knowledge(
+                    scheduler, prefix
+                )
                 work[kind] += n * dur
+                stderr[kind] += n * (dur - mean)
                 sched[kind] += n * theirs
                 if not measured:
                     unmeasured[kind] += n * dur
@@ -224,6 +267,7 @@ class BatchTracker:
                     "prior": prior,
                     "blocked": blocked,
                     "blocked_stages": stages,
+                    "stderr": stderr,
                 }
             )
         return out

@@ -112,6 +112,16 @@ class Sizing:
     def feasible(self, n_new: int, keep: int | None = None) -> tuple[bool, str | None]:
         return feasible(self.capacity(n_new, keep), self.dues)
 
+    def feasible_after(self, n_now: int, delay: float) -> bool:
+        """Whether every due can still be met with ``n_now`` new workers
+        bought now and the rest of the slots only ``delay`` seconds later."""
+        steps = [(0.0, c) for c in self.warm] + list(self.starting)
+        steps += [
+            (p.startup_s + (delay if i >= n_now else 0.0), p.threads * p.speed)
+            for i, p in enumerate(self.slots)
+        ]
+        return feasible(Capacity(steps, cap=self.tasks), self.dues)[0]
+
     def _fewest(self, ok, hi: int) -> int:
         """The least n in [0, hi] with ``ok(n)`` (``ok`` monotone)."""
         lo = 0

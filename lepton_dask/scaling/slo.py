@@ -269,13 +269,21 @@ class SLOPolicy:
             self._seen.popitem(last=False)
 
     def _batch_dues(
-        self, view: ClusterView, b: BatchView, kind: str, learn_s: float
+        self,
+        view: ClusterView,
+        b: BatchView,
+        kind: str,
+        learn_s: float,
+        at_mean: bool = False,
     ) -> list[Due]:
         """One batch's dues for ``kind``: its work (on a guess, hedged when
-        there are not ``learn_s`` seconds to learn the duration first), due
-        by its deadline less the reserve; stages that cannot start yet, of
-        unknown duration, due last, the stages before them earlier."""
+        there are not ``learn_s`` seconds to learn the duration first; on the
+        upper bound of means of few tasks unless ``at_mean``), due by its
+        deadline less the reserve; stages that cannot start yet, of unknown
+        duration, due last, the stages before them earlier."""
         w = b.work.get(kind, 0.0)
+        if at_mean:
+            w = max(w - b.stderr.get(kind, 0.0), 0.0)
         d = self._deadline_of(b)
         reserve = d * self.margin if d is not None else 0.0
         due = (b.arrival + d - reserve - view.now) if d is not None else math.inf
@@ -326,7 +334,13 @@ class SLOPolicy:
             ]
         return [Due(due, w, crit, tasks, b.id, probe, reserve)]
 
-    def _dues(self, view: ClusterView, kind: str, pools: list[PoolSpec]) -> list[Due]:
+    def _dues(
+        self,
+        view: ClusterView,
+        kind: str,
+        pools: list[PoolSpec],
+        at_mean: bool = False,
+    ) -> list[Due]:
         horizon_default = self.deadline
         dues, covered = [], 0.0
         t_thread, startup = self._learning_times(view, kind, pools)
@@ -335,7 +349,7 @@ class SLOPolicy:
             if w <= EPS_WORK:
                 continue
             covered += b.scheduler_work.get(kind, w)
-            dues += self._batch_dues(view, b, kind, t_thread + startup)
+            dues += self._batch_dues(view, b, kind, t_thread + startup, at_mean)
         # work the state did not attribute to a batch: due as the oldest batch
         total = view.backlog.get(kind, 0.0) + view.pending.get(kind, 0.0)
         rest = total - covered
@@ -504,10 +518,12 @@ class SLOPolicy:
             )
         detail: dict[str, Any] = {"batches": len(view.batches)}
         # what the work was sized on: the least certain basis used
-        for basis in ("guess", "probe", "prior", "measured"):
+        for basis in ("guess", "probe", "prior", "few", "measured"):
             if basis in self._basis:
                 detail["sized_on"] = basis
-                if basis != "measured":
+                if basis == "few":
+                    reasons.append("sized on means of few tasks, high")
+                elif basis != "measured":
                     reasons.append(f"sized on a {basis}")
                 break
         if math.isfinite(time_left):
@@ -546,7 +562,9 @@ class SLOPolicy:
         slots = [
             p for p in pools for _ in range(max(0, p.max_workers - view.count(p.name)))
         ]
-        sz = Sizing([c for _, c in arrived], starting, slots, dues)
+        warm = [c for _, c in arrived]
+        dues = self._means_if_time(view, kind, pools, warm, starting, slots, dues)
+        sz = Sizing(warm, starting, slots, dues)
         n_new, late = self._deadlines(sz, out)
         if n_new == 0 and not arrived and not starting and slots:
             if any(d.probe for d in dues):
@@ -587,6 +605,23 @@ class SLOPolicy:
         why = "not needed by the batches"
         reason = self._release(view, kind, targets, keep, why)
         return {**out, "reason": reason or f"{len(dues)} {kind} batch(es) on time"}
+
+    def _means_if_time(self, view, kind, pools, warm, starting, slots, dues):
+        """The dues to size on: work whose durations rest on few finished
+        tasks is priced at the upper bound of their mean (``dues``), unless
+        the bound could still be met when the capacity beyond what the means
+        need is bought only once more tasks have finished (a task's time
+        from now): then at the means, and what more tasks show sizes the rest."""
+        unsure = [b for b in view.batches if b.stderr.get(kind, 0.0) > EPS_WORK]
+        if not unsure:
+            return dues
+        at_mean = self._dues(view, kind, pools, at_mean=True)
+        n_mean, _ = self._deadlines(Sizing(warm, starting, slots, at_mean), {})
+        wait = max(b.longest for b in unsure)
+        if Sizing(warm, starting, slots, dues).feasible_after(n_mean, wait):
+            return at_mean
+        self._basis.add("few")
+        return dues
 
     def _recently_needed(
         self, view: ClusterView, kind: str, pools: list[PoolSpec], now_needed: int

@@ -201,6 +201,8 @@ class BatchView:
     #: part of ``unmeasured`` in stages that cannot start yet, and how many
     blocked: dict[str, float] = field(default_factory=dict)
     blocked_stages: int = 0
+    #: part of ``work`` allowed for means of few finished tasks
+    stderr: dict[str, float] = field(default_factory=dict)
 
     @property
     def remaining(self) -> float:
@@ -478,6 +480,7 @@ class ViewBuilder:
                 dict(b.get("scheduler_work") or b["work"]),
                 dict(b.get("blocked") or {}),
                 int(b.get("blocked_stages", 0)),
+                dict(b.get("stderr") or {}),
             )
             for b in st.get("batches", ())
         ]

@@ -110,10 +110,12 @@ class Batches:
         for b, rec in self.active.items():
             work, unmeasured, floor = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
             prior, sched, held = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
+            err = [0.0, 0.0]
             stages = 0
             longest = chain = 0.0
             for (p, k), n in rec["left"].items():
                 work[k] += n * mine[p]
+                err[k] += n * know.stderr(p)
                 sched[k] += n * est[p]
                 if not know.policy_measured(p):
                     unmeasured[k] += n * mine[p]
@@ -141,6 +143,7 @@ class Batches:
                     "prior": {"cpu": prior[0], "gpu": prior[1]},
                     "blocked": {"cpu": held[0], "gpu": held[1]},
                     "blocked_stages": stages,
+                    "stderr": {"cpu": err[0], "gpu": err[1]},
                 }
             )
         return out

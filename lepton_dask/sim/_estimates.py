@@ -24,9 +24,9 @@ weight-1/2 average follows the last few tasks, and rule 5 throws it away
 whenever one task runs long (a gamma-distributed prefix does so every few
 dozen tasks), so the estimate jumps to twice the longest running time. The
 SLO policy prices batches with the mean of the prefix's finished tasks
-instead, weighted to the latest few dozen
-(:meth:`DurationEstimates.policy_estimate`,
-:func:`~lepton_dask.cost.observer.duration_mean`): the workload observer on the
+instead, weighted to the latest few dozen and one standard error high
+while few have finished (:meth:`DurationEstimates.policy_estimate`,
+:class:`~lepton_dask.cost.observer.DurationRecord`): the workload observer on the
 scheduler keeps it from the same ``task-finished`` transitions, so it too is
 only what the scheduler knows.
 Until a task of the prefix finishes, both use Dask's rule.
@@ -37,7 +37,7 @@ from __future__ import annotations
 import dask.config
 from dask.utils import parse_timedelta
 
-from lepton_dask.cost.observer import duration_mean
+from lepton_dask.cost.observer import DurationRecord
 
 __all__ = ["DurationEstimates"]
 
@@ -54,8 +54,8 @@ class DurationEstimates:
     6.0
     >>> k.finished(0, 4.0); k.finished(0, 2.0); k.estimate(0), k.measured(0)
     (3.0, True)
-    >>> k.finished(0, 6.0); k.estimate(0), k.policy_estimate(0)  # EWMA vs mean
-    (4.5, 4.0)
+    >>> k.finished(0, 6.0); k.estimate(0), round(k.policy_estimate(0), 3)  # EWMA vs bound
+    (4.5, 5.155)
     """
 
     def __init__(self, names: list[str]):
@@ -72,7 +72,7 @@ class DurationEstimates:
         ]
         self.max_exec = [-1.0] * len(self.names)
         self.finishes = [0] * len(self.names)
-        self.mean = [0.0] * len(self.names)
+        self.record = [DurationRecord() for _ in self.names]
 
     def estimate(self, p: int) -> float:
         """``Scheduler._get_prefix_duration``."""
@@ -87,8 +87,14 @@ class DurationEstimates:
         """The workload observer's estimate: the mean of the prefix's
         finished tasks (:func:`~lepton_dask.cost.observer.duration_mean`), else
         :meth:`estimate`."""
-        n = self.finishes[p]
-        return self.mean[p] if n else self.estimate(p)
+        rec = self.record[p]
+        return rec.estimate if rec.count else self.estimate(p)
+
+    def stderr(self, p: int) -> float:
+        """How far :meth:`policy_estimate` is above the mean of the prefix's
+        finished tasks (:attr:`DurationRecord.estimate`; 0 before one has)."""
+        rec = self.record[p]
+        return rec.estimate - rec.mean if rec.count else 0.0
 
     def policy_measured(self, p: int) -> bool:
         """Whether :meth:`policy_estimate` rests on a finished task or a
@@ -121,4 +127,4 @@ class DurationEstimates:
         old = self.average[p]
         self.average[p] = duration if old < 0 else 0.5 * duration + 0.5 * old
         self.finishes[p] += 1
-        self.mean[p] = duration_mean(self.finishes[p], self.mean[p], duration)
+        self.record[p].add(duration)

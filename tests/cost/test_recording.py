@@ -64,7 +64,8 @@ def test_recording_keeps_graph_durations_and_survives_a_restart(mongo_uri):
     d = w["duration"]
     assert d["count"] == 40 and sum(d["counts"]) == 40
     assert d["min"] >= 0.01 and d["max"] >= 0.028 and d["min"] <= d["p50"] <= d["max"]
-    assert d["sum"] / 40 == pytest.approx(0.019, rel=0.1)  # what the tasks slept
+    # at least what the tasks slept (0.019 s on average); more on a busy machine
+    assert 0.0185 <= d["sum"] / 40 < 0.1
     assert [b["tasks"] for b in doc["batches"]] == [[40], [1]]
     assert doc["batches"][0]["arrival"] == 0.0 <= doc["batches"][1]["arrival"]
 

@@ -213,3 +213,39 @@ def test_a_map_then_a_long_reduce_of_unknown_duration_meets_its_deadline_on_real
     took, log = _run_real(submit, SLOPolicy(deadline=9.0), startup=1.0)
     assert took <= 9.0, (took, [e["reason"] for _, e in log])
     assert any(e.get("held_stages") for _, e in log)
+
+
+def test_a_mean_of_few_tasks_is_sized_high_only_when_it_is_the_last_chance():
+    """Work priced on a mean of few finished tasks (``stderr``: the part of
+    it that is one standard error of that mean) is sized at the mean while
+    the rest could still be bought once more tasks have finished; when
+    waiting one task's time would leave the high side infeasible on a
+    capped pool, it is sized high now."""
+    gpu = PoolSpec("gpu", kind="gpu", threads=1, max_workers=8, startup_s=10)
+
+    def decide(deadline_s, longest):
+        b = BatchView(
+            "0",
+            0.0,
+            {"gpu": 80.0},
+            tasks=40,
+            longest=longest,
+            critical=longest,
+            deadline_s=deadline_s,
+            stderr={"gpu": 40.0},
+        )
+        view = ClusterView(
+            now=0.0,
+            pools={"gpu": gpu},
+            workers=[],
+            backlog={"gpu": 80.0},
+            tasks_ready={"gpu": 40},
+            batches=[b],
+        )
+        return SLOPolicy(deadline=600).decide(view)
+
+    roomy = decide(30.0, 0.5)  # 40 s of work by 27 s, workers from 10 s
+    assert roomy.targets["gpu"] == 3 and roomy.detail["sized_on"] == "measured"
+    last = decide(25.0, 2.0)  # the high side needs all 8 bought now
+    assert last.targets["gpu"] == 8 and last.detail["sized_on"] == "few"
+    assert "few tasks" in last.reason
