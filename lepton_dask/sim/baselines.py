@@ -56,40 +56,37 @@ class StockAdaptivePolicy:
             if not pools:
                 continue
             pool = pools[0]  # stock Adaptive knows one kind of worker
-            occupancy = view.backlog.get(kind, 0.0)
-            cpu = math.ceil(occupancy / self.target_duration)
-            cpu = min(cpu, view.tasks_ready.get(kind, cpu))
-            want = math.ceil(cpu / pool.threads)
+            mine = view.in_pool(pool.name)
+            # the scheduler knows only the workers that have arrived
+            arrived = [w for w in mine if w.arrived]
+            target = self._adaptive_target(view, kind, pool, arrived)
+            # AdaptiveCore.safe_target (adaptive_core.py:127-136)
             hi = (
                 pool.max_workers
                 if self.maximum is None
                 else min(self.maximum, pool.max_workers)
             )
-            want = min(max(want, self.minimum, pool.min_workers), hi)
-            have = view.count(pool.name)
-            if want >= have:
+            target = min(max(target, self.minimum, pool.min_workers), hi)
+            plan = len(mine)  # SpecCluster.plan: every worker asked for
+            if target >= plan:  # adaptive_core.py:152-158: same, or up
                 self._close_counts = {
                     k: v
                     for k, v in self._close_counts.items()
                     if view.pools.get(k.split("|")[0]) is not pool
                 }
-                targets[pool.name] = want
+                targets[pool.name] = target
                 continue
-            # adaptive_core.recommendations: launches that have not arrived
-            # go first, then the scheduler's workers_to_close (idle ones)
-            mine = view.in_pool(pool.name)
-            candidates = [w for w in mine if not w.arrived][: have - want]
-            arrived = [w for w in mine if w.arrived]
-            if want < have - len(candidates):
-                idle = [w for w in arrived if not w.busy]
-                candidates += idle[: max(0, len(arrived) - want)]
-            if len(candidates) >= len(arrived) and any(
-                w.holds_data for w in candidates
-            ):
-                # Scheduler.workers_to_close keeps enough memory for the data
-                # held on the cluster: the last worker holding results stays
-                keep = next(w for w in candidates if w.holds_data)
-                candidates = [w for w in candidates if w is not keep]
+            # adaptive_core.recommendations (adaptive_core.py:160-182). Its
+            # "not yet arrived" workers are ``requested - observed``, and
+            # ``requested`` is the workers SpecCluster has started
+            # (spec.py:601-613): a worker still booting is in neither, so it
+            # is never closed. Scheduler.workers_to_close(target=...) closes
+            # idle arrived workers, fewest bytes first, down to ``target``
+            # counted over the arrived ones (scheduler.py:7371-7376, 7405-7431).
+            n = len(arrived) - target
+            idle = [w for w in arrived if not w.busy]
+            idle.sort(key=lambda w: w.holds_data)  # least data first
+            candidates = idle[: max(0, n)]
             seen = {f"{pool.name}|{w.name}" for w in candidates}
             firm = []
             for w in candidates:
@@ -103,7 +100,7 @@ class StockAdaptivePolicy:
                 if (k in seen and k.split("|", 1)[1] not in firm)
                 or view.pools.get(k.split("|")[0]) is not pool
             }
-            targets[pool.name] = have - len(firm)
+            targets[pool.name] = plan - len(firm)
             if firm:
                 release[pool.name] = firm
         return Decision(
@@ -111,3 +108,34 @@ class StockAdaptivePolicy:
             f"stock Adaptive, target_duration={self.target_duration:g}s",
             release=release,
         )
+
+    def _adaptive_target(self, view: ClusterView, kind: str, pool, arrived) -> int:
+        """``Scheduler.adaptive_target`` (scheduler.py:8838-8898) for one
+        kind of worker."""
+        # occupancy of the processing and queued tasks, each priced with
+        # _get_prefix_duration (scheduler.py:8858-8868, 1905-1932)
+        occupancy = view.backlog.get(kind, 0.0)
+        ready = view.tasks_ready.get(kind, 0)
+        cpu = math.ceil(occupancy / self.target_duration)
+        # "avoid a few long tasks from asking for many cores": at most one
+        # thread per queued or processing task (scheduler.py:8870-8876)
+        cpu = min(cpu, ready)
+        if arrived:
+            # threads to workers, by the arrived workers' average threads
+            # (scheduler.py:8878-8881); with no worker the count of threads
+            # is taken as the count of workers
+            threads = len(arrived) * pool.threads
+            cpu = math.ceil(cpu / threads * len(arrived))
+        elif ready:
+            cpu = max(1, cpu)  # scheduler.py:8883-8884
+        if cpu >= len(arrived):
+            return cpu
+        # scale down: Scheduler.workers_to_close() with its defaults
+        # (memory_ratio 2, scheduler.py:7378-7431) closes the idle workers,
+        # but keeps enough memory for the data held on the cluster: the last
+        # worker holding results stays
+        idle = [w for w in arrived if not w.busy]
+        if len(idle) == len(arrived) and any(w.holds_data for w in idle):
+            keep = next(w for w in idle if w.holds_data)
+            idle = [w for w in idle if w is not keep]
+        return len(arrived) - len(idle)
