@@ -9,6 +9,7 @@ every due feasible, or the least late when none does.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, replace
 
@@ -43,33 +44,38 @@ class Capacity:
     def __init__(self, steps: list[tuple[float, float]], cap: float = math.inf):
         self.steps = sorted((max(0.0, a), c) for a, c in steps if c > 0)
         self.cap = cap
+        # breakpoints: at each step's start, the thread-seconds delivered so
+        # far and the rate (capped) from there on
+        self._at, self._done, self._rate = [0.0], [0.0], [0.0]
+        rate = 0.0
+        for at, c in self.steps:
+            last, r = self._at[-1], min(rate, cap)
+            done = self._done[-1] + r * (at - last)
+            rate += c
+            if at == last:
+                self._rate[-1] = min(rate, cap)
+            else:
+                self._at.append(at)
+                self._done.append(done)
+                self._rate.append(min(rate, cap))
 
     def delivered(self, t: float) -> float:
         """Thread-seconds delivered in ``[0, t]`` (threads capped at ``cap``:
         no more threads can work than there are tasks)."""
         if t <= 0:
             return 0.0
-        total, rate, last = 0.0, 0.0, 0.0
-        for at, c in self.steps:
-            if at >= t:
-                break
-            total += min(rate, self.cap) * (at - last)
-            rate, last = rate + c, at
-        return total + min(rate, self.cap) * (t - last)
+        i = bisect.bisect_left(self._at, t) - 1
+        return self._done[i] + self._rate[i] * (t - self._at[i])
 
     def time_for(self, work: float) -> float:
         """Seconds until ``work`` thread-seconds are delivered."""
         if work <= 0:
             return 0.0
-        done, rate, last = 0.0, 0.0, 0.0
-        for at, c in self.steps:
-            r = min(rate, self.cap)
-            if r > 0 and done + r * (at - last) >= work:
-                return last + (work - done) / r
-            done += r * (at - last)
-            rate, last = rate + c, at
-        r = min(rate, self.cap)
-        return last + (work - done) / r if r > 0 else math.inf
+        i = bisect.bisect_left(self._done, work) - 1
+        while i + 1 < len(self._at) and self._done[i + 1] < work:
+            i += 1
+        r = self._rate[i]
+        return self._at[i] + (work - self._done[i]) / r if r > 0 else math.inf
 
 
 def feasible(cap: Capacity, dues: list[Due]) -> tuple[bool, str | None]:

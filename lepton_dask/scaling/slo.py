@@ -461,7 +461,7 @@ class SLOPolicy:
         the maps' futures): batches arrived no earlier, due at the same time
         (within 1%), whose work all waits on other tasks and has no measured
         duration."""
-        ends = []
+        ends, wholes = [], []
         for b in view.batches:
             d = self._deadline_of(b)
             if d is None:
@@ -469,15 +469,15 @@ class SLOPolicy:
             whole = b.blocked_stages and all(
                 b.blocked.get(k, 0.0) >= w - EPS_WORK for k, w in b.work.items()
             )
-            ends.append((b, b.arrival + d, d, bool(whole)))
+            (wholes if whole else ends).append((b, b.arrival + d, d))
         out: dict[str, int] = {}
-        for b, due, d, whole in ends:
-            if whole:
-                continue
+        if not wholes:  # O(batches) when nothing waits (a stream's many)
+            return out
+        for b, due, d in ends:
             n = sum(
                 1
-                for x, x_due, _, x_whole in ends
-                if x_whole and x.arrival >= b.arrival and abs(x_due - due) <= 0.01 * d
+                for x, x_due, _ in wholes
+                if x.arrival >= b.arrival and abs(x_due - due) <= 0.01 * d
             )
             if n:
                 out[b.id] = n
