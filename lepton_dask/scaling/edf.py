@@ -158,9 +158,9 @@ class Sizing:
 
     def least_late(self, n_fast: int, slack: float = 0.01) -> int:
         """When no capacity meets every due: the fewest new workers (at most
-        ``n_fast``) that finish each due within ``slack`` (a fraction, at
-        least half a second) of when the fastest capacity would. A worker that
-        arrives after the work it could help is done is not bought."""
+        ``n_fast``) that finish each due within ``slack`` (a fraction) of
+        when the fastest capacity would. A worker that arrives after the work
+        it could help is done is not bought."""
         cap = self.capacity(n_fast)
         cum, crit, relaxed = 0.0, 0.0, []
         for d in self.dues:
@@ -168,7 +168,7 @@ class Sizing:
             crit = max(crit, min(d.critical, d.work))
             t = max(cap.time_for(cum - crit) + crit, cap.time_for(cum))
             if math.isfinite(t):
-                t += max(slack * t, 0.5)
+                t += slack * t
             relaxed.append(replace(d, due=max(d.due, t)))
         return self._fewest(lambda n: feasible(self.capacity(n), relaxed)[0], n_fast)
 

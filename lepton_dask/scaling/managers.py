@@ -51,6 +51,18 @@ STARTUP_SAMPLES = 16
 #: the quantile of recent launch-to-arrival times a policy plans with
 STARTUP_QUANTILE = 0.9
 
+
+def startup_quantile(samples: list[float]) -> float:
+    """The :data:`STARTUP_QUANTILE` of launch-to-arrival ``samples``: the
+    startup a policy plans with.
+
+    >>> startup_quantile([2.0, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6, 2.7, 2.8, 9.0])
+    2.8
+    """
+    seen = sorted(samples)
+    return seen[max(0, math.ceil(STARTUP_QUANTILE * len(seen)) - 1)]
+
+
 _CONFIG_KEYS = {
     "name",
     "match",
@@ -444,8 +456,7 @@ class ManagedPools:
             if p.startup_configured:
                 seen.append(p.spec.startup_s)
             if seen:
-                seen.sort()
-                out[name] = seen[max(0, math.ceil(STARTUP_QUANTILE * len(seen)) - 1)]
+                out[name] = startup_quantile(seen)
         return out
 
     # -- changing the cluster ------------------------------------------------------------

@@ -15,7 +15,10 @@ Each decision is reported to the CostMonitor like ``CostAwareAdaptive``'s
 (:func:`~lepton_dask.scaling.report.decision_report`: decision log,
 ``lepton_scaler_*`` metrics). Workers the caller was told to add are counted
 as starting (billed from the answer that asked for them) until they arrive,
-since the scheduler cannot see a launch.
+since the scheduler cannot see a launch. The time from such an answer to the
+arrival it asked for, which includes the caller's own loop period and its
+launch queue, is the startup the policy plans with (the p90 of recent ones,
+the configured startup counting as one).
 
 Use it as a scheduler preload (it also installs the CostMonitor)::
 
@@ -28,15 +31,18 @@ CostMonitor.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from lepton_dask.scaling.apply import Actions, ChurnCounter, plan_apply
+from lepton_dask.scaling.managers import STARTUP_SAMPLES, startup_quantile
 from lepton_dask.scaling.report import decision_report
 from lepton_dask.scaling.state import ClusterView, Decision, PoolSpec, ViewBuilder
 from lepton_dask.scaling.state import WorkerView as _WorkerView
@@ -88,6 +94,8 @@ class PolicyServer(SchedulerPlugin):
         self.last: tuple[float, ClusterView, Decision, Actions] | None = None
         self._requested: list[float] = []  # asked for, not arrived: when asked
         self._arrived = 0
+        #: answer-to-arrival times of recent workers (seconds)
+        self.startups: deque[float] = deque(maxlen=STARTUP_SAMPLES)
 
     async def start(self, scheduler: Any) -> None:
         from lepton_dask.cost.monitor import CostMonitor
@@ -119,14 +127,23 @@ class PolicyServer(SchedulerPlugin):
         workers' thread count changes (before any worker arrives, a pool
         without ``threads`` has its instance type's vCPUs)."""
         if self._given is not None:
-            return self._given
-        threads = max(
-            (ws.nthreads for ws in self.scheduler.workers.values()), default=0
-        )
-        if self._pools is None or threads != self._pools_threads:
-            self._pools = _pools_from_config(threads or None)
-            self._pools_threads = threads
-        return self._pools
+            pools = self._given
+        else:
+            threads = max(
+                (ws.nthreads for ws in self.scheduler.workers.values()), default=0
+            )
+            if self._pools is None or threads != self._pools_threads:
+                self._pools = _pools_from_config(threads or None)
+                self._pools_threads = threads
+            pools = self._pools
+        if not self.startups:
+            return pools
+        return {
+            name: dataclasses.replace(
+                p, startup_s=startup_quantile([*self.startups, p.startup_s])
+            )
+            for name, p in pools.items()
+        }
 
     # -- one decision ------------------------------------------------------------
     def decide(self) -> tuple[ClusterView, Decision, Actions]:
@@ -159,6 +176,8 @@ class PolicyServer(SchedulerPlugin):
     def _account_arrivals(self, arrived: int) -> None:
         """Workers that arrived since the last decision were asked for first."""
         new = max(0, arrived - self._arrived)
+        now = time.time()
+        self.startups.extend(now - t for t in self._requested[:new])
         del self._requested[:new]
         self._arrived = arrived
 

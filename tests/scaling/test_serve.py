@@ -12,6 +12,7 @@ import pytest
 from distributed import Client, LocalCluster, Scheduler
 
 from lepton_dask.cost import CostMonitor
+from lepton_dask.scaling.managers import startup_quantile
 from lepton_dask.scaling.serve import TARGETS_ROUTE, PolicyServer, dask_setup
 from lepton_dask.scaling.slo import SLOPolicy, deadline
 from lepton_dask.scaling.state import PoolSpec
@@ -48,6 +49,12 @@ def test_stock_adaptive_scales_by_the_policy():
         assert monitor.scaler_decisions > 0
         peak = max(sum(d["targets"].values()) for d in decisions)
         assert 1 <= peak <= 8
+        # the time from an answer asking for a worker to its arrival is the
+        # startup the policy plans with (its p90, the configured one counted)
+        assert server.startups and min(server.startups) > 0
+        assert server.pools()["default"].startup_s == startup_quantile(
+            [*server.startups, POOL.startup_s]
+        )
         # the HTTP routes answer from the same policy
         base = f"http://127.0.0.1:{sched.http_server.port}"
         body = json.loads(urllib.request.urlopen(base + TARGETS_ROUTE).read())
