@@ -18,16 +18,23 @@ __all__ = ["StockAdaptivePolicy"]
 
 class StockAdaptivePolicy:
     """Dask's ``Adaptive`` (distributed.deploy.adaptive_core +
-    Scheduler.adaptive_target), as a policy for the simulator: per kind,
-    ``ceil(occupancy / target_duration)`` threads (capped by the tasks that can
-    run), up at once, down by idle workers after ``wait_count`` consecutive
-    checks, with no regard for prices, startup or billing.
+    Scheduler.adaptive_target, distributed 2026.8), as a policy for the
+    simulator: per kind, ``ceil(occupancy / target_duration)`` threads
+    (capped by the tasks queued or processing), as workers by the arrived
+    workers' threads each (with no worker yet, one worker per thread); up at
+    once; down only by idle arrived workers after ``wait_count`` consecutive
+    checks (a worker still booting is never closed: it is neither one that
+    SpecCluster has started nor one the scheduler knows); with no regard for
+    prices, startup or billing.
 
-    >>> from lepton_dask.scaling.state import ClusterView, PoolSpec
+    >>> from lepton_dask.scaling.state import ClusterView, PoolSpec, WorkerView
     >>> pool = PoolSpec("cpu", threads=2, max_workers=20)
     >>> view = ClusterView(now=0.0, pools={"cpu": pool}, workers=[],
     ...                    backlog={"cpu": 100.0}, tasks_ready={"cpu": 100})
     >>> StockAdaptivePolicy(5.0).decide(view).targets  # ceil(100 / 5) threads
+    {'cpu': 20}
+    >>> view.workers = [WorkerView("a", "cpu", 0.0, busy=True)]
+    >>> StockAdaptivePolicy(5.0).decide(view).targets  # 2 threads a worker
     {'cpu': 10}
     """
 

@@ -6,15 +6,20 @@ import pytest
 
 from lepton_dask.scaling.state import ClusterView, PoolSpec, WorkerView
 from lepton_dask.sim.baselines import StockAdaptivePolicy
-from tests.scaling.test_policies import idle, view
+from tests.scaling.test_policies import busy, idle, view
 
 
 def test_stock_adaptive_model_matches_dasks_rules():
     p = StockAdaptivePolicy(target_duration=5.0, wait_count=3)
     up = view([], {"cpu": 100.0}, {"cpu": 100})
-    assert p.decide(up).targets["cpu"] == 10  # ceil(100 / 5) threads / 2 per worker
+    # ceil(100 / 5) threads; with no worker yet, one worker per thread
+    # (Scheduler.adaptive_target divides by threads per worker only when
+    # there are workers)
+    assert p.decide(up).targets["cpu"] == 20
     few = view([], {"cpu": 100.0}, {"cpu": 3})
-    assert p.decide(few).targets["cpu"] == 2  # capped by runnable tasks
+    assert p.decide(few).targets["cpu"] == 3  # capped by runnable tasks
+    two = view([busy("a"), busy("b")], {"cpu": 100.0}, {"cpu": 100})
+    assert p.decide(two).targets["cpu"] == 10  # 20 threads / 2 per worker
     workers = [idle("a"), idle("b")]
     down = view(workers, {"cpu": 0.0}, {"cpu": 0})
     assert [p.decide(down).targets["cpu"] for _ in range(3)] == [
@@ -22,6 +27,18 @@ def test_stock_adaptive_model_matches_dasks_rules():
         2,
         0,
     ]  # after wait_count
+
+
+def test_stock_adaptive_never_closes_a_booting_worker():
+    """Adaptive's not-yet-arrived workers are ``requested - observed``, and a
+    SpecCluster's ``requested`` are the workers it has started: one still
+    booting is in neither, and the scheduler's workers_to_close knows only
+    arrived workers, so Adaptive leaves it to arrive."""
+    p = StockAdaptivePolicy(target_duration=5.0, wait_count=1)
+    booting = WorkerView("c", "cpu", 990.0, False, arrived=False)
+    v = view([busy("a"), idle("b"), booting], {"cpu": 5.0}, {"cpu": 1})
+    d = p.decide(v)  # one thread wanted: only the idle arrived worker goes
+    assert d.targets["cpu"] == 2 and d.release["cpu"] == ["b"]
 
 
 def test_invalid_target_duration_is_refused():
