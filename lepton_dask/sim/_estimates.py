@@ -10,7 +10,7 @@ will take. It estimates per key prefix (distributed 2026.8.0,
 2. else ``distributed.scheduler.unknown-task-duration`` until a task of the
    prefix is seen running;
 3. while its first tasks run, twice the longest running time seen (workers
-   report running tasks at each heartbeat; here, at each policy tick);
+   report running tasks at each heartbeat, as the simulated workers do);
 4. once a task finishes, the prefix's average: the first duration, then
    ``(new + old) / 2`` for each next one (an exponentially weighted average
    with weight 1/2, as ``TaskPrefix.add_duration`` keeps it);

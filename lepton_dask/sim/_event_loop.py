@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +20,28 @@ from lepton_dask.scaling.state import PoolSpec, ViewBuilder, WorkerView
 from lepton_dask.sim._batches import Batches, ready_queue
 from lepton_dask.sim._estimates import DurationEstimates
 
-_ARRIVE, _FINISH, _TICK, _PREEMPT = 0, 1, 2, 3
+_ARRIVE, _FINISH, _TICK, _PREEMPT, _HEARTBEAT = 0, 1, 2, 3, 4
 KINDS = ("cpu", "gpu")
+#: a worker's first heartbeat, after it registers: ``Worker(heartbeat_interval=
+#: "1s")`` (distributed worker.py:499, 778, 1154)
+FIRST_HEARTBEAT_S = 1.0
+
+
+def heartbeat_interval(n: int) -> float:
+    """The heartbeat interval the scheduler asks of each of ``n`` workers
+    (distributed scheduler.py:9203 ``heartbeat_interval``, sent back with
+    each heartbeat, worker.py:1200).
+
+    >>> [heartbeat_interval(n) for n in (1, 10, 11, 50, 400)]
+    [0.5, 0.5, 1, 2, 3.0]
+    """
+    if n <= 10:
+        return 0.5
+    elif n < 50:
+        return 1
+    elif n < 200:
+        return 2
+    return n / 200 + 1
 
 
 @dataclass
@@ -63,7 +82,6 @@ class EventLoop:
         P = len(codes)
         self.active = [[0] * P, [0] * P]  # ready + running, per kind and prefix
         self.waiting = [[0] * P, [0] * P]  # submitted, waiting for dependencies
-        self.running_of = [deque() for _ in range(P)]  # (start, task, attempt)
         self.completed = [0.0, 0.0]
         self.submitted = [False] * n
         self.running_at: dict[int, tuple[int, float, float, int]] = {}
@@ -133,6 +151,7 @@ class EventLoop:
         if w.pool.preemptions_per_hour > 0:
             gap = self.sim.rng.exponential(3600.0 / w.pool.preemptions_per_hour)
             self.push(t + gap, _PREEMPT, w.wid)
+        self.push(t + FIRST_HEARTBEAT_S, _HEARTBEAT, w.wid)
 
     def end(self, w: _Worker, t: float) -> None:
         """Billing of ``w`` ends at ``t``; a task it was running is run again."""
@@ -163,7 +182,6 @@ class EventLoop:
                 end_t = t + self.duration[i] / w.pool.speed
                 self.attempt[i] += 1
                 self.running_at[i] = (wid, t, end_t, self.attempt[i])
-                self.running_of[self.prefix[i]].append((t, i, self.attempt[i]))
                 self.runs += 1
                 w.running.add(i)
                 w.free -= 1
@@ -234,17 +252,18 @@ class EventLoop:
         self.dispatch(self.now)
 
     # -- the policy ----------------------------------------------------------------
-    def heartbeat(self) -> None:
-        """Running tasks reported to the scheduler (``add_exec_time``): the
-        longest-running task of each prefix."""
-        for p, runs in enumerate(self.running_of):
-            while runs:
-                start, i, att = runs[0]
-                info = self.running_at.get(i)
-                if info is not None and info[3] == att:
-                    self.know.executing(p, self.now - start)
-                    break
-                runs.popleft()
+    def on_heartbeat(self, wid: int) -> None:
+        """A worker's heartbeat: each task it is running reported to the
+        scheduler with its time so far (worker.py:1170-1174, ``add_exec_time``
+        at scheduler.py:4602-4608); the next one after the interval the
+        scheduler asks for its count of workers."""
+        w = self.workers.get(wid)
+        if w is None:
+            return
+        for i in w.running:
+            self.know.executing(self.prefix[i], self.now - self.running_at[i][1])
+        n = sum(1 for x in self.workers.values() if x.arrived)
+        self.push(self.now + heartbeat_interval(n), _HEARTBEAT, wid)
 
     def state(self) -> ScalerState:
         """The tick's scaler state, as ``CostMonitor.scaler_state`` reports it
@@ -295,7 +314,6 @@ class EventLoop:
     def on_tick(self) -> bool:
         """Decide and apply; False when the run is over."""
         sim, now = self.sim, self.now
-        self.heartbeat()
         pending = [
             WorkerView(str(w.wid), w.pool.name, w.billed_since, False, False)
             for w in self.workers.values()
@@ -362,6 +380,7 @@ class EventLoop:
             _FINISH: self.on_finish,
             _ARRIVE: self.on_arrive,
             _PREEMPT: self.on_preempt,
+            _HEARTBEAT: self.on_heartbeat,
         }
         while events or self.ptr < self.n:
             nxt = submit[order[self.ptr]] if self.ptr < self.n else math.inf
