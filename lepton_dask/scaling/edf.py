@@ -147,6 +147,17 @@ class Sizing:
         """The fewest warm workers (no new ones) that keep every due feasible."""
         return self._fewest(lambda n: self.feasible(0, keep=n)[0], len(self.warm))
 
+    def useful_warm(self) -> int:
+        """The warm workers (biggest first) whose threads cover the tasks:
+        what the fastest finish can use of them."""
+        threads, n = 0.0, 0
+        for c in self.warm:
+            if threads >= self.tasks:
+                break
+            threads += c
+            n += 1
+        return n
+
     def fastest(self) -> int:
         """New workers until the threads cover the tasks that can run."""
         threads = sum(self.warm) + sum(c for _, c in self.starting)

@@ -596,8 +596,12 @@ class SLOPolicy:
                 "reason": reason + (" (capped by the budget)" if capped else ""),
             }
         if out["infeasible"]:
+            # late whatever is bought (a long chain): the warm workers its
+            # tasks can use stay, idle ones beyond them go as on time
             why = f"deadline infeasible for {kind} batch {late}: no capacity can help"
-            return {**out, "reason": why}
+            keep = self._recently_needed(view, kind, pools, sz.useful_warm())
+            rel = self._release(view, kind, targets, keep, "no capacity can help")
+            return {**out, "reason": "; ".join(r for r in (why, rel) if r)}
         # enough capacity: the arrived workers the batches do not need go,
         # unless they were needed within one startup (a relaunch would cost
         # that startup: rent-or-buy on the way down, and no churn)

@@ -249,3 +249,17 @@ def test_a_mean_of_few_tasks_is_sized_high_only_when_it_is_the_last_chance():
     last = decide(25.0, 2.0)  # the high side needs all 8 bought now
     assert last.targets["gpu"] == 8 and last.detail["sized_on"] == "few"
     assert "few tasks" in last.reason
+
+
+def test_idle_workers_go_when_no_capacity_can_help():
+    """A batch left with one long task (a reduce past its deadline: no
+    worker can make it sooner) keeps the worker running it; the idle ones,
+    paid out, go, as they would on time (before, they stayed until it
+    finished: burst-reduce's real run billed 14 idle workers for 18 s)."""
+    b = BatchView("b0", 0.0, {"cpu": 40.0}, tasks=1, longest=40.0, critical=40.0)
+    workers = [WorkerView("w0", "cpu", 0.0, busy=True)] + [
+        WorkerView(f"w{i}", "cpu", 0.0, busy=False) for i in range(1, 8)
+    ]
+    d = SLOPolicy(deadline=30).decide(_view(100.0, [b], workers))
+    assert d.infeasible and "no capacity can help" in d.reason
+    assert d.targets == {"cpu": 1} and "release 7 idle" in d.reason
