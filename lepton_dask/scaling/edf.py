@@ -98,12 +98,22 @@ class Sizing:
     """The capacity one kind of work can have: warm workers (threads, biggest
     first), starting ones (``(seconds to arrival, threads)``), and new ones
     from ``slots`` (one entry per worker a pool can still add, cheapest
-    first), for the outstanding ``dues``."""
+    first, each delivering ``efficiency`` of its threads), for the
+    outstanding ``dues``."""
 
-    def __init__(self, warm: list[float], starting: list, slots: list, dues: list[Due]):
+    def __init__(
+        self,
+        warm: list[float],
+        starting: list,
+        slots: list,
+        dues: list[Due],
+        efficiency: float = 1.0,
+    ):
         self.warm = sorted(warm, reverse=True)
         self.starting = starting
         self.slots = slots
+        #: the share of a new worker's threads that turns into work
+        self.efficiency = efficiency
         self.dues = dues
         self.tasks = sum(d.tasks for d in dues)
         self.work = sum(d.work for d in dues)
@@ -112,7 +122,8 @@ class Sizing:
         """With ``n_new`` new workers (and only ``keep`` of the warm ones)."""
         warm = self.warm if keep is None else self.warm[:keep]
         steps = [(0.0, c) for c in warm] + list(self.starting)
-        steps += [(p.startup_s, p.threads * p.speed) for p in self.slots[:n_new]]
+        e = self.efficiency
+        steps += [(p.startup_s, p.threads * p.speed * e) for p in self.slots[:n_new]]
         return Capacity(steps, cap=self.tasks)
 
     def feasible(self, n_new: int, keep: int | None = None) -> tuple[bool, str | None]:
@@ -123,7 +134,10 @@ class Sizing:
         bought now and the rest of the slots only ``delay`` seconds later."""
         steps = [(0.0, c) for c in self.warm] + list(self.starting)
         steps += [
-            (p.startup_s + (delay if i >= n_now else 0.0), p.threads * p.speed)
+            (
+                p.startup_s + (delay if i >= n_now else 0.0),
+                p.threads * p.speed * self.efficiency,
+            )
             for i, p in enumerate(self.slots)
         ]
         return feasible(Capacity(steps, cap=self.tasks), self.dues)[0]

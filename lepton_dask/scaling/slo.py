@@ -562,9 +562,12 @@ class SLOPolicy:
         slots = [
             p for p in pools for _ in range(max(0, p.max_workers - view.count(p.name)))
         ]
-        warm = [c for _, c in arrived]
+        # the workers deliver what they have measurably delivered
+        eff = view.efficiency.get(kind, 1.0)
+        warm = [c * eff for _, c in arrived]
+        starting = [(t, c * eff) for t, c in starting]
         dues = self._means_if_time(view, kind, pools, warm, starting, slots, dues)
-        sz = Sizing(warm, starting, slots, dues)
+        sz = Sizing(warm, starting, slots, dues, eff)
         n_new, late = self._deadlines(sz, out)
         if n_new == 0 and not arrived and not starting and slots:
             if any(d.probe for d in dues):
@@ -620,9 +623,12 @@ class SLOPolicy:
         if not unsure:
             return dues
         at_mean = self._dues(view, kind, pools, at_mean=True)
-        n_mean, _ = self._deadlines(Sizing(warm, starting, slots, at_mean), {})
-        wait = max(b.longest for b in unsure)
-        if Sizing(warm, starting, slots, dues).feasible_after(n_mean, wait):
+        eff = view.efficiency.get(kind, 1.0)
+        n_mean, _ = self._deadlines(Sizing(warm, starting, slots, at_mean, eff), {})
+        # more tasks finish within a task's time, but the next chance to buy
+        # is a decision away (a gateway asks every few seconds)
+        wait = max(max(b.longest for b in unsure), view.tick_s)
+        if Sizing(warm, starting, slots, dues, eff).feasible_after(n_mean, wait):
             return at_mean
         self._basis.add("few")
         return dues

@@ -238,6 +238,13 @@ class ClusterView:
     idle_gaps: list[float] = field(default_factory=list)
     throughput_factor: float = 1.0
     batches: list[BatchView] = field(default_factory=list)
+    #: seconds since the previous view: how often the policy is asked, so
+    #: about how far off its next chance to act is (0 for the first view)
+    tick_s: float = 0.0
+    #: per kind, the share of their nominal threads that the arrived workers
+    #: turn into finished work while all are busy (1 until measured:
+    #: :class:`~lepton_dask.scaling.model.Efficiency`)
+    efficiency: dict[str, float] = field(default_factory=dict)
 
     def in_pool(self, pool: str) -> list[WorkerView]:
         return [w for w in self.workers if w.pool == pool]
@@ -418,14 +425,33 @@ class ViewBuilder:
     """
 
     def __init__(self) -> None:
-        from lepton_dask.scaling.model import BusyPeriods, ErnestModel
+        from lepton_dask.scaling.model import BusyPeriods, Efficiency, ErnestModel
 
         self.arrivals = ArrivalEstimator(60.0)
         self.model = ErnestModel()
+        self.efficiency = Efficiency()
         self._periods = BusyPeriods(self.model)
         self.idle_since: float | None = None
         self.busy_since: float | None = None
         self.idle_gaps: list[float] = []
+        self._last: float | None = None
+
+    def _observe_efficiency(self, st: ScalerState, pools: dict[str, PoolSpec]) -> None:
+        """Per kind: the arrived threads, the work they finished, the tasks
+        for them and a typical task's length, for :class:`~lepton_dask.scaling.model.Efficiency`."""
+        by_kind: dict[str, float] = {}
+        for w in st["workers"]:
+            p = pools.get(w["pool"])
+            if p is not None:
+                by_kind[p.kind] = by_kind.get(p.kind, 0.0) + p.threads * p.speed
+        task_s: dict[str, float] = {}
+        for b in st.get("batches", ()):
+            for k, w in b["work"].items():
+                if w > EPS_WORK:
+                    task_s[k] = max(task_s.get(k, 0.0), float(b.get("longest", 0.0)))
+        self.efficiency.observe(
+            st["now"], st["completed"], by_kind, st["tasks"], task_s
+        )
 
     def build(
         self,
@@ -436,6 +462,8 @@ class ViewBuilder:
         """``st``: the scheduler's state; ``pending_workers``: launched but not
         arrived yet (billed from their launch)."""
         now = st["now"]
+        tick = 0.0 if self._last is None else max(0.0, now - self._last)
+        self._last = now
         workers = [
             WorkerView(
                 str(w["name"]),
@@ -460,6 +488,7 @@ class ViewBuilder:
         self.arrivals.observe(
             now, {k: backlog[k] + pending[k] for k in backlog}, st["completed"]
         )
+        self._observe_efficiency(st, pools)
         threads = st.get("threads", 0.0)
         self._periods.tick(
             now, total > EPS_WORK, threads, sum(st["completed"].values())
@@ -500,4 +529,6 @@ class ViewBuilder:
             idle_gaps=list(self.idle_gaps),
             throughput_factor=self.model.throughput_factor(total, max(threads, 1.0)),
             batches=batches,
+            tick_s=tick,
+            efficiency={k: self.efficiency.factor(k) for k in st["completed"]},
         )

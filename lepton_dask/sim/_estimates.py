@@ -85,7 +85,8 @@ class DurationEstimates:
 
     def policy_estimate(self, p: int) -> float:
         """The workload observer's estimate: the mean of the prefix's
-        finished tasks (:func:`~lepton_dask.cost.observer.duration_mean`), else
+        finished tasks, one standard error high while they are few
+        (:class:`~lepton_dask.cost.observer.DurationRecord`), else
         :meth:`estimate`."""
         rec = self.record[p]
         return rec.estimate if rec.count else self.estimate(p)

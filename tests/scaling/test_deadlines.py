@@ -263,3 +263,24 @@ def test_idle_workers_go_when_no_capacity_can_help():
     d = SLOPolicy(deadline=30).decide(_view(100.0, [b], workers))
     assert d.infeasible and "no capacity can help" in d.reason
     assert d.targets == {"cpu": 1} and "release 7 idle" in d.reason
+
+
+def test_workers_that_deliver_less_than_their_threads_are_sized_on_what_they_deliver():
+    """The closed loop on what workers deliver: measured over ticks while
+    every thread is busy, two 2-thread workers that finish 2 s of work a
+    second (half their threads: dispatch gaps on a loaded machine) count as
+    half; the batch they were enough for nominally gets more workers."""
+    from lepton_dask.scaling.model import Efficiency
+
+    e = Efficiency(min_thread_s=4.0)
+    for t in range(8):
+        e.observe(float(t), {"cpu": 2.0 * t}, {"cpu": 4.0}, {"cpu": 40}, {"cpu": 0.1})
+    assert e.factor("cpu") == pytest.approx(0.5)
+
+    b = BatchView("b0", 0.0, {"cpu": 80.0}, tasks=400, longest=0.1, critical=0.1)
+    workers = [WorkerView(f"w{i}", "cpu", 0.0, busy=True) for i in range(2)]
+    nominal = SLOPolicy(deadline=30).decide(_view(0.0, [b], workers))
+    view = _view(0.0, [b], workers)
+    view.efficiency = {"cpu": e.factor("cpu")}
+    measured = SLOPolicy(deadline=30).decide(view)
+    assert nominal.targets["cpu"] < measured.targets["cpu"]
