@@ -132,15 +132,12 @@ class Sizing:
     def feasible_after(self, n_now: int, delay: float) -> bool:
         """Whether every due can still be met with ``n_now`` new workers
         bought now and the rest of the slots only ``delay`` seconds later."""
-        steps = [(0.0, c) for c in self.warm] + list(self.starting)
-        steps += [
-            (
-                p.startup_s + (delay if i >= n_now else 0.0),
-                p.threads * p.speed * self.efficiency,
-            )
-            for i, p in enumerate(self.slots)
+        e = self.efficiency
+        later = [
+            (p.startup_s + delay, p.threads * p.speed * e) for p in self.slots[n_now:]
         ]
-        return feasible(Capacity(steps, cap=self.tasks), self.dues)[0]
+        cap = Capacity(self.capacity(n_now).steps + later, cap=self.tasks)
+        return feasible(cap, self.dues)[0]
 
     def _fewest(self, ok, hi: int) -> int:
         """The least n in [0, hi] with ``ok(n)`` (``ok`` monotone)."""

@@ -87,6 +87,7 @@ class EventLoop:
         self.running_at: dict[int, tuple[int, float, float, int]] = {}
         self.attempt = [0] * n
         self.workers: dict[int, _Worker] = {}
+        self.n_arrived = 0  # workers that have arrived (heartbeat_interval)
         self.free: dict[int, dict[int, None]] = {0: {}, 1: {}}
         self.pool_kind = {p: int(s.kind == "gpu") for p, s in sim.pools.items()}
         self.events: list = []
@@ -146,6 +147,7 @@ class EventLoop:
 
     def arrive(self, w: _Worker, t: float) -> None:
         w.arrived = True
+        self.n_arrived += 1
         w.free = w.pool.threads
         self.free[self.pool_kind[w.pool.name]][w.wid] = None
         if w.pool.preemptions_per_hour > 0:
@@ -162,6 +164,7 @@ class EventLoop:
         w.running.clear()
         self.free[self.pool_kind[w.pool.name]].pop(w.wid, None)
         del self.workers[w.wid]
+        self.n_arrived -= w.arrived
         billed = max(t - w.billed_since, self.sim.minimum)
         usd = billed * w.pool.usd_per_hour / 3600.0
         self.spent += usd
@@ -262,8 +265,7 @@ class EventLoop:
             return
         for i in w.running:
             self.know.executing(self.prefix[i], self.now - self.running_at[i][1])
-        n = sum(1 for x in self.workers.values() if x.arrived)
-        self.push(self.now + heartbeat_interval(n), _HEARTBEAT, wid)
+        self.push(self.now + heartbeat_interval(self.n_arrived), _HEARTBEAT, wid)
 
     def state(self) -> ScalerState:
         """The tick's scaler state, as ``CostMonitor.scaler_state`` reports it
