@@ -15,6 +15,11 @@ from dataclasses import dataclass, replace
 
 __all__ = ["Capacity", "Due", "Sizing", "feasible"]
 
+#: when every due is late whatever is bought, a new worker must finish one
+#: at least this share of its startup sooner to be worth its launch (scale
+#: free: the same at a trace's own time and in a time-scaled real run)
+LATE_STARTUP_SHARE = 0.1
+
 
 @dataclass
 class Due:
@@ -178,19 +183,25 @@ class Sizing:
             n += 1
         return n
 
-    def least_late(self, n_fast: int, slack: float = 0.01) -> int:
+    def least_late(
+        self, n_fast: int, slack: float = 0.01, startup_share: float = LATE_STARTUP_SHARE
+    ) -> int:
         """When no capacity meets every due: the fewest new workers (at most
         ``n_fast``) that finish each due within ``slack`` (a fraction) of
-        when the fastest capacity would. A worker that arrives after the work
-        it could help is done is not bought."""
+        when the fastest capacity would, or within ``startup_share`` of the
+        quickest startup, whichever is more. A worker that arrives after the
+        work it could help is done is not bought, nor one that would finish
+        a late due only a sliver of its own startup sooner: its launch costs
+        a startup and churn, for lateness no one can tell apart."""
         cap = self.capacity(n_fast)
+        startup = min((p.startup_s for p in self.slots), default=0.0)
         cum, crit, relaxed = 0.0, 0.0, []
         for d in self.dues:
             cum += d.work
             crit = max(crit, min(d.critical, d.work))
             t = max(cap.time_for(cum - crit) + crit, cap.time_for(cum))
             if math.isfinite(t):
-                t += slack * t
+                t += max(slack * t, startup_share * startup)
             relaxed.append(replace(d, due=max(d.due, t)))
         return self._fewest(lambda n: feasible(self.capacity(n), relaxed)[0], n_fast)
 
