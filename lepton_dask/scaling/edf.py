@@ -184,7 +184,10 @@ class Sizing:
         return n
 
     def least_late(
-        self, n_fast: int, slack: float = 0.01, startup_share: float = LATE_STARTUP_SHARE
+        self,
+        n_fast: int,
+        slack: float = 0.01,
+        startup_share: float = LATE_STARTUP_SHARE,
     ) -> int:
         """When no capacity meets every due: the fewest new workers (at most
         ``n_fast``) that finish each due within ``slack`` (a fraction) of
