@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 __all__ = ["Capacity", "Due", "Sizing", "feasible"]
 
 #: when every due is late whatever is bought, a new worker must finish one
-#: at least this share of its startup sooner to be worth its launch (scale
-#: free: the same at a trace's own time and in a time-scaled real run)
-LATE_STARTUP_SHARE = 0.1
+#: at least this share of its stated deadline sooner to be worth its launch
+#: (scale free: the same at a trace's own time and in a time-scaled run)
+LATE_SPAN_SHARE = 0.05
 
 
 @dataclass
@@ -36,6 +36,8 @@ class Due:
     probe: bool = False
     #: seconds of the deadline held in reserve (``due`` is that much early)
     reserve: float = 0.0
+    #: seconds from the work's arrival to its deadline as the user stated it
+    span: float = 0.0
 
     @property
     def deadline(self) -> float:
@@ -187,24 +189,23 @@ class Sizing:
         self,
         n_fast: int,
         slack: float = 0.01,
-        startup_share: float = LATE_STARTUP_SHARE,
+        span_share: float = LATE_SPAN_SHARE,
     ) -> int:
         """When no capacity meets every due: the fewest new workers (at most
         ``n_fast``) that finish each due within ``slack`` (a fraction) of
-        when the fastest capacity would, or within ``startup_share`` of the
-        quickest startup, whichever is more. A worker that arrives after the
+        when the fastest capacity would, or within ``span_share`` of its
+        stated deadline, whichever is more. A worker that arrives after the
         work it could help is done is not bought, nor one that would finish
-        a late due only a sliver of its own startup sooner: its launch costs
-        a startup and churn, for lateness no one can tell apart."""
+        a late due only a sliver of its deadline sooner: its launch costs a
+        startup and churn, for lateness no one can tell apart."""
         cap = self.capacity(n_fast)
-        startup = min((p.startup_s for p in self.slots), default=0.0)
         cum, crit, relaxed = 0.0, 0.0, []
         for d in self.dues:
             cum += d.work
             crit = max(crit, min(d.critical, d.work))
             t = max(cap.time_for(cum - crit) + crit, cap.time_for(cum))
             if math.isfinite(t):
-                t += max(slack * t, startup_share * startup)
+                t += max(slack * t, span_share * d.span)
             relaxed.append(replace(d, due=max(d.due, t)))
         return self._fewest(lambda n: feasible(self.capacity(n), relaxed)[0], n_fast)
 

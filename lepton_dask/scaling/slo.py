@@ -258,7 +258,7 @@ class SLOPolicy:
                 for k in set(b.work) | set(b.done)
             }
             if rec is None:
-                rec = self._seen[b.id] = {}
+                rec = self._seen[b.id] = {"arrival": b.arrival}
             for k, v in total.items():
                 rec[k] = max(rec.get(k, 0.0), v)
             rec["critical"] = max(rec.get("critical", 0.0), b.critical)
@@ -286,6 +286,7 @@ class SLOPolicy:
             w = max(w - b.stderr.get(kind, 0.0), 0.0)
         d = self._deadline_of(b)
         reserve = d * self.margin if d is not None else 0.0
+        span = d if d is not None else 0.0
         due = (b.arrival + d - reserve - view.now) if d is not None else math.inf
         guess = b.unmeasured.get(kind, 0.0)
         held = min(b.blocked.get(kind, 0.0), guess)
@@ -329,10 +330,10 @@ class SLOPolicy:
                     early = at - view.now
             self._held[b.id] = early
             return [
-                Due(early, w - held, crit, tasks, b.id, probe, reserve),
-                Due(due, held, crit, tasks, b.id, probe, reserve),
+                Due(early, w - held, crit, tasks, b.id, probe, reserve, span),
+                Due(due, held, crit, tasks, b.id, probe, reserve, span),
             ]
-        return [Due(due, w, crit, tasks, b.id, probe, reserve)]
+        return [Due(due, w, crit, tasks, b.id, probe, reserve, span)]
 
     def _dues(
         self,
@@ -370,6 +371,7 @@ class SLOPolicy:
                     view.tasks_ready.get(kind, 1) or 1,
                     "unattributed",
                     reserve=reserve,
+                    span=horizon_default or 0.0,
                 )
             )
         rate = view.arrival_rate.get(kind, 0.0)
@@ -387,6 +389,7 @@ class SLOPolicy:
                         crit,
                         math.inf,
                         "forecast",
+                        span=self.deadline,
                     )
                 )
         dues.sort(key=lambda d: d.due)
@@ -407,6 +410,15 @@ class SLOPolicy:
                 continue
             t = min(t, 0.0 if w.arrived else arrives_in(w, p, view.now))
         return min(t, startup), startup
+
+    def _recurring(self, view: ClusterView) -> bool:
+        """Whether a batch has come after another: an idle gap, or batches
+        that arrived more than a decision apart (a reduce submitted with
+        its maps is one arrival)."""
+        if view.idle_gaps:
+            return True
+        at = [r["arrival"] for r in self._seen.values()]
+        return bool(at) and max(at) - min(at) > view.tick_s
 
     def _typical(self, key: str) -> float | None:
         vals = [r[key] for r in list(self._seen.values())[-8:] if key in r]
@@ -602,13 +614,13 @@ class SLOPolicy:
             # late whatever is bought (a long chain): the warm workers its
             # tasks can use stay, idle ones beyond them go as on time
             why = f"deadline infeasible for {kind} batch {late}: no capacity can help"
-            keep = self._recently_needed(view, kind, pools, sz.useful_warm())
+            keep = self._kept(view, kind, pools, sz.useful_warm(), sz)
             rel = self._release(view, kind, targets, keep, "no capacity can help")
             return {**out, "reason": "; ".join(r for r in (why, rel) if r)}
         # enough capacity: the arrived workers the batches do not need go,
         # unless they were needed within one startup (a relaunch would cost
         # that startup: rent-or-buy on the way down, and no churn)
-        keep = self._recently_needed(view, kind, pools, sz.fewest_kept())
+        keep = self._kept(view, kind, pools, sz.fewest_kept(), sz)
         why = "not needed by the batches"
         reason = self._release(view, kind, targets, keep, why)
         return {**out, "reason": reason or f"{len(dues)} {kind} batch(es) on time"}
@@ -632,6 +644,18 @@ class SLOPolicy:
             return at_mean
         self._basis.add("few")
         return dues
+
+    def _kept(self, view, kind, pools, now_needed: int, sz: Sizing) -> int:
+        """The warm workers to keep: the most needed within one startup, so
+        that a need that comes back does not relaunch them. But those the
+        outstanding tasks cannot use are idle ones waiting for a next batch,
+        and when none has ever come after another they go, as when the
+        kind is idle (a map's workers, once only its reduce is left)."""
+        held = self._recently_needed(view, kind, pools, now_needed)
+        usable = max(now_needed, sz.useful_warm())
+        if held <= usable or self._recurring(view):
+            return held
+        return usable
 
     def _recently_needed(
         self, view: ClusterView, kind: str, pools: list[PoolSpec], now_needed: int
@@ -738,7 +762,7 @@ class SLOPolicy:
             return ""
         if self.keep_alive == "none":
             return self._release(view, kind, targets, 0, "idle; keep-alive off")
-        if not view.idle_gaps and len(self._seen) < 2:  # no batch came after another
+        if not self._recurring(view):
             return self._release(view, kind, targets, 0, "idle; no recurrence seen")
         pools = self._pools(view, kind, True)
         work = self._typical(kind)

@@ -218,7 +218,7 @@ class ClusterView:
     tasks still waiting for their dependencies (``pending_tail``: the longest
     of those, which runs after the rest); ``arrival_rate`` the work
     arriving per second lately; ``idle_gaps`` the recent lengths of idle periods
-    (no backlog) in seconds, newest last; ``busy_since`` when the current busy
+    (no backlog) between busy ones, in seconds, newest last; ``busy_since`` when the current busy
     period (non-zero backlog) began; ``batches`` the submission batches with
     unfinished work, oldest first.
     """
@@ -478,7 +478,10 @@ class ViewBuilder:
         backlog, pending = st["backlog"], st["pending"]
         total = sum(backlog.values()) + sum(pending.values())
         if total > EPS_WORK and self.idle_since is not None:
-            self.idle_gaps = [*self.idle_gaps, now - self.idle_since][-16:]
+            if (
+                self.busy_since is not None
+            ):  # a gap between work, not the wait for the first
+                self.idle_gaps = [*self.idle_gaps, now - self.idle_since][-16:]
             self.idle_since = None
             self.busy_since = now
         elif total <= EPS_WORK and self.idle_since is None:

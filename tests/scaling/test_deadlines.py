@@ -265,6 +265,30 @@ def test_idle_workers_go_when_no_capacity_can_help():
     assert d.targets == {"cpu": 1} and "release 7 idle" in d.reason
 
 
+@pytest.mark.parametrize("recurring", [False, True])
+def test_a_maps_idle_workers_go_once_only_its_reduce_is_left(recurring):
+    """Workers needed within one startup are kept (a need that comes back
+    would relaunch them). But once only the reduce is left, the map's idle
+    workers wait for a next batch; when no batch has ever come after
+    another (the reduce was submitted with its maps), they go, as when the
+    kind is idle. burst-reduce's real run billed 14 of them for a startup."""
+    maps = BatchView("m", 0.0, {"cpu": 300.0}, tasks=300, longest=1.0, critical=1.0)
+    reduce = BatchView("r", 0.0, {"cpu": 5.0}, tasks=1, longest=5.0, critical=5.0)
+    earlier = [BatchView("e", -50.0, {"cpu": 1.0}, tasks=1)] if recurring else []
+    busy = [WorkerView(f"w{i}", "cpu", 0.0, busy=True) for i in range(8)]
+    policy = SLOPolicy(deadline=120)
+    policy.decide(_view(100.0, [*earlier, maps, reduce], busy))
+    # 5 s later (half a startup), only the reduce runs, on one worker
+    workers = busy[:1] + [
+        WorkerView(f"w{i}", "cpu", 0.0, busy=False) for i in range(1, 8)
+    ]
+    d = policy.decide(_view(105.0, [reduce], workers))
+    if recurring:
+        assert d.targets == {"cpu": 8} and "release" not in d.reason
+    else:
+        assert d.targets == {"cpu": 1} and "release 7 idle" in d.reason
+
+
 def test_workers_that_deliver_less_than_their_threads_are_sized_on_what_they_deliver():
     """The closed loop on what workers deliver: measured over ticks while
     every thread is busy, two 2-thread workers that finish 2 s of work a

@@ -180,7 +180,9 @@ def test_stock_local_cluster_processes():
 def test_spec_cluster_with_two_templates_as_two_pools():
     """A plain SpecCluster: a CPU worker already there (its spec is the CPU
     template) and a GPU template (a GPU resource label); GPU work grows the
-    GPU pool only, CPU work the CPU pool; a maximum of 3 workers in all."""
+    GPU pool only, CPU work the CPU pool; a maximum of 3 workers in all. The
+    CPU pool keeps its one worker (``min_workers=1``): with no idle gap seen
+    yet, an idle paid-out worker would otherwise go during the GPU work."""
     cpu = {"cls": Worker, "options": {"nthreads": 1}}
     gpu = {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}}
     monitor = CostMonitor(ledger=False, minimum_billing=1.0)
@@ -192,7 +194,7 @@ def test_spec_cluster_with_two_templates_as_two_pools():
         Client(cluster) as client,
     ):
         pools = {
-            "cpu-": PoolSpec.from_catalog("cpu", "m6i.large"),
+            "cpu-": PoolSpec.from_catalog("cpu", "m6i.large", min_workers=1),
             "gpu-": PoolSpec.from_catalog("gpu", "g5.xlarge", kind="gpu"),
         }
         ad = cluster.adapt(

@@ -241,6 +241,35 @@ def test_spot_while_ahead_on_demand_when_behind():
     )
 
 
+def test_idle_gaps_are_between_work_not_the_wait_for_the_first():
+    """The wait from the scaler's start to the first work is no gap between
+    batches: counting it made one job look recurrent (its workers then
+    waited for a next batch that no history predicted)."""
+
+    def state(now, work):
+        zero = {"cpu": 0.0, "gpu": 0.0}
+        return {
+            "now": now,
+            "backlog": {**zero, "cpu": work},
+            "tasks": {**zero, "cpu": work},
+            "pending": zero,
+            "pending_tail": 0.0,
+            "completed": zero,
+            "workers": [],
+            "threads": 0.0,
+            "minimum_billing": 60.0,
+            "spend_usd": 0.0,
+            "batches": [],
+        }
+
+    vb, pools = ViewBuilder(), {POOL.name: POOL}
+    gaps = [
+        vb.build(state(t, w), pools).idle_gaps
+        for t, w in [(0.0, 0.0), (5.0, 10.0), (10.0, 0.0), (30.0, 10.0)]
+    ]
+    assert gaps == [[], [], [], [20.0]]
+
+
 def test_the_simulator_and_a_real_scheduler_emit_the_same_state(tmp_path):
     keys = set(ScalerState.__annotations__)
     tr = _bursts([30.0], n=10)
