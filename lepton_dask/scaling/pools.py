@@ -175,8 +175,9 @@ class LocalPoolCluster(SpecCluster):
             "startup_delay": p.startup_s if delay else 0.0,
             "security": self._security_opts,
         }
-        if p.kind == "gpu":
-            opts["resources"] = {"GPU": 1}
+        # each worker offers its kind as a resource: work annotated with
+        # ``resources={"CPU": 1}`` stays off the GPU workers
+        opts["resources"] = {"GPU": 1} if p.kind == "gpu" else {"CPU": p.threads}
         if self.processes:
             opts["memory_limit"] = 0 if p.kind == "gpu" else "auto"
             # as LocalCluster does: the worker processes log at this level
