@@ -88,3 +88,22 @@ def _estimate_of_a_new_prefix(dask_scheduler):
     from lepton_dask._distributed import prefix_duration
 
     return prefix_duration(dask_scheduler, TaskPrefix("nap"))
+
+
+@pytest.mark.parametrize("name", ["stream", "etl", "sawtooth", "cpu-gpu-cpu"])
+def test_a_time_scaled_run_keeps_the_methods_floors(name):
+    """The factor scale_for_real picks keeps fixed latencies small against
+    the scaled world: the startup at least LAG_TIMES the start lag, the
+    shortest 10% of tasks timeable, and no second of the run submitting more
+    than MAX_SUBMITS_PER_S compute calls (the stream's spike at 332 a second
+    starved the in-process workers of a 2-core machine)."""
+    from lepton_dask.experiments import real
+    from lepton_dask.experiments.scenarios import scenarios
+
+    small, _ = real.scale_for_real(scenarios()[name], 45)
+    tr = small.trace
+    assert min(p.startup_s for p in small.pools) >= real.LAG_TIMES * real.START_LAG_S
+    assert np.quantile(tr.duration, 0.1) >= real.MIN_SHORT_TASK_S * 0.999
+    at = np.array([t for t, _, _ in real._groups(tr)])
+    per_s = np.searchsorted(at, at + 1.0) - np.arange(len(at))
+    assert per_s.max() <= real.MAX_SUBMITS_PER_S
