@@ -163,11 +163,11 @@ def scale_for_real(
 def _submit_bound(tr: Trace, f: float) -> float:
     """The least factor from ``f`` up at which no second of the scaled run
     submits more than ``MAX_SUBMITS_PER_S`` groups of tasks."""
+    # one time per (submission time, burst), as _groups submits them, sorted
     at = np.unique(np.stack([tr.submit, tr.burst]), axis=1)[0]
-    at.sort()
     for _ in range(8):  # the peak shrinks as the factor grows: a few rounds
         per_s = np.searchsorted(at, at + 1.0 / f) - np.arange(len(at))
-        peak = int(per_s.max()) if len(at) else 0
+        peak = int(per_s.max())
         if peak <= MAX_SUBMITS_PER_S:
             break
         f = min(1.0, f * peak / MAX_SUBMITS_PER_S)

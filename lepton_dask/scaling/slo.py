@@ -614,13 +614,14 @@ class SLOPolicy:
             # late whatever is bought (a long chain): the warm workers its
             # tasks can use stay, idle ones beyond them go as on time
             why = f"deadline infeasible for {kind} batch {late}: no capacity can help"
-            keep = self._kept(view, kind, pools, sz.useful_warm(), sz)
+            usable = sz.useful_warm()
+            keep = self._kept(view, kind, pools, usable, usable)
             rel = self._release(view, kind, targets, keep, "no capacity can help")
             return {**out, "reason": "; ".join(r for r in (why, rel) if r)}
         # enough capacity: the arrived workers the batches do not need go,
         # unless they were needed within one startup (a relaunch would cost
         # that startup: rent-or-buy on the way down, and no churn)
-        keep = self._kept(view, kind, pools, sz.fewest_kept(), sz)
+        keep = self._kept(view, kind, pools, sz.fewest_kept(), sz.useful_warm())
         why = "not needed by the batches"
         reason = self._release(view, kind, targets, keep, why)
         return {**out, "reason": reason or f"{len(dues)} {kind} batch(es) on time"}
@@ -645,14 +646,15 @@ class SLOPolicy:
         self._basis.add("few")
         return dues
 
-    def _kept(self, view, kind, pools, now_needed: int, sz: Sizing) -> int:
+    def _kept(self, view, kind, pools, now_needed: int, usable: int) -> int:
         """The warm workers to keep: the most needed within one startup, so
-        that a need that comes back does not relaunch them. But those the
-        outstanding tasks cannot use are idle ones waiting for a next batch,
-        and when none has ever come after another they go, as when the
-        kind is idle (a map's workers, once only its reduce is left)."""
+        that a need that comes back does not relaunch them. But those beyond
+        the ``usable`` ones (what the outstanding tasks can use) are idle
+        ones waiting for a next batch, and when none has ever come after
+        another they go, as when the kind is idle (a map's workers, once
+        only its reduce is left)."""
         held = self._recently_needed(view, kind, pools, now_needed)
-        usable = max(now_needed, sz.useful_warm())
+        usable = max(now_needed, usable)
         if held <= usable or self._recurring(view):
             return held
         return usable

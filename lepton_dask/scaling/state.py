@@ -217,10 +217,10 @@ class ClusterView:
     thread-seconds per kind (``"cpu"``, ``"gpu"``); ``pending`` the work of
     tasks still waiting for their dependencies (``pending_tail``: the longest
     of those, which runs after the rest); ``arrival_rate`` the work
-    arriving per second lately; ``idle_gaps`` the recent lengths of idle periods
-    (no backlog) between busy ones, in seconds, newest last; ``busy_since`` when the current busy
-    period (non-zero backlog) began; ``batches`` the submission batches with
-    unfinished work, oldest first.
+    arriving per second lately; ``idle_gaps`` the recent lengths of idle
+    periods (no backlog) between busy ones, in seconds, newest last;
+    ``busy_since`` when the current busy period (non-zero backlog) began;
+    ``batches`` the submission batches with unfinished work, oldest first.
     """
 
     now: float
@@ -478,9 +478,8 @@ class ViewBuilder:
         backlog, pending = st["backlog"], st["pending"]
         total = sum(backlog.values()) + sum(pending.values())
         if total > EPS_WORK and self.idle_since is not None:
-            if (
-                self.busy_since is not None
-            ):  # a gap between work, not the wait for the first
+            # a gap between work, not the wait for the first work
+            if self.busy_since is not None:
                 self.idle_gaps = [*self.idle_gaps, now - self.idle_since][-16:]
             self.idle_since = None
             self.busy_since = now
