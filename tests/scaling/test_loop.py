@@ -57,6 +57,8 @@ def test_scales_up_for_work_and_down_only_after_the_paid_minimum():
         assert any("delay" in e[1]["reason"] for e in ad.log)
         # (the loop logs a decision after applying it)
         wait_for(lambda: any("release" in e[1]["reason"] for e in ad.log), 10)
+        # the decision reaches the monitor in the loop's next report: wait for it
+        wait_for(lambda: monitor.snapshot()["scaler"]["targets"] == {"cpu": 0}, 10)
         snap = monitor.snapshot()
         assert snap["scaler"]["targets"] == {"cpu": 0} and snap["scaler_decisions"] > 0
         from lepton_dask.cost.metrics import families
